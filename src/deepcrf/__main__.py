@@ -1,0 +1,5 @@
+import sys
+
+from deepcrf.cli import main
+
+sys.exit(main())
