@@ -1,0 +1,209 @@
+"""pydensecrf.densecrf equivalents: DenseCRF and DenseCRF2D on deepcrf's engine.
+
+Same class and method names, argument names, defaults, constants, shapes and dtypes as
+pydensecrf: unaries are (n_labels, N) energies, ``inference`` returns (n_labels, N)
+float32 marginals. Differences: inputs are converted instead of rejected when numpy can
+convert them losslessly enough (float64, non-contiguous or read-only arrays are fine),
+the result is a numpy array rather than an Eigen wrapper (``np.array(Q)`` works on
+both), ``stepInference`` updates ``Q`` in place and leaves ``tmp1``/``tmp2`` untouched,
+and learning (``LogisticUnaryEnergy``, kernel gradients) lives in ``deepcrf.nn`` instead.
+"""
+
+from __future__ import annotations
+
+from numbers import Number
+
+import numpy as np
+import torch
+
+from deepcrf.crf import Kernel, Pairwise, mean_field_step
+from deepcrf.features import grid_lattice
+
+__all__ = [
+    "CONST_KERNEL",
+    "DIAG_KERNEL",
+    "FULL_KERNEL",
+    "NORMALIZE_AFTER",
+    "NORMALIZE_BEFORE",
+    "NORMALIZE_SYMMETRIC",
+    "NO_NORMALIZATION",
+    "DenseCRF",
+    "DenseCRF2D",
+]
+
+NO_NORMALIZATION, NORMALIZE_BEFORE, NORMALIZE_AFTER, NORMALIZE_SYMMETRIC = 0, 1, 2, 3
+CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL = 0, 1, 2
+_NORMALIZATION_NAMES = {
+    NO_NORMALIZATION: "none",
+    NORMALIZE_BEFORE: "before",
+    NORMALIZE_AFTER: "after",
+    NORMALIZE_SYMMETRIC: "symmetric",
+}
+
+
+def _float_matrix(array, name: str, shape: tuple[int | None, int | None]) -> torch.Tensor:
+    """A float32 torch view (or copy) of a 2-D real array with the expected shape."""
+    arr = np.asarray(array)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name}: expected a real-valued array, got dtype {arr.dtype}")
+    if arr.ndim != 2 or any(want is not None and got != want for got, want in zip(arr.shape, shape)):
+        want = tuple("?" if s is None else s for s in shape)
+        raise ValueError(f"Bad shape for {name} (Need {want}, got {arr.shape})")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    return torch.from_numpy(arr)
+
+
+def _compat(compat, num_labels: int):
+    """pydensecrf's label compatibility: Potts number, diagonal vector or symmetrised matrix."""
+    if isinstance(compat, Number):
+        return float(compat)
+    arr = np.asarray(compat, dtype=np.float32)
+    if arr.ndim == 1 and arr.shape[0] == num_labels:
+        return torch.from_numpy(arr.copy())
+    if arr.ndim == 2 and arr.shape == (num_labels, num_labels):
+        return torch.from_numpy(0.5 * (arr + arr.T))
+    if arr.ndim > 2:
+        raise ValueError("LabelCompatibility of dimension >2 not meaningful.")
+    raise ValueError(
+        f"compat: expected a number, a ({num_labels},) vector or a ({num_labels}, {num_labels}) "
+        f"matrix, got shape {arr.shape}"
+    )
+
+
+def _check_kernel_args(kernel, normalization) -> str:
+    if kernel not in (CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL):
+        raise ValueError(f"kernel: expected CONST_KERNEL, DIAG_KERNEL or FULL_KERNEL, got {kernel}")
+    if normalization not in _NORMALIZATION_NAMES:
+        raise ValueError(
+            "normalization: expected NO_NORMALIZATION, NORMALIZE_BEFORE, NORMALIZE_AFTER or "
+            f"NORMALIZE_SYMMETRIC, got {normalization}"
+        )
+    return _NORMALIZATION_NAMES[normalization]
+
+
+class DenseCRF:
+    """A fully connected CRF over ``nvar`` variables with ``nlabels`` labels."""
+
+    def __init__(self, nvar: int, nlabels: int, *_args, **_kwargs) -> None:
+        if int(nvar) < 1 or int(nlabels) < 1:
+            raise ValueError(f"nvar and nlabels must be positive, got {nvar} and {nlabels}")
+        self._nvar = int(nvar)
+        self._nlabel = int(nlabels)
+        self._unary: torch.Tensor | None = None
+        self._kernels: list[Kernel] = []
+        self._pairwise: Pairwise | None = None
+
+    def addPairwiseEnergy(  # noqa: N802 (pydensecrf's name)
+        self, features, compat, kernel=DIAG_KERNEL, normalization=NORMALIZE_SYMMETRIC
+    ) -> None:
+        """Add a Gaussian kernel on ``features`` (d, nvar), already divided by bandwidths."""
+        feats = _float_matrix(features, "pairwise energy", (None, self._nvar))
+        self._add(Kernel(feats.t(), _compat(compat, self._nlabel), _check_kernel_args(kernel, normalization)))
+
+    def _add(self, kernel: Kernel) -> None:
+        self._kernels.append(kernel)
+        self._pairwise = None
+
+    def setUnaryEnergy(self, u, f=None) -> None:  # noqa: N802
+        """Set the unary energies ``u`` (nlabels, nvar): -log probabilities, lower = likelier."""
+        if f is not None:
+            raise NotImplementedError(
+                "f: the logistic (learned) unary of pydensecrf is not provided; compute the "
+                "energies yourself or train unaries with deepcrf.nn"
+            )
+        self._unary = _float_matrix(u, "unary energy", (self._nlabel, self._nvar))
+
+    def _logits(self) -> torch.Tensor:
+        """Unary logits (nvar, nlabels): the negated energies, zero when no unary is set."""
+        if self._unary is None:
+            return torch.zeros(self._nvar, self._nlabel)
+        return -self._unary.t()
+
+    def _get_pairwise(self) -> Pairwise:
+        if self._pairwise is None:
+            self._pairwise = Pairwise(self._kernels, self._nlabel)
+        return self._pairwise
+
+    def inference(self, niter: int) -> np.ndarray:
+        """Marginals (nlabels, nvar) float32 after ``niter`` mean-field iterations."""
+        q = self.startInference()[0]
+        for _ in range(int(niter)):
+            self.stepInference(q, None, None)
+        return q
+
+    def startInference(self):  # noqa: N802
+        """(Q, tmp1, tmp2) to drive inference step by step; Q = softmax of the unaries."""
+        q = torch.softmax(self._logits(), dim=1).t().contiguous().numpy()
+        return q, np.empty((0, 0), np.float32), np.empty((0, 0), np.float32)
+
+    def stepInference(self, Q, tmp1=None, tmp2=None) -> None:  # noqa: N802, N803
+        """One mean-field iteration, updating the marginals ``Q`` (nlabels, nvar) in place."""
+        if not isinstance(Q, np.ndarray) or Q.shape != (self._nlabel, self._nvar):
+            raise ValueError(f"Q: expected the ({self._nlabel}, {self._nvar}) array from startInference")
+        current = torch.from_numpy(np.ascontiguousarray(Q, dtype=np.float32).T)
+        new, _ = mean_field_step(self._logits(), current, self._get_pairwise())
+        Q[...] = new.t().numpy()
+
+    def klDivergence(self, Q) -> float:  # noqa: N802, N803
+        """KL divergence (up to a constant) between the marginals ``Q`` and the CRF."""
+        q = torch.from_numpy(np.ascontiguousarray(Q, dtype=np.float32).T).double()
+        kl = (q * torch.log(q.clamp(min=1e-20))).sum()
+        if self._unary is not None:
+            kl += (self._unary.t().double() * q).sum()
+        message = self._get_pairwise().message(q.float()).double()
+        return float(kl - (q * message).sum())
+
+
+class DenseCRF2D(DenseCRF):
+    """A dense CRF over the pixels of a ``w`` x ``h`` image (row-major, N = w*h)."""
+
+    def __init__(self, w: int, h: int, nlabels: int, *_args, **_kwargs) -> None:
+        super().__init__(int(w) * int(h), nlabels)
+        if int(w) < 1 or int(h) < 1:
+            raise ValueError(f"w and h must be positive, got {w} and {h}")
+        self._w, self._h = int(w), int(h)
+
+    def addPairwiseGaussian(  # noqa: N802
+        self, sxy, compat, kernel=DIAG_KERNEL, normalization=NORMALIZE_SYMMETRIC
+    ) -> None:
+        """Smoothness kernel on positions: bandwidth ``sxy`` (number or (sx, sy)) pixels."""
+        sx, sy = (sxy, sxy) if isinstance(sxy, Number) else sxy
+        norm = _check_kernel_args(kernel, normalization)
+        lattice = grid_lattice((self._h, self._w), (float(sy), float(sx)))
+        features = _grid(self._h, self._w, float(sx), float(sy))
+        self._add(Kernel(features, _compat(compat, self._nlabel), norm, lattice))
+
+    def addPairwiseBilateral(  # noqa: N802
+        self, sxy, srgb, rgbim, compat, kernel=DIAG_KERNEL, normalization=NORMALIZE_SYMMETRIC
+    ) -> None:
+        """Appearance kernel on (x/sx, y/sy, r/sr, g/sg, b/sb) of the uint8 image ``rgbim``."""
+        sx, sy = (sxy, sxy) if isinstance(sxy, Number) else sxy
+        sr, sg, sb = (srgb,) * 3 if isinstance(srgb, Number) else srgb
+        image = np.asarray(rgbim)
+        if image.ndim != 3 or image.shape[:2] != (self._h, self._w):
+            raise ValueError(
+                f"Bad shape for pairwise bilateral (Need {(self._h, self._w, 3)}, got {image.shape})"
+            )
+        if image.shape[2] != 3:
+            raise ValueError(
+                "addPairwiseBilateral only works for RGB images. For other types, use "
+                "`utils.create_pairwise_bilateral` to construct your own pairwise energy and "
+                "add it through `addPairwiseEnergy`."
+            )
+        if image.dtype != np.uint8:
+            raise TypeError(f"rgbim: expected a uint8 image, got dtype {image.dtype}")
+        colours = torch.from_numpy(np.ascontiguousarray(image).reshape(-1, 3)).float()
+        colours = colours / torch.tensor([sr, sg, sb], dtype=torch.float32)
+        features = torch.cat([_grid(self._h, self._w, float(sx), float(sy)), colours], dim=1)
+        norm = _check_kernel_args(kernel, normalization)
+        self._add(Kernel(features, _compat(compat, self._nlabel), norm))
+
+
+def _grid(h: int, w: int, sx: float, sy: float) -> torch.Tensor:
+    """(x/sx, y/sy) per pixel in row-major order, as DenseCRF2D computes them."""
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
+    return torch.stack([xs.reshape(-1) / sx, ys.reshape(-1) / sy], dim=1)

@@ -1,0 +1,221 @@
+"""Fully connected CRF with Gaussian pairwise kernels and THE mean-field loop.
+
+Model (Krähenbühl & Koltun 2011, as in pydensecrf): the energy of a labelling is
+sum_i U_i(x_i) + sum_k sum_{i,j} mu_k(x_i, x_j) k_k(f_i^k, f_j^k) with Gaussian kernels
+k(f_i, f_j) = exp(-|f_i - f_j|^2 / 2) on features already divided by their bandwidths.
+Mean field iterates Q_i ∝ exp(-U_i - sum_k mu_k · K_k Q), i.e. in logits (higher = more
+likely) ``logits = unary_logits - sum_k filter_k(Q) @ mu_k^T``.
+
+Compatibility ``mu`` follows pydensecrf's conventions:
+  * a number ``w`` is Potts: mu = -w·I, so equal labels attract with weight w;
+  * a vector ``v`` (L,) is a diagonal mu = diag(v) (negative entries attract);
+  * a matrix (L, L) is used as mu as given (pydensecrf symmetrises it; we do not, so
+    asymmetric compatibilities are possible; the pydensecrf shim symmetrises).
+Normalisation of each kernel (pydensecrf's NORMALIZE_*): with n = K·1 (row sums),
+"symmetric" filters n^-1/2 ⊙ K (n^-1/2 ⊙ Q), "before" K (n^-1 ⊙ Q), "after"
+n^-1 ⊙ K Q and "none" K Q.
+
+Everything here works on flattened points: tensors of shape (N, ·), where a batch of
+images is the concatenation of their pixels and ``segments`` marks where each image
+starts, so kernels never connect two images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from deepcrf.exact import exact_filter
+from deepcrf.lattice import Lattice, build_lattice, stack_lattices
+
+__all__ = [
+    "NORMALIZATIONS",
+    "Kernel",
+    "Pairwise",
+    "compat_matrix",
+    "mean_field",
+    "mean_field_step",
+]
+
+NORMALIZATIONS = ("symmetric", "before", "after", "none")
+FILTERS = ("lattice", "exact")
+
+
+@dataclass
+class Kernel:
+    """One Gaussian pairwise term.
+
+    Attributes:
+        features: (N, d) per-point features divided by their bandwidths.
+        compat: Potts weight (number), diagonal (L,) or full (L, L) compatibility.
+        normalization: one of ``NORMALIZATIONS``.
+        lattice: an already built lattice for ``features`` (reused instead of rebuilding).
+    """
+
+    features: torch.Tensor
+    compat: float | torch.Tensor = 1.0
+    normalization: str = "symmetric"
+    lattice: Lattice | None = None
+
+
+def compat_matrix(compat: float | torch.Tensor, num_labels: int) -> torch.Tensor:
+    """The (L, L) compatibility mu that ``compat`` stands for (see module docstring)."""
+    if isinstance(compat, (int, float)):
+        return -float(compat) * torch.eye(num_labels)
+    compat = torch.as_tensor(compat)
+    if compat.dim() == 0:
+        return -compat * torch.eye(num_labels, dtype=compat.dtype, device=compat.device)
+    if compat.dim() == 1 and compat.shape[0] == num_labels:
+        return torch.diag(compat)
+    if compat.dim() == 2 and compat.shape == (num_labels, num_labels):
+        return compat
+    raise ValueError(
+        f"compat: expected a number, a ({num_labels},) vector or a ({num_labels}, {num_labels}) "
+        f"matrix, got shape {tuple(compat.shape)}"
+    )
+
+
+def _potts_weight(compat: float | torch.Tensor) -> float | None:
+    if isinstance(compat, (int, float)):
+        return float(compat)
+    if isinstance(compat, torch.Tensor) and compat.dim() == 0:
+        return float(compat)
+    return None
+
+
+class Pairwise:
+    """All pairwise kernels of a dense CRF on fixed features: built once, applied per iteration.
+
+    With ``filter="lattice"`` every kernel gets one permutohedral lattice; their
+    normalisations and Potts weights are folded into the sparse splat/slice matrices and
+    all kernels are stacked into one block lattice, so an iteration costs one splat, one
+    blur and one slice whatever the number of kernels. ``filter="exact"`` uses brute force.
+    """
+
+    def __init__(
+        self,
+        kernels: Sequence[Kernel],
+        num_labels: int,
+        segments: Sequence[int] | None = None,
+        filter: str = "lattice",
+    ) -> None:
+        if filter not in FILTERS:
+            raise ValueError(f"filter: expected one of {FILTERS}, got {filter!r}")
+        if num_labels < 1:
+            raise ValueError(f"num_labels: expected >= 1, got {num_labels}")
+        self.kernels = list(kernels)
+        self.num_labels = num_labels
+        self.filter = filter
+        n = None
+        for k, kernel in enumerate(self.kernels):
+            if kernel.normalization not in NORMALIZATIONS:
+                raise ValueError(
+                    f"kernels[{k}].normalization: expected one of {NORMALIZATIONS}, "
+                    f"got {kernel.normalization!r}"
+                )
+            if kernel.features.dim() != 2:
+                raise ValueError(
+                    f"kernels[{k}].features: expected (N, d), got {tuple(kernel.features.shape)}"
+                )
+            if n is not None and kernel.features.shape[0] != n:
+                raise ValueError(f"kernels[{k}].features: expected {n} points like kernel 0")
+            n = kernel.features.shape[0]
+            compat_matrix(kernel.compat, num_labels)  # validates the shape
+        self.num_points = n
+        self.segments = tuple(segments) if segments is not None else None
+        self._scales: list[tuple[torch.Tensor | None, torch.Tensor | None]] = []
+        self._lattices: list[Lattice] = []
+        for kernel in self.kernels:
+            if filter == "lattice":
+                lattice = kernel.lattice or build_lattice(kernel.features, self.segments)
+                self._lattices.append(lattice)
+                norm = lattice.filter(kernel.features.new_ones(lattice.num_points, 1))[:, 0]
+            else:
+                ones = kernel.features.new_ones(kernel.features.shape[0], 1)
+                norm = exact_filter(kernel.features.float(), ones, self.segments)[:, 0]
+            self._scales.append(_normalization_scales(norm, kernel.normalization))
+        self._fused = self._fuse() if filter == "lattice" and self.kernels else None
+
+    def _fuse(self) -> tuple[Lattice, list[torch.Tensor | None]]:
+        """Stack the scaled lattices; return it with each block's label transform (or None)."""
+        scaled, transforms = [], []
+        for kernel, lattice, (before, after) in zip(self.kernels, self._lattices, self._scales):
+            weight = _potts_weight(kernel.compat)
+            if weight is not None:  # Potts: -mu = w·I, folded into the slice
+                after = after * weight if after is not None else lattice.slice.new_full(
+                    (lattice.num_points,), weight
+                )
+                transforms.append(None)
+            else:
+                mu = compat_matrix(kernel.compat, self.num_labels)
+                transforms.append(-mu.t().float().to(lattice.device))
+            scaled.append(lattice.scale(before, after))
+        return stack_lattices(scaled), transforms
+
+    def message(self, q: torch.Tensor) -> torch.Tensor:
+        """The pairwise logits -sum_k filter_k(q) @ mu_k^T for marginals ``q`` (N, L)."""
+        return self.add_message(torch.zeros_like(q, dtype=torch.float32), q)
+
+    def add_message(self, logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """``logits`` + the pairwise message of ``q``, as a new (N, L) float32 tensor."""
+        if self._fused is not None:
+            fused, transforms = self._fused
+            values = fused.blur(fused.splat_values(q))
+            for transform, start, stop in zip(transforms, fused.blocks, fused.blocks[1:]):
+                if transform is not None:
+                    values[start:stop] = values[start:stop] @ transform
+            return torch.sparse.addmm(logits.float(), fused.slice, values)
+        out = logits.float().clone()
+        for kernel, (before, after) in zip(self.kernels, self._scales):
+            x = q if before is None else q * before[:, None]
+            filtered = exact_filter(kernel.features.float(), x.float(), self.segments)
+            if after is not None:
+                filtered = filtered * after[:, None]
+            mu = compat_matrix(kernel.compat, self.num_labels).to(filtered)
+            out -= filtered @ mu.t()
+        return out
+
+
+def _normalization_scales(norm: torch.Tensor, normalization: str):
+    """(before, after) per-point scales of a kernel, as pydensecrf computes them."""
+    if normalization == "symmetric":
+        s = 1.0 / torch.sqrt(norm + 1e-20)
+        return s, s
+    if normalization == "before":
+        return 1.0 / (norm + 1e-20), None
+    if normalization == "after":
+        return None, 1.0 / (norm + 1e-20)
+    return None, None
+
+
+def mean_field_step(unary_logits: torch.Tensor, q: torch.Tensor, pairwise: Pairwise):
+    """One parallel mean-field update; returns (new marginals, their logits)."""
+    logits = pairwise.add_message(unary_logits, q)
+    return torch.softmax(logits, dim=1), logits
+
+
+def mean_field(
+    unary_logits: torch.Tensor,
+    pairwise: Pairwise,
+    iterations: int = 10,
+    callback: Callable[[int, torch.Tensor], None] | None = None,
+    return_logits: bool = False,
+):
+    """Run ``iterations`` mean-field updates from softmax(unary_logits).
+
+    ``unary_logits`` (N, L) are scores, higher = more likely (= -unary energy).
+    Returns the marginals Q (N, L) float32, or (Q, logits) with ``return_logits`` where
+    softmax(logits) == Q (log-marginals up to a per-point constant). ``callback(t, Q)``
+    is called after every iteration (progress, early inspection).
+    """
+    if iterations < 0:
+        raise ValueError(f"iterations: expected >= 0, got {iterations}")
+    logits = unary_logits.float()
+    q = torch.softmax(logits, dim=1)
+    for t in range(iterations):
+        q, logits = mean_field_step(unary_logits, q, pairwise)
+        if callback is not None:
+            callback(t, q)
+    return (q, logits) if return_logits else q

@@ -1,0 +1,222 @@
+"""Dense-CRF post-processing of class probabilities: ``refine`` and ``refine_labels``.
+
+Parameters keep pydensecrf's names; DeepLab (Chen et al. 2015, eq. 2) names the same
+quantities differently. The mapping, stated once for the whole library:
+
+=================  ================  ==========================================
+deepcrf / pydensecrf  DeepLab        meaning
+=================  ================  ==========================================
+bilateral_compat   w1                weight of the appearance (bilateral) kernel
+bilateral_sxy      σα (sigma_alpha)  its spatial bandwidth, pixels
+bilateral_srgb     σβ (sigma_beta)   its colour bandwidth, intensity levels
+gaussian_compat    w2                weight of the smoothness (spatial) kernel
+gaussian_sxy       σγ (sigma_gamma)  its spatial bandwidth, pixels
+=================  ================  ==========================================
+
+Defaults are pydensecrf's README settings (sxy=3, compat=3; sxy=80, srgb=13,
+compat=10), with 10 mean-field iterations as in DeepLab and CRF-as-RNN at test time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepcrf.crf import Kernel, Pairwise, mean_field
+from deepcrf.features import bilateral_features, grid_features, grid_lattice
+
+__all__ = ["refine", "refine_labels", "unary_from_probs", "unary_from_labels"]
+
+ExtraKernel = tuple[Any, Any]
+
+
+def unary_from_probs(probs: torch.Tensor, clip: float = 1e-5) -> torch.Tensor:
+    """Unary logits log(max(p, clip)) from probabilities (labels on dim 0 or 1)."""
+    return torch.log(probs.float().clamp(min=clip, max=1.0))
+
+
+def unary_from_labels(
+    labels: torch.Tensor, num_labels: int, gt_prob: float = 0.5, ignore_index: int | None = None
+) -> torch.Tensor:
+    """Unary logits (L, *labels.shape) for a label map trusted with probability ``gt_prob``.
+
+    Each pixel's label gets probability ``gt_prob``, every other label an equal share of
+    the rest; pixels equal to ``ignore_index`` get a uniform distribution ("unsure").
+    """
+    if not 0.0 < gt_prob < 1.0:
+        raise ValueError(f"gt_prob: expected a probability in (0, 1), got {gt_prob}")
+    if num_labels < 2:
+        raise ValueError(f"num_labels: expected at least 2 labels, got {num_labels}")
+    labels = torch.as_tensor(labels).long()
+    unsure = labels == ignore_index if ignore_index is not None else torch.zeros_like(labels, dtype=torch.bool)
+    bad = (labels < 0) | (labels >= num_labels)
+    if (bad & ~unsure).any():
+        found = labels[bad & ~unsure].unique()[:5].tolist()
+        raise ValueError(f"labels: values must be in [0, {num_labels}) (or ignore_index), got {found}")
+    other = np.log((1.0 - gt_prob) / (num_labels - 1))
+    logits = torch.full((num_labels, *labels.shape), float(other), device=labels.device)
+    logits.scatter_(0, labels.clamp(0, num_labels - 1).unsqueeze(0), float(np.log(gt_prob)))
+    logits[:, unsure] = float(np.log(1.0 / num_labels))
+    return logits
+
+
+def refine(
+    probs: np.ndarray | torch.Tensor,
+    image: np.ndarray | torch.Tensor | None = None,
+    *,
+    iterations: int = 10,
+    gaussian_sxy: float | Sequence[float] = 3.0,
+    gaussian_compat: float | Any = 3.0,
+    bilateral_sxy: float | Sequence[float] = 80.0,
+    bilateral_srgb: float | Sequence[float] = 13.0,
+    bilateral_compat: float | Any = 10.0,
+    spacing: float | Sequence[float] = 1.0,
+    extra_kernels: Sequence[ExtraKernel] = (),
+    normalization: str = "symmetric",
+    filter: str = "lattice",
+    clip: float = 1e-5,
+    logits: bool = False,
+):
+    """Refine class probabilities with a fully connected CRF; returns the marginals.
+
+    Accepted layouts (the output has the layout and array type of ``probs``):
+      * numpy: ``probs`` (L, *spatial) float, ``image`` (*spatial, C) uint8 (H, W, 3 for a
+        photo; any number of spatial axes, e.g. 3-D volumes with ``spacing`` per axis);
+      * torch: ``probs`` (B, L, H, W) and ``image`` (B, C, H, W) with values 0..255
+        (uint8 or float), or unbatched (L, H, W) with (C, H, W). Runs on their device.
+
+    ``image`` must be the raw pixels, never the normalised network input. Set a
+    ``*_compat`` to 0 to drop that kernel (``image`` may then be None). ``extra_kernels``
+    adds (features, compat) pairs with features (*spatial, d) already divided by their
+    bandwidths (depth, user features). ``logits=True`` treats ``probs`` as unnormalised
+    scores (higher = more likely) instead of probabilities; probabilities are clipped
+    below at ``clip`` before taking logs, as pydensecrf's ``unary_from_softmax`` does.
+    """
+    is_numpy = isinstance(probs, np.ndarray)
+    q, img, batched = _as_batched(probs, image)
+    _check_probs(q, logits)
+    if iterations < 0:
+        raise ValueError(f"iterations: expected >= 0, got {iterations}")
+    b, num_labels = q.shape[:2]
+    spatial = tuple(q.shape[2:])
+    n = int(np.prod(spatial))
+    unary = (q.float() if logits else unary_from_probs(q, clip)).movedim(1, -1).reshape(b * n, -1)
+    segments = [i * n for i in range(b + 1)]
+
+    kernels = []
+    if _active(gaussian_compat):
+        lattice = grid_lattice(spatial, gaussian_sxy, spacing, q.device, copies=b) if filter == "lattice" else None
+        features = grid_features(spatial, gaussian_sxy, spacing, q.device).repeat(b, 1)
+        kernels.append(Kernel(features, _compat(gaussian_compat, q.device), normalization, lattice))
+    if _active(bilateral_compat):
+        if img is None:
+            raise ValueError("image: required for the bilateral kernel (or set bilateral_compat=0)")
+        feats = torch.cat([bilateral_features(img[i], bilateral_sxy, bilateral_srgb, spacing) for i in range(b)])
+        kernels.append(Kernel(feats, _compat(bilateral_compat, q.device), normalization))
+    for k, (features, compat) in enumerate(extra_kernels):
+        f = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features)
+        if tuple(f.shape[: len(spatial)]) != spatial or f.dim() != len(spatial) + 1:
+            raise ValueError(f"extra_kernels[{k}]: features must have shape (*{spatial}, d), got {tuple(f.shape)}")
+        f = f.to(q.device).float().reshape(n, -1).repeat(b, 1)
+        kernels.append(Kernel(f, _compat(compat, q.device), normalization))
+
+    pairwise = Pairwise(kernels, num_labels, segments, filter=filter)
+    marginals = mean_field(unary, pairwise, iterations)
+    out = marginals.reshape(b, *spatial, num_labels).movedim(-1, 1)
+    if not batched:
+        out = out[0]
+    return out.cpu().numpy() if is_numpy else out
+
+
+def refine_labels(
+    labels: np.ndarray | torch.Tensor,
+    image: np.ndarray | torch.Tensor | None,
+    num_labels: int,
+    *,
+    gt_prob: float = 0.5,
+    ignore_index: int | None = None,
+    **kwargs: Any,
+):
+    """Refine a label map trusted with probability ``gt_prob``; returns the marginals.
+
+    ``labels`` is (*spatial) numpy or (B, H, W) / (H, W) torch; ``ignore_index`` pixels
+    start uniform. Other keyword arguments are those of ``refine``.
+    """
+    is_numpy = isinstance(labels, np.ndarray)
+    lab = torch.from_numpy(np.ascontiguousarray(labels)) if is_numpy else labels
+    if not is_numpy and lab.dim() == 3:
+        unary = unary_from_labels(lab, num_labels, gt_prob, ignore_index).movedim(0, 1)
+    else:
+        unary = unary_from_labels(lab, num_labels, gt_prob, ignore_index)
+    scores = unary.numpy() if is_numpy else unary
+    return refine(scores, image, logits=True, **kwargs)
+
+
+def _active(compat: Any) -> bool:
+    if isinstance(compat, (int, float)):
+        return compat != 0
+    return True
+
+
+def _compat(compat: Any, device: torch.device):
+    if isinstance(compat, (int, float)):
+        return float(compat)
+    return torch.as_tensor(np.asarray(compat) if not isinstance(compat, torch.Tensor) else compat).float().to(device)
+
+
+def _as_batched(probs, image):
+    """(probs (B, L, *spatial), image (B, *spatial, C) or None, was_batched)."""
+    if isinstance(probs, np.ndarray):
+        if probs.ndim < 2:
+            raise ValueError(f"probs: expected (L, *spatial), got shape {probs.shape}")
+        q = torch.from_numpy(np.ascontiguousarray(probs))[None]
+        img = None
+        if image is not None:
+            image = np.asarray(image)
+            if image.ndim == probs.ndim - 1:  # single-channel image without channel axis
+                image = image[..., None]
+            if image.shape[:-1] != probs.shape[1:]:
+                raise ValueError(
+                    f"image: expected shape ({', '.join(map(str, probs.shape[1:]))}, C) to match "
+                    f"probs {probs.shape}, got {image.shape}"
+                )
+            img = torch.from_numpy(np.ascontiguousarray(image))[None]
+        return q, img, False
+    if not isinstance(probs, torch.Tensor):
+        raise TypeError(f"probs: expected a numpy array or torch tensor, got {type(probs).__name__}")
+    batched = probs.dim() == 4
+    if probs.dim() not in (3, 4):
+        raise ValueError(f"probs: expected (B, L, H, W) or (L, H, W), got shape {tuple(probs.shape)}")
+    q = probs if batched else probs[None]
+    img = None
+    if image is not None:
+        if not isinstance(image, torch.Tensor):
+            image = torch.as_tensor(np.asarray(image))
+        im = image if batched else image[None]
+        if im.dim() != 4 or im.shape[0] != q.shape[0] or tuple(im.shape[2:]) != tuple(q.shape[2:]):
+            raise ValueError(
+                f"image: expected ({q.shape[0]}, C, {q.shape[2]}, {q.shape[3]}) to match probs "
+                f"{tuple(probs.shape)}, got {tuple(image.shape)}"
+            )
+        img = im.to(q.device).movedim(1, -1)
+    return q, img, batched
+
+
+def _check_probs(q: torch.Tensor, logits: bool) -> None:
+    if q.is_complex() or not (q.is_floating_point()):
+        raise TypeError(f"probs: expected a floating-point array, got {q.dtype}")
+    if not torch.isfinite(q).all():
+        raise ValueError("probs: contains NaN or infinite values")
+    if logits:
+        return
+    if (q < 0).any():
+        raise ValueError("probs: probabilities must be >= 0 (pass logits=True for scores)")
+    sums = q.sum(dim=1)
+    if (sums - 1).abs().max() > 1e-3:
+        raise ValueError(
+            f"probs: must sum to 1 over the label axis (sums range {sums.min():.4g}..{sums.max():.4g});"
+            " normalise them or pass logits=True for unnormalised scores"
+        )

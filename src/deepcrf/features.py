@@ -1,0 +1,96 @@
+"""Per-pixel feature vectors for the dense CRF kernels, and a cache of grid lattices.
+
+The spatial ("appearance-free") kernel of a dense CRF only depends on the image size
+and its bandwidth, so its lattice is built once and reused for every image of that size.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+
+from deepcrf.lattice import Lattice, build_lattice
+
+__all__ = ["grid_features", "bilateral_features", "grid_lattice"]
+
+_GRID_CACHE: OrderedDict[tuple, Lattice] = OrderedDict()
+_GRID_CACHE_SIZE = 8
+
+
+def _per_dim(value: float | Sequence[float], ndim: int, name: str) -> list[float]:
+    values = [float(value)] * ndim if isinstance(value, (int, float)) else [float(v) for v in value]
+    if len(values) != ndim:
+        raise ValueError(f"{name}: expected a number or {ndim} numbers, got {len(values)}")
+    if any(not v > 0 for v in values):
+        raise ValueError(f"{name}: expected positive values, got {values}")
+    return values
+
+
+def grid_features(
+    shape: Sequence[int],
+    sxy: float | Sequence[float],
+    spacing: float | Sequence[float] = 1.0,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Pixel positions divided by the bandwidths: (prod(shape), len(shape)) float32.
+
+    Position k of a pixel is its index along axis k times ``spacing[k]`` (voxel size, for
+    anisotropic volumes) over ``sxy[k]``; ``sxy`` and ``spacing`` are in axis order (rows
+    first). For 2-D images the output columns are (x, y), i.e. columns first, the order of
+    pydensecrf's DenseCRF2D (the lattice is not invariant to permuting features).
+    """
+    ndim = len(shape)
+    scales = _per_dim(sxy, ndim, "sxy")
+    spacings = _per_dim(spacing, ndim, "spacing")
+    axes = [torch.arange(n, dtype=torch.float32, device=device) for n in shape]
+    grids = torch.meshgrid(*axes, indexing="ij")
+    columns = [
+        (grids[k] * spacings[k] / scales[k]) if spacings[k] != 1.0 else grids[k] / scales[k]
+        for k in range(ndim)
+    ]
+    if ndim == 2:
+        columns = columns[::-1]
+    return torch.stack([c.reshape(-1) for c in columns], dim=1)
+
+
+def bilateral_features(
+    image: torch.Tensor,
+    sxy: float | Sequence[float],
+    srgb: float | Sequence[float],
+    spacing: float | Sequence[float] = 1.0,
+) -> torch.Tensor:
+    """Positions over ``sxy`` then channel values over ``srgb``: (prod(spatial), ndim + C).
+
+    ``image`` is channels-last (*spatial, C) with raw values (0..255 for photos).
+    """
+    spatial, channels = tuple(image.shape[:-1]), image.shape[-1]
+    scales = _per_dim(srgb, channels, "srgb")
+    positions = grid_features(spatial, sxy, spacing, device=image.device)
+    colours = image.reshape(-1, channels).float() / torch.tensor(scales, device=image.device)
+    return torch.cat([positions, colours], dim=1)
+
+
+def grid_lattice(
+    shape: Sequence[int],
+    sxy: float | Sequence[float],
+    spacing: float | Sequence[float] = 1.0,
+    device: torch.device | str | None = None,
+    copies: int = 1,
+) -> Lattice:
+    """The lattice of ``grid_features`` for ``copies`` images of ``shape``, from a small cache."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    key = (tuple(shape), str(sxy), str(spacing), str(device), copies)
+    lattice = _GRID_CACHE.get(key)
+    if lattice is None:
+        features = grid_features(shape, sxy, spacing, device)
+        n = features.shape[0]
+        segments = [i * n for i in range(copies + 1)]
+        lattice = build_lattice(features.repeat(copies, 1), segments)
+        _GRID_CACHE[key] = lattice
+        if len(_GRID_CACHE) > _GRID_CACHE_SIZE:
+            _GRID_CACHE.popitem(last=False)
+    else:
+        _GRID_CACHE.move_to_end(key)
+    return lattice
