@@ -150,3 +150,20 @@ def test_refine_net_output_grid(stride, divisor):
         out = refine(pools, torch.randn(1, 21, 11, 7))
     assert out.shape == (1, 21, math.ceil(h / divisor), math.ceil(w / divisor))
     assert refine.output_stride == stride
+
+
+def test_featmap_fuses_scales_as_documented():
+    """Group s of the map is Conv Block 6 of scale s on the shared trunk, bilinearly resized."""
+    import torch.nn.functional as F
+
+    model = build("featmap_net", None, width=LIGHT).eval()
+    img = image(90, 70)
+    with torch.no_grad():
+        out = model(img)
+        c = model.block_channels
+        for i, scale in enumerate((1.2, 0.8, 0.4)):
+            size = (round(scale * 90), round(scale * 70))
+            x = F.interpolate(img, size=size, mode="bilinear", align_corners=False)
+            x = model.block6[i](F.relu(model.fc6(model.features(x))))
+            x = F.interpolate(x, size=out.shape[-2:], mode="bilinear", align_corners=False)
+            torch.testing.assert_close(out[:, i * c:(i + 1) * c], x)
