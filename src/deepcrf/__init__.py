@@ -1,3 +1,7 @@
 """deepcrf: semantic segmentation with CNNs and dense Conditional Random Fields."""
 
+from deepcrf.crf import Kernel, Pairwise, mean_field
+from deepcrf.dense import refine, refine_labels
+
 __version__ = "0.1.0"
+__all__ = ["Kernel", "Pairwise", "__version__", "mean_field", "refine", "refine_labels"]

@@ -144,9 +144,9 @@ class Pairwise:
         for kernel, lattice, (before, after) in zip(self.kernels, self._lattices, self._scales):
             weight = _potts_weight(kernel.compat)
             if weight is not None:  # Potts: -mu = w·I, folded into the slice
-                after = after * weight if after is not None else lattice.slice.new_full(
-                    (lattice.num_points,), weight
-                )
+                if after is None:
+                    after = torch.ones(lattice.num_points, device=lattice.device)
+                after = after * weight
                 transforms.append(None)
             else:
                 mu = compat_matrix(kernel.compat, self.num_labels)

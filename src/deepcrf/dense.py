@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from deepcrf.arrays import tensor_from_numpy
 from deepcrf.crf import Kernel, Pairwise, mean_field
 from deepcrf.features import bilateral_features, grid_features, grid_lattice
 
@@ -146,7 +147,7 @@ def refine_labels(
     start uniform. Other keyword arguments are those of ``refine``.
     """
     is_numpy = isinstance(labels, np.ndarray)
-    lab = torch.from_numpy(np.ascontiguousarray(labels)) if is_numpy else labels
+    lab = tensor_from_numpy(labels) if is_numpy else labels
     if not is_numpy and lab.dim() == 3:
         unary = unary_from_labels(lab, num_labels, gt_prob, ignore_index).movedim(0, 1)
     else:
@@ -172,7 +173,7 @@ def _as_batched(probs, image):
     if isinstance(probs, np.ndarray):
         if probs.ndim < 2:
             raise ValueError(f"probs: expected (L, *spatial), got shape {probs.shape}")
-        q = torch.from_numpy(np.ascontiguousarray(probs))[None]
+        q = tensor_from_numpy(probs)[None]
         img = None
         if image is not None:
             image = np.asarray(image)
@@ -183,7 +184,7 @@ def _as_batched(probs, image):
                     f"image: expected shape ({', '.join(map(str, probs.shape[1:]))}, C) to match "
                     f"probs {probs.shape}, got {image.shape}"
                 )
-            img = torch.from_numpy(np.ascontiguousarray(image))[None]
+            img = tensor_from_numpy(image)[None]
         return q, img, False
     if not isinstance(probs, torch.Tensor):
         raise TypeError(f"probs: expected a numpy array or torch tensor, got {type(probs).__name__}")

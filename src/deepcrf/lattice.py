@@ -19,6 +19,7 @@ and nothing ever leaks from one image to another.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, replace
 
 import torch
@@ -26,6 +27,7 @@ import torch
 __all__ = ["Lattice", "build_lattice", "stack_lattices"]
 
 _MAX_PACKED_BITS = 62
+_MAX_FEATURE = 1e7  # keeps integer lattice keys exact in float32 arithmetic
 
 
 @dataclass(frozen=True)
@@ -261,6 +263,12 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
     coords = features.detach().float().t().contiguous()
     if not torch.isfinite(coords).all():
         raise ValueError("features: contain NaN or infinite values")
+    largest = coords.abs().max().item()
+    if largest > _MAX_FEATURE:
+        raise ValueError(
+            f"features: magnitude up to {largest:.3g} exceeds the lattice's range "
+            f"({_MAX_FEATURE:.0e}); divide the features by larger bandwidths"
+        )
     segments = [0, n] if segments is None else [int(s) for s in segments]
     if segments[0] != 0 or segments[-1] != n or any(b < a for a, b in zip(segments, segments[1:])):
         raise ValueError(f"segments: expected increasing offsets from 0 to {n}, got {segments}")
@@ -295,7 +303,9 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
 
 
 def _csr(crow, col, values, size) -> torch.Tensor:
-    return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=False)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta" is not for our users
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=False)
 
 
 def _blur_neighbors(vertex_codes: torch.Tensor, strides: torch.Tensor, d: int) -> torch.Tensor:

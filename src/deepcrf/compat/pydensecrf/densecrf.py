@@ -16,6 +16,7 @@ from numbers import Number
 import numpy as np
 import torch
 
+from deepcrf.arrays import tensor_from_numpy
 from deepcrf.crf import Kernel, Pairwise, mean_field_step
 from deepcrf.features import grid_lattice
 
@@ -49,10 +50,7 @@ def _float_matrix(array, name: str, shape: tuple[int | None, int | None]) -> tor
     if arr.ndim != 2 or any(want is not None and got != want for got, want in zip(arr.shape, shape)):
         want = tuple("?" if s is None else s for s in shape)
         raise ValueError(f"Bad shape for {name} (Need {want}, got {arr.shape})")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not arr.flags.writeable:
-        arr = arr.copy()
-    return torch.from_numpy(arr)
+    return tensor_from_numpy(arr, np.float32)
 
 
 def _compat(compat, num_labels: int):
@@ -142,13 +140,13 @@ class DenseCRF:
         """One mean-field iteration, updating the marginals ``Q`` (nlabels, nvar) in place."""
         if not isinstance(Q, np.ndarray) or Q.shape != (self._nlabel, self._nvar):
             raise ValueError(f"Q: expected the ({self._nlabel}, {self._nvar}) array from startInference")
-        current = torch.from_numpy(np.ascontiguousarray(Q, dtype=np.float32).T)
+        current = tensor_from_numpy(Q, np.float32).t()
         new, _ = mean_field_step(self._logits(), current, self._get_pairwise())
         Q[...] = new.t().numpy()
 
     def klDivergence(self, Q) -> float:  # noqa: N802, N803
         """KL divergence (up to a constant) between the marginals ``Q`` and the CRF."""
-        q = torch.from_numpy(np.ascontiguousarray(Q, dtype=np.float32).T).double()
+        q = tensor_from_numpy(Q, np.float32).t().double()
         kl = (q * torch.log(q.clamp(min=1e-20))).sum()
         if self._unary is not None:
             kl += (self._unary.t().double() * q).sum()
@@ -194,7 +192,7 @@ class DenseCRF2D(DenseCRF):
             )
         if image.dtype != np.uint8:
             raise TypeError(f"rgbim: expected a uint8 image, got dtype {image.dtype}")
-        colours = torch.from_numpy(np.ascontiguousarray(image).reshape(-1, 3)).float()
+        colours = tensor_from_numpy(image).reshape(-1, 3).float()
         colours = colours / torch.tensor([sr, sg, sb], dtype=torch.float32)
         features = torch.cat([_grid(self._h, self._w, float(sx), float(sy)), colours], dim=1)
         norm = _check_kernel_args(kernel, normalization)

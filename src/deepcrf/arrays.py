@@ -1,0 +1,20 @@
+"""numpy -> torch conversion that accepts what users hand in (any strides, read-only)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["tensor_from_numpy"]
+
+
+def tensor_from_numpy(array: np.ndarray, dtype: np.dtype | type | None = None) -> torch.Tensor:
+    """A tensor sharing memory with ``array`` when possible, copying only when needed.
+
+    Non-contiguous arrays are made contiguous and read-only arrays are copied, since torch
+    tensors must be writable; the caller's array is never modified.
+    """
+    arr = np.ascontiguousarray(array, dtype=dtype)
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    return torch.from_numpy(arr)
