@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["colorize", "overlay", "palette", "save_label_png"]
+__all__ = ["colorize", "overlay", "palette", "plot_trimap", "save_label_png"]
 
 VOID = 255
 
@@ -144,4 +144,44 @@ def save_label_png(path: str | Path, label, palette: str | int | np.ndarray = "v
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     colorize(label, palette).save(path, format="PNG")
+    return path
+
+
+def plot_trimap(results, path: str | Path, title: str | None = None) -> Path:
+    """Trimap curves like DeepLab's Fig. 5: mean IoU and pixel accuracy (%) vs band width.
+
+    ``results`` is one result dict of :func:`deepcrf.evaluation.evaluate_folders` (with a
+    ``trimap`` entry) or a dict ``{curve label: result}`` to compare methods. Needs matplotlib.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("plotting needs matplotlib: pip install 'deepcrf[viz]'") from exc
+    curves = {"": results} if "trimap" in results else dict(results)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for label, res in curves.items():
+        if "trimap" not in res:
+            raise ValueError(f"results: {label or 'result'} has no trimap scores")
+        widths = [float(w) for w in res["trimap"]]
+        for ax, key in zip(axes, ("miou", "pixel_acc"), strict=True):
+            vals = [
+                float("nan") if t[key] is None else 100 * t[key] for t in res["trimap"].values()
+            ]
+            ax.plot(widths, vals, marker="o", label=label or None)
+    for ax, name in zip(axes, ("mean IoU (%)", "pixel accuracy (%)"), strict=True):
+        ax.set_xlabel("trimap width (pixels)")
+        ax.set_ylabel(name)
+        ax.grid(True, alpha=0.3)
+        if len(curves) > 1:
+            ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
     return path
