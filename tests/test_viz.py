@@ -79,3 +79,14 @@ def test_overlay_blends_and_keeps_void():
         overlay(img, np.zeros((3, 2), dtype=np.int64))
     with pytest.raises(ValueError, match="alpha"):
         overlay(img, label, alpha=2.0)
+
+
+def test_plot_trimap_writes_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    from deepcrf.viz import plot_trimap
+
+    res = {"trimap": {"1": {"miou": 0.5, "pixel_acc": 0.7}, "5": {"miou": 0.6, "pixel_acc": None}}}
+    out = plot_trimap({"a": res, "b": res}, tmp_path / "t.png", title="x")
+    assert out.is_file() and Image.open(out).size[0] > 100
+    with pytest.raises(ValueError, match="trimap"):
+        plot_trimap({"a": {}}, tmp_path / "u.png")
