@@ -110,6 +110,11 @@ def test_bad_input_errors_name_the_file():
         confusion_matrix(np.zeros((2, 2), int), np.array([[0, 7], [255, 1]]), 3, name="y.png")
     with pytest.raises(ValueError, match=r"prediction has label values \[3\]"):
         confusion_matrix(np.array([[3]]), np.array([[0]]), 3)
+    with pytest.raises(ValueError, match=r"prediction has label values \[255\]"):
+        confusion_matrix(np.array([[255, 0]]), np.array([[1, 0]]), 3)
+    # 255 (or anything) predicted on void pixels is never scored, so it is accepted
+    conf = confusion_matrix(np.array([[255, 0]]), np.array([[255, 0]]), 3)
+    assert int(conf.sum()) == 1 and int(conf[0, 0]) == 1
     with pytest.raises(TypeError):
         confusion_matrix(np.zeros((2, 2)), np.zeros((2, 2), int), 3)
     with pytest.raises(ValueError, match="num_classes"):

@@ -80,11 +80,16 @@ def _check_pair(
             f"ground truth{where} has label values {vals} outside 0..{num_classes - 1} "
             f"that are not the ignore index {ignore_index}"
         )
+    # Predictions are only checked where they are scored: a prediction copied from the ground
+    # truth may keep 255 on void pixels, but every labelled pixel needs a real class.
     bad_pred = (pred < 0) | (pred >= num_classes)
+    if ignore_index is not None:
+        bad_pred &= gt != ignore_index
     if bool(bad_pred.any()):
         vals = torch.unique(pred[bad_pred])[:10].tolist()
         raise ValueError(
-            f"prediction{where} has label values {vals} outside 0..{num_classes - 1}"
+            f"prediction{where} has label values {vals} outside 0..{num_classes - 1} "
+            "at labelled (non-void) pixels"
         )
 
 
