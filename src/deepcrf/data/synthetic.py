@@ -142,17 +142,29 @@ class SyntheticScenes(Dataset):
             img[m] = base.astype(np.float32) + tex
         return img
 
+    def _window(self, cy: float, cx: float, ry: float, rx: float):
+        """Slices of the box [cy - ry, cy + ry] x [cx - rx, cx + rx] clipped to the image."""
+        h, w = self.size
+        y0, y1 = max(0, int(np.floor(cy - ry))), min(h, int(np.ceil(cy + ry)) + 1)
+        x0, x1 = max(0, int(np.floor(cx - rx))), min(w, int(np.ceil(cx + rx)) + 1)
+        return np.s_[y0 : max(y0, y1), x0 : max(x0, x1)]
+
     def _shape_mask(self, rng: np.random.Generator, kind: int, cy: float, cx: float, r: float):
-        yy, xx = self._yy - cy, self._xx - cx
+        """(window, mask inside the window) of one object; work only in its bounding box."""
         if kind == PERSON:  # tall body plus a head
+            win = self._window(cy, cx, 1.2 * r + 1, 0.4 * r + 1)
+            yy, xx = self._yy[win] - cy, self._xx[win] - cx
             body = (xx / (0.4 * r)) ** 2 + ((yy - 0.3 * r) / (0.9 * r)) ** 2 <= 1
             head = xx**2 + (yy + 0.85 * r) ** 2 <= (0.3 * r) ** 2
-            return body | head
+            return win, body | head
+        win = self._window(cy, cx, r + 1, r + 1)
+        yy, xx = self._yy[win] - cy, self._xx[win] - cx
         ang = rng.uniform(-0.35, 0.35)  # vehicle: rotated rounded rectangle, wider than tall
         c, s = np.cos(ang), np.sin(ang)
         u, v = c * xx + s * yy, -s * xx + c * yy
         a, b = r, r / rng.uniform(1.6, 2.6)
-        return (np.abs(u / a) ** 4 + np.abs(v / b) ** 4) <= 1
+        u2, v2 = (u / a) ** 2, (v / b) ** 2
+        return win, (u2 * u2 + v2 * v2) <= 1
 
     def _draw_objects(self, rng, img: np.ndarray, label: np.ndarray, stuff: np.ndarray) -> None:
         h, w = self.size
@@ -174,20 +186,21 @@ class SyntheticScenes(Dataset):
                 cls = CAR if stuff[int(cy), int(cx)] == ROAD else BOAT
             else:
                 continue
-            mask = self._shape_mask(rng, kind, cy, cx, r)
+            win, mask = self._shape_mask(rng, kind, cy, cx, r)
             if not mask.any():
                 continue
+            ys, xs = self._yy[win][mask], self._xx[win][mask]
             if kind == PERSON:
                 colour = np.array(
                     [rng.uniform(225, 255), rng.uniform(190, 230), rng.uniform(40, 90)]
                 )
-                shade = 12 * (self._yy[mask] - cy) / r
-                img[mask] = colour.astype(np.float32) + shade[:, None].astype(np.float32)
+                shade = 12 * (ys - cy) / r
+                img[win][mask] = colour.astype(np.float32) + shade[:, None].astype(np.float32)
             else:  # one appearance for car and boat: red body, diagonal stripes
                 colour = np.array([rng.uniform(170, 225), rng.uniform(25, 70), rng.uniform(25, 70)])
-                stripes = 18 * np.sign(np.sin((self._xx[mask] + self._yy[mask]) / 2.5))
-                img[mask] = colour.astype(np.float32) + stripes[:, None].astype(np.float32)
-            label[mask] = cls
+                stripes = 18 * np.sign(np.sin((xs + ys) / 2.5))
+                img[win][mask] = colour.astype(np.float32) + stripes[:, None].astype(np.float32)
+            label[win][mask] = cls
 
     def _draw_poles(self, rng, img: np.ndarray, label: np.ndarray) -> None:
         h, w = self.size
@@ -198,13 +211,17 @@ class SyntheticScenes(Dataset):
             x1, y1 = x0 + length * np.cos(ang), y0 - length * np.sin(ang)
             half = rng.choice([0.5, 0.75, 1.0])  # widths 1-2 px
             dx, dy = x1 - x0, y1 - y0
-            t = np.clip(((self._xx - x0) * dx + (self._yy - y0) * dy) / (dx * dx + dy * dy), 0, 1)
-            d2 = (self._xx - x0 - t * dx) ** 2 + (self._yy - y0 - t * dy) ** 2
+            win = self._window(
+                (y0 + y1) / 2, (x0 + x1) / 2, abs(dy) / 2 + half + 1, abs(dx) / 2 + half + 1
+            )
+            yy, xx = self._yy[win], self._xx[win]
+            t = np.clip(((xx - x0) * dx + (yy - y0) * dy) / (dx * dx + dy * dy), 0, 1)
+            d2 = (xx - x0 - t * dx) ** 2 + (yy - y0 - t * dy) ** 2
             mask = d2 <= half * half
             if not mask.any():
                 continue
-            img[mask] = rng.choice([rng.uniform(15, 40), rng.uniform(225, 250)])
-            label[mask] = POLE
+            img[win][mask] = rng.choice([rng.uniform(15, 40), rng.uniform(225, 250)])
+            label[win][mask] = POLE
 
     def _void_band(self, label: np.ndarray) -> None:
         obj = np.isin(label, [CAR, BOAT, PERSON])
