@@ -213,8 +213,9 @@ def squared_distance_to(features, max_distance: float | None = None) -> torch.Te
     big = (h + w + 1) ** 2 * 4
     if h == 0 or w == 0:
         return torch.zeros(h, w, dtype=torch.int64, device=f.device)
+    dtype = torch.int32 if big < 2**30 else torch.int64  # int32 halves the memory traffic
     # Vertical pass: distance to the nearest feature in the same column (above or below).
-    rows = torch.arange(h, device=f.device).unsqueeze(1).expand(h, w)
+    rows = torch.arange(h, device=f.device, dtype=dtype).unsqueeze(1).expand(h, w)
     neg = torch.full_like(rows, -(h + w + 1) * 2)
     above = torch.cummax(torch.where(f, rows, neg), dim=0).values  # last feature row <= i
     flipped = torch.where(f.flip(0), rows, neg)
@@ -222,13 +223,19 @@ def squared_distance_to(features, max_distance: float | None = None) -> torch.Te
     dv = torch.minimum(rows - above, below - rows)
     g2 = torch.where(dv <= h, dv * dv, torch.full_like(dv, big))
     # Horizontal pass: min over columns j' of g2[i, j'] + (j - j')^2, within the reach.
+    # Once off^2 exceeds every current value no farther column can improve any pixel.
     reach = w - 1 if max_distance is None else min(w - 1, int(np.floor(max_distance)))
     out = g2.clone()
+    tmp = torch.empty_like(g2)
     for off in range(1, reach + 1):
         cost = off * off
-        out[:, off:] = torch.minimum(out[:, off:], g2[:, :-off] + cost)
-        out[:, :-off] = torch.minimum(out[:, :-off], g2[:, off:] + cost)
-    return out.clamp_max(big)
+        if off % 8 == 1 and cost >= int(out.max()):
+            break
+        torch.add(g2[:, :-off], cost, out=tmp[:, off:])
+        torch.minimum(out[:, off:], tmp[:, off:], out=out[:, off:])
+        torch.add(g2[:, off:], cost, out=tmp[:, :-off])
+        torch.minimum(out[:, :-off], tmp[:, :-off], out=out[:, :-off])
+    return out.clamp_max(big).to(torch.int64)
 
 
 def boundary_mask(label) -> torch.Tensor:
@@ -252,18 +259,28 @@ def trimap_mask(
     return _trimap_masks(_as_long_tensor(gt, "gt"), [width], ignore_index, mode)[0]
 
 
+def _band_distances(gt: torch.Tensor, reach: float, ignore_index: int, mode: str):
+    """Squared distance of every pixel to the rule's features (void or boundary pixels)."""
+    if mode not in ("void", "boundary"):
+        raise ValueError(f"mode: expected 'void' or 'boundary', got {mode!r}")
+    features = gt == ignore_index if mode == "void" else boundary_mask(gt)
+    return squared_distance_to(features, reach)
+
+
+def _squared_limit(w: float) -> int:
+    """d2 <= w^2 for an integer d2 is d2 <= floor(w^2): compare integers, exactly."""
+    return int(np.floor(float(w) * float(w)))
+
+
 def _trimap_masks(
     gt: torch.Tensor, widths: Sequence[float], ignore_index: int, mode: str
 ) -> list[torch.Tensor]:
-    if mode not in ("void", "boundary"):
-        raise ValueError(f"mode: expected 'void' or 'boundary', got {mode!r}")
     for w in widths:
         if not w >= 0:
             raise ValueError(f"width: trimap widths must be >= 0, got {w}")
-    features = gt == ignore_index if mode == "void" else boundary_mask(gt)
-    d2 = squared_distance_to(features, max(widths) if widths else 0)
+    d2 = _band_distances(gt, max(widths) if widths else 0, ignore_index, mode)
     valid = gt != ignore_index
-    return [valid & (d2.to(torch.float64) <= float(w) * float(w)) for w in widths]
+    return [valid & (d2 <= _squared_limit(w)) for w in widths]
 
 
 class TrimapConfusion:
@@ -298,15 +315,22 @@ class TrimapConfusion:
         _check_pair(pred_t, gt_t, self.num_classes, self.ignore_index, name)
         has_void = bool((gt_t == self.ignore_index).any())
         self.seen_void |= has_void
+        rules = []
         if self.mode in ("auto", "void") and has_void:
-            masks = _trimap_masks(gt_t, self.widths, self.ignore_index, "void")
-            for cm, m in zip(self.void, masks, strict=True):
-                cm.update(pred_t, gt_t, m, name)
-        need_boundary = self.mode == "boundary" or (self.mode == "auto" and not self.seen_void)
-        if need_boundary:
-            masks = _trimap_masks(gt_t, self.widths, self.ignore_index, "boundary")
-            for cm, m in zip(self.boundary, masks, strict=True):
-                cm.update(pred_t, gt_t, m, name)
+            rules.append(("void", self.void))
+        if self.mode == "boundary" or (self.mode == "auto" and not self.seen_void):
+            rules.append(("boundary", self.boundary))
+        if not rules:
+            return self
+        # one pass: pair codes of the labelled pixels, then one bincount per width
+        k = self.num_classes
+        valid = gt_t != self.ignore_index
+        codes = gt_t[valid] * k + pred_t[valid]
+        for rule, matrices in rules:
+            d2 = _band_distances(gt_t, max(self.widths), self.ignore_index, rule)[valid]
+            for cm, w in zip(matrices, self.widths, strict=True):
+                sel = codes[d2 <= _squared_limit(w)]
+                cm.mat += torch.bincount(sel, minlength=k * k).reshape(k, k)
         return self
 
     def merge(self, other: TrimapConfusion) -> TrimapConfusion:
