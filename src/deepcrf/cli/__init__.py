@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS: list[str] = []
+COMMANDS: list[str] = ["data", "eval"]
 
 
 def build_parser() -> argparse.ArgumentParser:
