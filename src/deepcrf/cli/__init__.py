@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS: list[str] = ["data", "eval"]
+COMMANDS: list[str] = ["refine", "eval", "data"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ from .classes import (
     VOC_CLASSES,
     class_names,
 )
+from .coarse import coarse_probabilities
 from .context import PascalContext
 from .folder import FolderSegmentation
 from .io import read_image, read_label
@@ -32,6 +33,7 @@ __all__ = [
     "SyntheticScenes",
     "VOCSegmentation",
     "class_names",
+    "coarse_probabilities",
     "convert_cityscapes_trainids",
     "convert_sbd",
     "labelids_to_trainids",
