@@ -56,9 +56,7 @@ def piecewise_nll(
     return sum((_mean(t) for t in terms[1:]), _mean(terms[0]))
 
 
-def unary_nll_terms(
-    unary: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor
-) -> torch.Tensor:
+def unary_nll_terms(unary: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """-log P_U(y_p) of each valid node (eq. 11), a 1-D tensor."""
     log_p = F.log_softmax(unary[valid], dim=1)
     return -log_p.gather(1, labels[valid].unsqueeze(1)).squeeze(1)
