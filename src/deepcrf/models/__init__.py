@@ -1,0 +1,80 @@
+"""Model zoo: ``build(name, num_classes, **options)`` from the plain dict ``MODELS``.
+
+Every model has an ``output_stride`` attribute and accepts any input size; every family takes a
+``width`` option (channel multiplier: ``width=1/16`` gives a light model running the same code).
+
+=======================  ===========================================================  ======
+name                     output for an image (B, 3, H, W)                             stride
+=======================  ===========================================================  ======
+deeplab_7x7, deeplab,    scores (B, K, ceil(H/8), ceil(W/8))                          8
+deeplab_4x4,
+deeplab_largefov,
+deeplab_msc*  (same)
+fcn8s                    scores (B, K, H, W)                                          1
+featmap_net              features (B, out_channels, ceil(round(1.2H)/16), ...)         16*
+unary_net                node features (B, C, h, w) or (N, C) -> (B, K, h, w) / (N, K)  -
+pairwise_net             edge features (E, 2C) -> (E, K*K), index y_p*K + y_q           -
+refine_net               (pools, coarse scores) -> scores at 1/2 (or 1/4)              2
+=======================  ===========================================================  ======
+
+(*) stride 16 of the 1.2-scaled image. ``num_classes`` is ignored by ``featmap_net``.
+Built models carry ``model.config`` (name, num_classes, options) so ``io.save_model`` /
+``io.load_model`` can rebuild them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from torch import nn
+
+from .deeplab import VARIANTS, build_deeplab
+from .fcn import FCN8s
+from .featmap import FeatMapNet, PairwiseNet, UnaryNet
+from .refine_net import RefineNet
+
+
+def _featmap(num_classes: int | None = None, **options: Any) -> FeatMapNet:
+    return FeatMapNet(**options)  # the feature map does not depend on the classes
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    **{name: partial(build_deeplab, name) for name in VARIANTS},
+    **{
+        name.replace("deeplab", "deeplab_msc", 1): partial(build_deeplab, name, msc=True)
+        for name in VARIANTS
+    },
+    "fcn8s": FCN8s,
+    "featmap_net": _featmap,
+    "unary_net": UnaryNet,
+    "pairwise_net": PairwiseNet,
+    "refine_net": RefineNet,
+}
+
+#: Models whose output does not depend on num_classes (None is accepted).
+CLASS_FREE = frozenset({"featmap_net"})
+
+
+def list_models() -> list[str]:
+    """Names accepted by ``build``, sorted."""
+    return sorted(MODELS)
+
+
+def build(name: str, num_classes: int | None = None, **options: Any) -> nn.Module:
+    """Build model ``name`` for ``num_classes`` classes; ``options`` go to its constructor."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
+    valid = isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes > 0
+    if not valid and not (name in CLASS_FREE and num_classes is None):
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    try:
+        model = MODELS[name](num_classes=num_classes, **options)
+    except TypeError as exc:
+        raise TypeError(f"bad options for model {name!r}: {exc}") from exc
+    model.config = {"name": name, "num_classes": num_classes, **options}
+    return model
+
+
+__all__ = ["MODELS", "build", "list_models"]
