@@ -13,10 +13,16 @@ from .features import edge_features, pairwise_scores
 from .graph import RELATIONS, batch_edges, grid_offsets, range_box_edges
 from .inference import mean_field
 from .labels import downsample_labels
+from .model import ContextualCRF, Potentials
 from .piecewise import piecewise_nll
+from .training import AsyncStepResult, asynchronous_step
 
 __all__ = [
     "RELATIONS",
+    "AsyncStepResult",
+    "ContextualCRF",
+    "Potentials",
+    "asynchronous_step",
     "batch_edges",
     "downsample_labels",
     "edge_features",
