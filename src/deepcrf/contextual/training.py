@@ -74,7 +74,7 @@ def asynchronous_step(
     unary_terms = unary_nll_terms(unary, y, valid)
     unary_loss = unary_terms.sum() / max(unary_terms.numel(), 1)
     unary_loss.backward()
-    result = AsyncStepResult(unary_loss=float(unary_loss))
+    result = AsyncStepResult(unary_loss=unary_loss.item())
 
     edges = model.graph(h, w, b, feats[0].device)
     for relation, f, e, net in zip(
@@ -93,7 +93,7 @@ def asynchronous_step(
             loss = pairwise_nll_terms(subset, scores, y, valid).mean()
             loss.backward()
             pairwise_optimizer.step()
-            seen += float(loss) * share
+            seen += loss.item() * share
             updates += 1
         result.pairwise_losses[relation] = seen
         result.pairwise_updates[relation] = updates
@@ -118,5 +118,9 @@ def _check_optimizers(
             "optimizer must not hold Pairwise-Net parameters: they are updated by "
             "pairwise_optimizer in every sub-iteration"
         )
-    if not pair_ids <= ids(pairwise) and pair_ids:
-        raise ValueError("pairwise_optimizer must hold model.pairwise_parameters()")
+    other_ids = {id(p) for p in model.parameters()} - pair_ids
+    if (pair_ids and not pair_ids <= ids(pairwise)) or ids(pairwise) & other_ids:
+        raise ValueError(
+            "pairwise_optimizer must hold model.pairwise_parameters() and no other parameter "
+            "of the model (it zeroes their gradients in every sub-iteration)"
+        )
