@@ -114,3 +114,20 @@ def test_constructor_rejects_mismatched_networks():
     )
     with pytest.raises(ValueError, match="pairwise_net"):
         bad_pairwise.marginals(images())
+
+
+def test_pairwise_scores_same_with_and_without_autograd():
+    from deepcrf.contextual import edge_features, pairwise_scores
+
+    torch.manual_seed(0)
+    nodes = torch.randn(20, 6, requires_grad=True)
+    edges = range_box_edges(4, 5, "above_below", box=0.5)
+    net = pairwise_mlp(6, 3)
+    direct = net(edge_features(nodes, edges)).view(-1, 3, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(pairwise_scores(nodes, edges, net, 3, chunk_size=7), direct)
+    chunked = pairwise_scores(nodes, edges, net, 3, chunk_size=7)
+    torch.testing.assert_close(chunked, direct)
+    (g,) = torch.autograd.grad(chunked.square().sum(), nodes)
+    (ref,) = torch.autograd.grad(direct.square().sum(), nodes)
+    torch.testing.assert_close(g, ref)

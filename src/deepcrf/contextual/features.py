@@ -50,9 +50,13 @@ def pairwise_scores(
     """
     _check_edges(edges, node_features.shape[0])
     k = num_classes
+    track = torch.is_grad_enabled() and (
+        node_features.requires_grad or any(p.requires_grad for p in pairwise_net.parameters())
+    )
     parts = []
+    out = None
     for part in edge_chunks(edges.shape[0], chunk_size):
-        if recompute and torch.is_grad_enabled() and node_features.requires_grad:
+        if recompute and track and node_features.requires_grad:
             scores = checkpoint(
                 _chunk_scores, node_features, edges[part], pairwise_net, use_reentrant=False
             )
@@ -63,10 +67,15 @@ def pairwise_scores(
                 f"pairwise_net must return (n, num_classes**2) = (n, {k * k}) scores, "
                 f"got shape {tuple(scores.shape)}"
             )
-        parts.append(scores.view(-1, k, k))
-    if not parts:
-        return node_features.new_zeros((0, k, k))
-    return torch.cat(parts, dim=0)
+        if track:
+            parts.append(scores.view(-1, k, k))
+            continue
+        if out is None:  # no autograd: write chunks in place, no second copy for a cat
+            out = scores.new_empty((edges.shape[0], k, k))
+        out[part] = scores.view(-1, k, k)
+    if track:
+        return torch.cat(parts, dim=0) if parts else node_features.new_zeros((0, k, k))
+    return out if out is not None else node_features.new_zeros((0, k, k))
 
 
 def _chunk_scores(
