@@ -81,6 +81,16 @@ def test_hand_computed_two_node_chain():
     torch.testing.assert_close(q[0], torch.tensor([0.5, 0.5], dtype=torch.float64))
 
 
+def test_shared_edges_and_flat_tables_are_accepted():
+    unary, edges, tables = random_problem(relations=("surrounding",), seed=5)
+    second = torch.randn_like(tables[0])
+    both = mean_field(unary, edges[0], [tables[0], second])
+    torch.testing.assert_close(both, mean_field(unary, edges * 2, [tables[0], second]))
+    torch.testing.assert_close(both, mean_field(unary, edges[0], [tables[0] + second]))
+    flat = mean_field(unary, edges[0], tables[0].flatten(1))
+    torch.testing.assert_close(flat, mean_field(unary, edges[0], tables[0]))
+
+
 def test_zero_pairwise_returns_softmax_of_unaries():
     unary, edges, tables = random_problem()
     zeros = [torch.zeros_like(t) for t in tables]
@@ -123,7 +133,7 @@ def test_bad_inputs_raise_clear_errors():
         mean_field(unary, edges[0] + 100, tables[0])
     with pytest.raises(ValueError, match="same number"):
         mean_field(unary, edges, tables[:1])
-    with pytest.raises(TypeError, match="both"):
+    with pytest.raises(TypeError, match="list of tables"):
         mean_field(unary, edges, tables[0])
     with pytest.raises(ValueError, match="unary"):
         mean_field(unary[0], edges, tables)

@@ -92,24 +92,36 @@ def combine_unaries(unary: TensorOrList) -> torch.Tensor:
 def pairwise_types(
     edges: TensorOrList, pairwise: TensorOrList, num_nodes: int, num_classes: int
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Validated list of (edges (E, 2) long, table (E, K, K)) pairs, one per pairwise type."""
-    if isinstance(edges, torch.Tensor) != isinstance(pairwise, torch.Tensor):
-        raise TypeError("edges and pairwise must both be tensors or both be lists of tensors")
-    edge_list = [edges] if isinstance(edges, torch.Tensor) else list(edges)
+    """Validated list of (edges (E, 2) long, table (E, K, K)) pairs, one per pairwise type.
+
+    One edge tensor with a list of tables means the same edges for every type; a table may
+    also be given flat as (E, K*K) with entry ``y_p * K + y_q``.
+    """
+    if not isinstance(edges, torch.Tensor) and isinstance(pairwise, torch.Tensor):
+        raise TypeError("pairwise must be a list of tables when edges is a list of edge sets")
     table_list = [pairwise] if isinstance(pairwise, torch.Tensor) else list(pairwise)
+    if isinstance(edges, torch.Tensor):
+        edge_list = [edges] * len(table_list)
+    else:
+        edge_list = list(edges)
     if len(edge_list) != len(table_list):
         raise ValueError(
             f"edges and pairwise must list the same number of types, "
             f"got {len(edge_list)} and {len(table_list)}"
         )
+    k = num_classes
     types = []
     for e, t in zip(edge_list, table_list, strict=True):
         _check_edges(e, num_nodes)
-        if not isinstance(t, torch.Tensor) or t.shape != (e.shape[0], num_classes, num_classes):
+        if isinstance(t, torch.Tensor) and t.shape == (e.shape[0], k * k):
+            t = t.view(-1, k, k)
+        if not isinstance(t, torch.Tensor) or t.shape != (e.shape[0], k, k):
             shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
             raise ValueError(
-                f"pairwise must be (E, K, K) = ({e.shape[0]}, {num_classes}, {num_classes}) "
+                f"pairwise must be (E, K, K) = ({e.shape[0]}, {k}, {k}) "
                 f"scores matching edges and unary, got {shape}"
             )
+        if not t.is_floating_point():
+            raise TypeError(f"pairwise must be floating point, got {t.dtype}")
         types.append((e.long(), t))
     return types
