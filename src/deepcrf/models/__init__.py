@@ -33,6 +33,7 @@ from torch import nn
 from .deeplab import VARIANTS, build_deeplab
 from .fcn import FCN8s
 from .featmap import FeatMapNet, PairwiseNet, UnaryNet
+from .io import load_imagenet_vgg16, load_model, load_safetensors, save_safetensors
 from .refine_net import RefineNet
 
 
@@ -77,4 +78,12 @@ def build(name: str, num_classes: int | None = None, **options: Any) -> nn.Modul
     return model
 
 
-__all__ = ["MODELS", "build", "list_models"]
+__all__ = [
+    "MODELS",
+    "build",
+    "list_models",
+    "load_imagenet_vgg16",
+    "load_model",
+    "load_safetensors",
+    "save_safetensors",
+]

@@ -36,7 +36,7 @@ def resize_to_scale(image: torch.Tensor, scale: float) -> torch.Tensor:
     """``image`` (B, C, H, W) resized bilinearly to round(scale*H) x round(scale*W) (>= 1)."""
     if scale == 1.0:
         return image
-    h, w = image.shape[-2:]
+    h, w = (int(n) for n in image.shape[-2:])  # plain ints (constants under torch.jit.trace)
     size = (max(1, round(scale * h)), max(1, round(scale * w)))
     return F.interpolate(image, size=size, mode="bilinear", align_corners=False)
 

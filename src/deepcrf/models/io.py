@@ -1,0 +1,254 @@
+"""Weights in and out: ImageNet VGG-16 import (torchvision checkpoints) and safetensors files.
+
+``load_imagenet_vgg16(model, path)`` copies the 13 convolutions of a torchvision ``vgg16``
+state dict (``features.*``) by name, and converts the fully connected layers into the
+convolutions a model lists in its ``imagenet_fc`` attribute (module name -> torchvision layer),
+the way the papers did it:
+
+* fc6 (``classifier.0``, 4096 x 25088) is viewed as a 4096 x 512 x 7 x 7 convolution, then
+  decimated spatially to the model's k x k kernel by keeping every (6/(k-1))-th tap (k = 4:
+  taps 0, 2, 4, 6; k = 3: taps 0, 3, 6; k = 1: the centre) and along its output channels to
+  the model's count by keeping every (4096/C)-th filter (DeepLab-LargeFOV: 0, 4, 8, ...);
+* fc7 (``classifier.3``) becomes a 1x1 convolution, decimated the same way in both its output
+  and its input channels (the input ones follow fc6's kept filters).
+
+Everything else (fc8, score layers, MSc branches, Conv Block 6, ...) keeps its random
+initialisation; ``classifier.6`` (the 1000 ImageNet classes) is only used by ``VGG16`` itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+#: Parameter names and shapes of torchvision's ``vgg16`` (no batch norm).
+TORCHVISION_VGG16_SHAPES: dict[str, tuple[int, ...]] = {}
+_IN = 3
+for _index, _out in zip(
+    (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28),
+    (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512),
+    strict=True,
+):
+    TORCHVISION_VGG16_SHAPES[f"features.{_index}.weight"] = (_out, _IN, 3, 3)
+    TORCHVISION_VGG16_SHAPES[f"features.{_index}.bias"] = (_out,)
+    _IN = _out
+for _index, _out, _in in ((0, 4096, 25088), (3, 4096, 4096), (6, 1000, 4096)):
+    TORCHVISION_VGG16_SHAPES[f"classifier.{_index}.weight"] = (_out, _in)
+    TORCHVISION_VGG16_SHAPES[f"classifier.{_index}.bias"] = (_out,)
+
+
+@dataclass
+class ImportReport:
+    """What ``load_imagenet_vgg16`` did: parameters copied, converted, and left as initialised."""
+
+    copied: list[str] = field(default_factory=list)
+    converted: list[str] = field(default_factory=list)
+    initialised: list[str] = field(default_factory=list)
+
+
+def spatial_taps(kernel: int, source: int = 7) -> list[int]:
+    """Indices kept when decimating a ``source`` x ``source`` kernel to ``kernel`` x ``kernel``."""
+    if kernel == 1:
+        return [source // 2]
+    if kernel < 1 or kernel > source or (source - 1) % (kernel - 1):
+        valid = [1] + [k for k in range(2, source + 1) if (source - 1) % (k - 1) == 0]
+        raise ValueError(
+            f"cannot decimate a {source}x{source} kernel to {kernel}x{kernel} evenly; "
+            f"kernel must be one of {valid}"
+        )
+    step = (source - 1) // (kernel - 1)
+    return list(range(0, source, step))
+
+
+def channel_step(target: int, source: int = 4096) -> int:
+    """Step of the channel decimation ``source`` -> ``target`` (every step-th channel kept)."""
+    if target < 1 or source % target:
+        raise ValueError(f"cannot decimate {source} channels to {target}: it must divide {source}")
+    return source // target
+
+
+def decimate_fc(
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    target_shape: tuple[int, ...],
+    in_shape: tuple[int, int, int],
+    decimate_inputs: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn a linear layer (out, in) into a conv weight of ``target_shape`` (O, I, k, k).
+
+    ``in_shape`` = (C, s, s) is how the linear layer's inputs are laid out (C channels of an
+    s x s map, torchvision's flatten order). Output channels keep every (out/O)-th filter,
+    the s x s taps are decimated to k x k, and with ``decimate_inputs`` the input channels
+    keep every (C/I)-th (fc7 following a decimated fc6); otherwise I must equal C.
+    """
+    if len(target_shape) != 4 or target_shape[2] != target_shape[3]:
+        raise ValueError(f"target must be a square convolution weight, got {target_shape}")
+    channels, size = in_shape[0], in_shape[1]
+    out, k = target_shape[0], target_shape[2]
+    if not decimate_inputs and target_shape[1] != channels:
+        raise ValueError(f"needs {channels} input channels, the model has {target_shape[1]}")
+    conv = weight.reshape(weight.shape[0], channels, size, size)
+    rows = torch.arange(0, weight.shape[0], channel_step(out, weight.shape[0]))
+    cols = torch.arange(0, channels, channel_step(target_shape[1], channels))
+    taps = torch.tensor(spatial_taps(k, size))
+    conv = conv[rows][:, cols][:, :, taps][:, :, :, taps]
+    return conv.contiguous(), bias[rows].contiguous()
+
+
+def _read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if isinstance(source, Mapping):
+        return dict(source)
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"ImageNet VGG-16 checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        return dict(_safetensors().load_file(str(path)))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__})")
+    return dict(state)
+
+
+def _check_torchvision_layout(state: Mapping[str, torch.Tensor]) -> None:
+    missing = sorted(set(TORCHVISION_VGG16_SHAPES) - set(state))
+    unexpected = sorted(set(state) - set(TORCHVISION_VGG16_SHAPES))
+    wrong = [
+        f"{k}: {tuple(state[k].shape)} (expected {TORCHVISION_VGG16_SHAPES[k]})"
+        for k in TORCHVISION_VGG16_SHAPES
+        if k in state and tuple(state[k].shape) != TORCHVISION_VGG16_SHAPES[k]
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {', '.join(unexpected)}")
+    if wrong:
+        problems.append(f"wrong shapes: {'; '.join(wrong)}")
+    if problems:
+        raise ValueError(
+            "checkpoint is not a torchvision vgg16 state dict: " + " | ".join(problems)
+        )
+
+
+def load_imagenet_vgg16(
+    model: nn.Module, source: str | Path | Mapping[str, torch.Tensor]
+) -> ImportReport:
+    """Initialise ``model`` from an ImageNet VGG-16 checkpoint in torchvision's format.
+
+    ``source`` is a ``.pth`` file (``torch.load``-able state dict), a ``.safetensors`` file or a
+    state dict. Raises ``ValueError`` listing missing / unexpected / mis-shaped keys, and when
+    the model's own layers do not fit (e.g. built with ``width`` != 1).
+    """
+    state = _read_state_dict(source)
+    _check_torchvision_layout(state)
+    target = model.state_dict()
+    fc_map: dict[str, str] = dict(getattr(model, "imagenet_fc", {}))
+    new: dict[str, torch.Tensor] = {}
+    report = ImportReport()
+    mismatched = []
+    for key, value in target.items():
+        module = key.rsplit(".", 1)[0]
+        if module in fc_map:
+            continue
+        if key in state:
+            if state[key].shape != value.shape:
+                mismatched.append(f"{key}: model {tuple(value.shape)}, checkpoint "
+                                  f"{tuple(state[key].shape)}")
+                continue
+            new[key] = state[key]
+            report.copied.append(key)
+        else:
+            report.initialised.append(key)
+    in_layout = {"classifier.0": (512, 7, 7), "classifier.3": (4096, 1, 1)}
+    for module, layer in fc_map.items():
+        w_key, b_key = f"{module}.weight", f"{module}.bias"
+        if w_key not in target or b_key not in target:
+            raise ValueError(f"model has no convolution {module!r} (listed in imagenet_fc)")
+        try:
+            w, b = decimate_fc(
+                state[f"{layer}.weight"], state[f"{layer}.bias"],
+                tuple(target[w_key].shape), in_layout[layer],
+                decimate_inputs=layer == "classifier.3",
+            )
+        except ValueError as exc:
+            mismatched.append(f"{w_key} {tuple(target[w_key].shape)} from {layer}: {exc}")
+            continue
+        new[w_key], new[b_key] = w, b
+        report.converted += [w_key, b_key]
+    if not report.copied and not mismatched:
+        raise ValueError("model has no parameters named like torchvision's vgg16 (features.*)")
+    if mismatched:
+        raise ValueError(
+            "model does not fit the ImageNet VGG-16 weights (was it built with width != 1?): "
+            + "; ".join(mismatched)
+        )
+    with torch.no_grad():
+        for key, value in new.items():
+            target[key].copy_(value)
+    return report
+
+
+def _safetensors():
+    try:
+        import safetensors.torch
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "safetensors is needed to read/write .safetensors files: pip install 'deepcrf[io]'"
+        ) from exc
+    return safetensors.torch
+
+
+def save_safetensors(model: nn.Module, path: str | Path) -> Path:
+    """Write ``model``'s state dict (and its ``config``, if built by ``build``) to ``path``."""
+    path = Path(path)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {}
+    config = getattr(model, "config", None)
+    if config is not None:
+        metadata["deepcrf.config"] = json.dumps(config)
+    tmp = path.with_name(path.name + ".tmp")
+    _safetensors().save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)
+    return path
+
+
+def load_safetensors(model: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
+    """Load the tensors in ``path`` into ``model`` (``strict`` as in ``load_state_dict``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"safetensors file not found: {path}")
+    state = _safetensors().load_file(str(path))
+    try:
+        model.load_state_dict(state, strict=strict)
+    except RuntimeError as exc:
+        raise ValueError(f"{path} does not match the model: {exc}") from exc
+    return model
+
+
+def load_model(path: str | Path, device: str | torch.device | None = None) -> nn.Module:
+    """Rebuild the model saved by ``save_safetensors`` from its stored config, then load it."""
+    from . import build
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"safetensors file not found: {path}")
+    with _safetensors_open(path) as f:
+        metadata = f.metadata() or {}
+    if "deepcrf.config" not in metadata:
+        raise ValueError(f"{path} has no deepcrf.config metadata; use load_safetensors instead")
+    config = json.loads(metadata["deepcrf.config"])
+    model = build(config.pop("name"), config.pop("num_classes"), **config)
+    load_safetensors(model, path)
+    return model.to(device) if device is not None else model
+
+
+def _safetensors_open(path: Path):
+    _safetensors()  # clear error when missing
+    from safetensors import safe_open
+
+    return safe_open(str(path), framework="pt")
