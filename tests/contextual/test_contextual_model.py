@@ -109,6 +109,11 @@ def test_constructor_rejects_mismatched_networks():
         ContextualCRF([TinyFeatMap()] * 2, nn.Conv2d(6, 3, 1), [pairwise_mlp(6, 3)] * 2, 3)
     with pytest.raises(ValueError, match="relations"):
         ContextualCRF(TinyFeatMap(), nn.Conv2d(6, 3, 1), [pairwise_mlp(6, 3)], 3, ["left"])
+    model = tiny_model()
+    with pytest.raises(ValueError, match="labels"):
+        model.loss(images(), torch.zeros(3, 6, 7, dtype=torch.long))
+    with pytest.raises(ValueError, match="labels"):
+        model.loss(images(), [[0]])
     bad_pairwise = ContextualCRF(
         TinyFeatMap(), nn.Conv2d(6, 3, 1), [nn.Linear(12, 4)], 3, ["surrounding"]
     )

@@ -186,10 +186,12 @@ class ContextualCRF(nn.Module):
         self, images: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"
     ) -> torch.Tensor:
         """Piecewise negative log-likelihood (eq. 14): unary term + one term per relation."""
+        if not isinstance(labels, torch.Tensor) or labels.dim() != 3:
+            raise ValueError("labels must be a (B, H, W) tensor of class indices")
+        if labels.shape[0] != images.shape[0]:
+            raise ValueError(f"labels must hold {images.shape[0]} maps, got {labels.shape[0]}")
         pot = self.potentials(self.feature_maps(images))
         b, h, w = pot.shape
-        if labels.shape[0] != b:
-            raise ValueError(f"labels must hold {b} label maps, got {labels.shape[0]}")
         return piecewise_nll(
             pot.unary,
             pot.edges,
