@@ -191,7 +191,7 @@ class ContextualCRF(nn.Module):
         if labels.shape[0] != images.shape[0]:
             raise ValueError(f"labels must hold {images.shape[0]} maps, got {labels.shape[0]}")
         pot = self.potentials(self.feature_maps(images))
-        b, h, w = pot.shape
+        _, h, w = pot.shape
         return piecewise_nll(
             pot.unary,
             pot.edges,
