@@ -1,0 +1,245 @@
+"""ContextualCRF: FeatMap-Nets, a Unary-Net and one Pairwise-Net per spatial relation (§3-§6).
+
+One CRF node per feature-map position; each relation adds its range-box edges. Training
+minimises the piecewise objective (no inference, §7.1); prediction runs mean field on the
+coarse grid, up-samples the marginals bilinearly to the image and optionally refines them
+with the dense CRF (§6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .features import pairwise_scores
+from .graph import RELATIONS, batch_edges, range_box_edges
+from .inference import mean_field
+from .labels import downsample_labels
+from .piecewise import piecewise_nll
+
+
+@dataclass
+class Potentials:
+    """Potentials of a batch as one disjoint graph of B*h*w nodes (image b's nodes first)."""
+
+    unary: torch.Tensor  # (B*h*w, K) scores z_p
+    edges: list[torch.Tensor]  # per relation, (B*E, 2)
+    pairwise: list[torch.Tensor]  # per relation, (B*E, K, K) scores z_pq
+    shape: tuple[int, int, int]  # (B, h, w)
+
+
+class ContextualCRF(nn.Module):
+    """The contextual deep CRF of Lin et al. built from given networks.
+
+    Args:
+        featmap: image (B, 3, H, W) -> features (B, C, h, w). One module shared by every
+            potential, or a sequence with one module per potential type: the unary first, then
+            one per relation (the paper's setting; all must give the same h x w).
+        unary_net: features (B, C, h, w) -> scores (B, K, h, w).
+        pairwise_nets: one per relation, edge features (E, 2C) -> (E, K*K), index y_p*K + y_q.
+        num_classes: K.
+        relations: names from ``RELATIONS``; ``()`` gives the unary-only model.
+        box, grid: range-box geometry (see ``range_box_edges``).
+        iterations: mean-field iterations for inference (the paper uses 3).
+        chunk_size: edges per Pairwise-Net call.
+        ignore_index: void label.
+    """
+
+    def __init__(
+        self,
+        featmap: nn.Module | Sequence[nn.Module],
+        unary_net: nn.Module,
+        pairwise_nets: Sequence[nn.Module],
+        num_classes: int,
+        relations: Sequence[str] = RELATIONS,
+        box: float = 0.4,
+        grid: int = 5,
+        iterations: int = 3,
+        chunk_size: int = 8192,
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__()
+        relations = tuple(relations)
+        if any(r not in RELATIONS for r in relations) or len(set(relations)) != len(relations):
+            raise ValueError(f"relations must be distinct names from {RELATIONS}, got {relations}")
+        pairwise_nets = list(pairwise_nets)
+        if len(pairwise_nets) != len(relations):
+            raise ValueError(
+                f"pairwise_nets must hold one net per relation ({len(relations)}), "
+                f"got {len(pairwise_nets)}"
+            )
+        featmaps = [featmap] if isinstance(featmap, nn.Module) else list(featmap)
+        if len(featmaps) == 1:
+            featmaps = featmaps * (1 + len(relations))
+        if len(featmaps) != 1 + len(relations):
+            raise ValueError(
+                f"featmap must be one module or 1 + len(relations) = {1 + len(relations)} "
+                f"modules (unary first), got {len(featmaps)}"
+            )
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        distinct: list[nn.Module] = []
+        for m in featmaps:
+            if not any(m is d for d in distinct):
+                distinct.append(m)
+        self.featmaps = nn.ModuleList(distinct)
+        self.featmap_index = [next(i for i, d in enumerate(distinct) if d is m) for m in featmaps]
+        self.unary_net = unary_net
+        self.pairwise_nets = nn.ModuleList(pairwise_nets)
+        self.num_classes = num_classes
+        self.relations = relations
+        self.box, self.grid = box, grid
+        self.iterations = iterations
+        self.chunk_size = chunk_size
+        self.ignore_index = ignore_index
+        self._graphs: dict[tuple, list[torch.Tensor]] = {}
+
+    @classmethod
+    def build(
+        cls,
+        num_classes: int,
+        width: float = 1.0,
+        relations: Sequence[str] = RELATIONS,
+        shared_featmap: bool = False,
+        featmap_options: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> ContextualCRF:
+        """The paper's model from the zoo (``deepcrf.models.build``): a FeatMap-Net per
+        potential type (or one shared), Unary-Net and Pairwise-Nets of the given ``width``."""
+        from deepcrf.models import build
+
+        relations = tuple(relations)
+        count = 1 if shared_featmap else 1 + len(relations)
+        featmaps = [
+            build("featmap_net", width=width, **(featmap_options or {})) for _ in range(count)
+        ]
+        c = featmaps[0].out_channels
+        unary = build("unary_net", num_classes=num_classes, in_channels=c, width=width)
+        pairwise = [
+            build("pairwise_net", num_classes=num_classes, in_channels=2 * c, width=width)
+            for _ in relations
+        ]
+        return cls(featmaps, unary, pairwise, num_classes, relations, **options)
+
+    # -- parameter groups (the asynchronous update steps them separately) ------------------
+    def featmap_parameters(self) -> list[nn.Parameter]:
+        return list(self.featmaps.parameters())
+
+    def unary_parameters(self) -> list[nn.Parameter]:
+        return list(self.unary_net.parameters())
+
+    def pairwise_parameters(self) -> list[nn.Parameter]:
+        return list(self.pairwise_nets.parameters())
+
+    # -- building blocks -----------------------------------------------------------------
+    def feature_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps (B, C, h, w), one per potential type (unary, then each relation)."""
+        if not isinstance(images, torch.Tensor) or images.dim() != 4:
+            raise ValueError("images must be a (B, 3, H, W) tensor")
+        maps = [net(images) for net in self.featmaps]
+        out = [maps[i] for i in self.featmap_index]
+        if len({tuple(m.shape[-2:]) for m in out}) != 1:
+            raise ValueError("all FeatMap-Nets must give feature maps of one spatial size")
+        return out
+
+    def graph(self, h: int, w: int, batch: int, device: torch.device) -> list[torch.Tensor]:
+        """Batched range-box edges (B*E, 2) per relation, cached by map size."""
+        key = (h, w, batch, str(device))
+        if key not in self._graphs:
+            self._graphs[key] = [
+                batch_edges(range_box_edges(h, w, r, self.box, self.grid), h * w, batch).to(device)
+                for r in self.relations
+            ]
+        return self._graphs[key]
+
+    def potentials(self, features: Sequence[torch.Tensor]) -> Potentials:
+        """Unary and pairwise scores of a batch from its feature maps."""
+        b, _, h, w = features[0].shape
+        unary = self.unary_net(features[0])
+        if unary.shape != (b, self.num_classes, h, w):
+            raise ValueError(
+                f"unary_net must return (B, K, h, w) = {(b, self.num_classes, h, w)}, "
+                f"got {tuple(unary.shape)}"
+            )
+        edges = self.graph(h, w, b, unary.device)
+        tables = [
+            pairwise_scores(node_features(f), e, net, self.num_classes, self.chunk_size)
+            for f, e, net in zip(features[1:], edges, self.pairwise_nets, strict=True)
+        ]
+        return Potentials(node_features(unary), list(edges), tables, (b, h, w))
+
+    def node_labels(self, labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Labels (B, H, W) at node resolution (majority vote, see ``downsample_labels``)."""
+        if not isinstance(labels, torch.Tensor) or labels.dim() != 3:
+            raise ValueError("labels must be a (B, H, W) tensor of class indices")
+        if tuple(labels.shape[-2:]) != tuple(size):
+            labels = downsample_labels(labels, size, self.num_classes, self.ignore_index)
+        return labels.reshape(-1).long()
+
+    # -- the three uses ------------------------------------------------------------------
+    def loss(
+        self, images: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"
+    ) -> torch.Tensor:
+        """Piecewise negative log-likelihood (eq. 14): unary term + one term per relation."""
+        if not isinstance(labels, torch.Tensor) or labels.dim() != 3:
+            raise ValueError("labels must be a (B, H, W) tensor of class indices")
+        if labels.shape[0] != images.shape[0]:
+            raise ValueError(f"labels must hold {images.shape[0]} maps, got {labels.shape[0]}")
+        pot = self.potentials(self.feature_maps(images))
+        _, h, w = pot.shape
+        return piecewise_nll(
+            pot.unary,
+            pot.edges,
+            pot.pairwise,
+            self.node_labels(labels, (h, w)),
+            self.ignore_index,
+            reduction,
+        )
+
+    def marginals(self, images: torch.Tensor, iterations: int | None = None) -> torch.Tensor:
+        """Coarse mean-field marginals (B, K, h, w)."""
+        pot = self.potentials(self.feature_maps(images))
+        its = self.iterations if iterations is None else iterations
+        q = mean_field(pot.unary, pot.edges, pot.pairwise, its)
+        b, h, w = pot.shape
+        return q.view(b, h, w, -1).permute(0, 3, 1, 2)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The piecewise loss when ``labels`` are given (training), else the marginals."""
+        return self.marginals(images) if labels is None else self.loss(images, labels)
+
+    @torch.no_grad()
+    def predict(
+        self,
+        images: torch.Tensor,
+        rgb: torch.Tensor | None = None,
+        refine: bool = False,
+        **refine_options: Any,
+    ) -> torch.Tensor:
+        """§6: coarse marginals, bilinear up-sampling to the image, optional dense-CRF refinement.
+
+        ``rgb`` is the raw image (B, 3, H, W), uint8 or float in 0..255 (never the normalised
+        network input); it is required for ``refine`` and sets the output size when given.
+        Returns class probabilities (B, K, H, W); ``.argmax(1)`` gives the labels.
+        """
+        probs = self.marginals(images)
+        size = tuple((rgb if rgb is not None else images).shape[-2:])
+        probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
+        probs = probs / probs.sum(dim=1, keepdim=True)
+        if not refine:
+            return probs
+        if rgb is None:
+            raise ValueError("rgb (the raw uint8 image) is required when refine=True")
+        from deepcrf.dense import refine as dense_refine
+
+        return dense_refine(probs, rgb, **refine_options)
+
+
+def node_features(feature_map: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) -> (B*h*w, C), rows in the batched row-major node order."""
+    return feature_map.permute(0, 2, 3, 1).reshape(-1, feature_map.shape[1])

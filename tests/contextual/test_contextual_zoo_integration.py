@@ -1,0 +1,40 @@
+"""ContextualCRF.build with the zoo's FeatMap-Net, Unary-Net and Pairwise-Net (light widths)."""
+
+from __future__ import annotations
+
+import torch
+
+from deepcrf.contextual import ContextualCRF, asynchronous_step
+
+
+def test_build_from_the_zoo_trains_and_predicts():
+    torch.manual_seed(0)
+    model = ContextualCRF.build(4, width=1 / 16)
+    assert len(model.featmaps) == 3 and model.relations == ("surrounding", "above_below")
+    x = torch.randn(1, 3, 48, 40)
+    h, w = model.featmaps[0](x).shape[-2:]
+    labels = torch.randint(0, 4, (1, 48, 40))
+    loss = model(x, labels)
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+    assert all(p.grad.abs().sum() > 0 for p in model.pairwise_parameters())
+    q = model.marginals(x)
+    assert q.shape == (1, 4, h, w)
+    torch.testing.assert_close(q.sum(1), torch.ones(1, h, w))
+    assert model.predict(x).shape == (1, 4, 48, 40)
+
+
+def test_shared_featmap_build_runs_an_asynchronous_step():
+    torch.manual_seed(0)
+    model = ContextualCRF.build(3, width=1 / 16, relations=("above_below",), shared_featmap=True)
+    assert len(model.featmaps) == 1
+    main = torch.optim.SGD(model.featmap_parameters() + model.unary_parameters(), lr=0.01)
+    pair = torch.optim.SGD(model.pairwise_parameters(), lr=0.01)
+    x, labels = torch.randn(1, 3, 40, 40), torch.randint(0, 3, (1, 40, 40))
+    before = [p.detach().clone() for p in model.featmap_parameters()]
+    result = asynchronous_step(model, x, labels, main, pair, edges_per_update=100)
+    assert result.pairwise_updates["above_below"] >= 1
+    assert any(
+        not torch.equal(a, p) for a, p in zip(before, model.featmap_parameters(), strict=True)
+    )
