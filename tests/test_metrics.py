@@ -232,3 +232,23 @@ def test_trimap_auto_falls_back_to_boundary_and_merges():
         TrimapConfusion(2, [1], mode="x")
     with pytest.raises(ValueError, match="widths"):
         TrimapConfusion(2, [-1])
+
+
+def test_all_reduce_in_a_process_group(tmp_path):
+    """all_reduce really goes through torch.distributed (a one-process gloo group)."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        cm = ConfusionMatrix(3).update(np.array([[0, 1]]), np.array([[0, 2]]))
+        before = cm.mat.clone()
+        assert torch.equal(cm.all_reduce().mat, before)
+        tc = TrimapConfusion(3, [1]).update(np.array([[0, 1]]), np.array([[255, 2]]))
+        tc.all_reduce()
+        assert tc.rule == "void" and int(tc.matrices()[1.0].sum()) == 1
+    finally:
+        dist.destroy_process_group()

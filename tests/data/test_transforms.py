@@ -109,3 +109,13 @@ def test_bad_arguments():
         normalize(np.zeros((2, 2, 3), np.uint8), "bgr")
     with pytest.raises(ValueError, match="raw_image"):
         normalize(np.zeros((2, 2), np.uint8))
+
+
+def test_dataloader_batches_cropped_samples(tmp_path):
+    from torch.utils.data import DataLoader
+
+    make_voc_tree(tmp_path, {"train": ["a", "b", "c"]}, size=(30, 40))
+    ds = VOCSegmentation(tmp_path, "train", transform=RandomCrop(24), seed=0)
+    batch = next(iter(DataLoader(ds, batch_size=3)))
+    assert batch["image"].shape == (3, 3, 24, 24) and batch["label"].shape == (3, 24, 24)
+    assert batch["raw_image"].shape == (3, 24, 24, 3) and batch["name"] == ["a", "b", "c"]
