@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -33,6 +34,7 @@ from deepcrf.lattice import Lattice, build_lattice, stack_lattices
 __all__ = [
     "NORMALIZATIONS",
     "Kernel",
+    "MessagePassing",
     "Pairwise",
     "compat_matrix",
     "mean_field",
@@ -190,7 +192,16 @@ def _normalization_scales(norm: torch.Tensor, normalization: str):
     return None, None
 
 
-def mean_field_step(unary_logits: torch.Tensor, q: torch.Tensor, pairwise: Pairwise):
+class MessagePassing(Protocol):
+    """What the mean-field loop needs from a pairwise model: ``Pairwise`` for fixed
+    parameters, ``deepcrf.nn`` for learnable ones."""
+
+    def add_message(self, logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """``logits`` (N, L) plus the pairwise message of the marginals ``q`` (N, L)."""
+        ...
+
+
+def mean_field_step(unary_logits: torch.Tensor, q: torch.Tensor, pairwise: MessagePassing):
     """One parallel mean-field update; returns (new marginals, their logits)."""
     logits = pairwise.add_message(unary_logits, q)
     return torch.softmax(logits, dim=1), logits
@@ -198,7 +209,7 @@ def mean_field_step(unary_logits: torch.Tensor, q: torch.Tensor, pairwise: Pairw
 
 def mean_field(
     unary_logits: torch.Tensor,
-    pairwise: Pairwise,
+    pairwise: MessagePassing,
     iterations: int = 10,
     callback: Callable[[int, torch.Tensor], None] | None = None,
     return_logits: bool = False,

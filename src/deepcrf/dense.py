@@ -29,7 +29,7 @@ from deepcrf.arrays import tensor_from_numpy
 from deepcrf.crf import Kernel, Pairwise, mean_field
 from deepcrf.features import bilateral_features, grid_features, grid_lattice
 
-__all__ = ["refine", "refine_labels", "unary_from_probs", "unary_from_labels"]
+__all__ = ["refine", "refine_labels", "unary_from_labels", "unary_from_probs"]
 
 ExtraKernel = tuple[Any, Any]
 
@@ -52,11 +52,17 @@ def unary_from_labels(
     if num_labels < 2:
         raise ValueError(f"num_labels: expected at least 2 labels, got {num_labels}")
     labels = torch.as_tensor(labels).long()
-    unsure = labels == ignore_index if ignore_index is not None else torch.zeros_like(labels, dtype=torch.bool)
+    unsure = (
+        labels == ignore_index
+        if ignore_index is not None
+        else torch.zeros_like(labels, dtype=torch.bool)
+    )
     bad = (labels < 0) | (labels >= num_labels)
     if (bad & ~unsure).any():
         found = labels[bad & ~unsure].unique()[:5].tolist()
-        raise ValueError(f"labels: values must be in [0, {num_labels}) (or ignore_index), got {found}")
+        raise ValueError(
+            f"labels: values must be in [0, {num_labels}) (or ignore_index), got {found}"
+        )
     other = np.log((1.0 - gt_prob) / (num_labels - 1))
     logits = torch.full((num_labels, *labels.shape), float(other), device=labels.device)
     logits.scatter_(0, labels.clamp(0, num_labels - 1).unsqueeze(0), float(np.log(gt_prob)))
@@ -109,18 +115,29 @@ def refine(
 
     kernels = []
     if _active(gaussian_compat):
-        lattice = grid_lattice(spatial, gaussian_sxy, spacing, q.device, copies=b) if filter == "lattice" else None
+        lattice = (
+            grid_lattice(spatial, gaussian_sxy, spacing, q.device, copies=b)
+            if filter == "lattice"
+            else None
+        )
         features = grid_features(spatial, gaussian_sxy, spacing, q.device).repeat(b, 1)
         kernels.append(Kernel(features, _compat(gaussian_compat, q.device), normalization, lattice))
     if _active(bilateral_compat):
         if img is None:
             raise ValueError("image: required for the bilateral kernel (or set bilateral_compat=0)")
-        feats = torch.cat([bilateral_features(img[i], bilateral_sxy, bilateral_srgb, spacing) for i in range(b)])
+        feats = torch.cat(
+            [bilateral_features(img[i], bilateral_sxy, bilateral_srgb, spacing) for i in range(b)]
+        )
         kernels.append(Kernel(feats, _compat(bilateral_compat, q.device), normalization))
     for k, (features, compat) in enumerate(extra_kernels):
-        f = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features)
+        f = torch.as_tensor(
+            np.asarray(features) if not isinstance(features, torch.Tensor) else features
+        )
         if tuple(f.shape[: len(spatial)]) != spatial or f.dim() != len(spatial) + 1:
-            raise ValueError(f"extra_kernels[{k}]: features must have shape (*{spatial}, d), got {tuple(f.shape)}")
+            raise ValueError(
+                f"extra_kernels[{k}]: features must have shape (*{spatial}, d), "
+                f"got {tuple(f.shape)}"
+            )
         f = f.to(q.device).float().reshape(n, -1).repeat(b, 1)
         kernels.append(Kernel(f, _compat(compat, q.device), normalization))
 
@@ -165,7 +182,11 @@ def _active(compat: Any) -> bool:
 def _compat(compat: Any, device: torch.device):
     if isinstance(compat, (int, float)):
         return float(compat)
-    return torch.as_tensor(np.asarray(compat) if not isinstance(compat, torch.Tensor) else compat).float().to(device)
+    return (
+        torch.as_tensor(np.asarray(compat) if not isinstance(compat, torch.Tensor) else compat)
+        .float()
+        .to(device)
+    )
 
 
 def _as_batched(probs, image):
@@ -187,10 +208,14 @@ def _as_batched(probs, image):
             img = tensor_from_numpy(image)[None]
         return q, img, False
     if not isinstance(probs, torch.Tensor):
-        raise TypeError(f"probs: expected a numpy array or torch tensor, got {type(probs).__name__}")
+        raise TypeError(
+            f"probs: expected a numpy array or torch tensor, got {type(probs).__name__}"
+        )
     batched = probs.dim() == 4
     if probs.dim() not in (3, 4):
-        raise ValueError(f"probs: expected (B, L, H, W) or (L, H, W), got shape {tuple(probs.shape)}")
+        raise ValueError(
+            f"probs: expected (B, L, H, W) or (L, H, W), got shape {tuple(probs.shape)}"
+        )
     q = probs if batched else probs[None]
     img = None
     if image is not None:
@@ -218,6 +243,7 @@ def _check_probs(q: torch.Tensor, logits: bool) -> None:
     sums = q.sum(dim=1)
     if (sums - 1).abs().max() > 1e-3:
         raise ValueError(
-            f"probs: must sum to 1 over the label axis (sums range {sums.min():.4g}..{sums.max():.4g});"
+            "probs: must sum to 1 over the label axis "
+            f"(sums range {sums.min():.4g}..{sums.max():.4g});"
             " normalise them or pass logits=True for unnormalised scores"
         )

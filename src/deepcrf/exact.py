@@ -7,6 +7,8 @@ images, gradient checks); memory is bounded by processing rows in chunks.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 __all__ = ["exact_filter"]
@@ -33,7 +35,7 @@ def exact_filter(
     bounds = list(segments) if segments is not None else [0, n]
     features = features.to(values.dtype)
     pieces = []
-    for start, stop in zip(bounds, bounds[1:]):
+    for start, stop in itertools.pairwise(bounds):
         f, v = features[start:stop], values[start:stop]
         for row in range(start, stop, chunk):
             fi = features[row : min(row + chunk, stop)]

@@ -13,7 +13,7 @@ import torch
 
 from deepcrf.lattice import Lattice, build_lattice
 
-__all__ = ["grid_features", "bilateral_features", "grid_lattice"]
+__all__ = ["bilateral_features", "grid_features", "grid_lattice"]
 
 _GRID_CACHE: OrderedDict[tuple, Lattice] = OrderedDict()
 _GRID_CACHE_SIZE = 8

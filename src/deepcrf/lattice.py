@@ -18,6 +18,7 @@ and nothing ever leaks from one image to another.
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from dataclasses import dataclass, replace
@@ -145,7 +146,10 @@ def stack_lattices(lattices: list[Lattice]) -> Lattice:
     )
     per_row = [lat.slice.values().numel() // n for lat in lattices]
     cols = torch.cat(
-        [lat.slice.col_indices().view(n, r) + off for lat, r, off in zip(lattices, per_row, offsets)],
+        [
+            lat.slice.col_indices().view(n, r) + off
+            for lat, r, off in zip(lattices, per_row, offsets)
+        ],
         dim=1,
     )
     values = torch.cat([lat.slice.values().view(n, r) for lat, r in zip(lattices, per_row)], 1)
@@ -157,7 +161,12 @@ def stack_lattices(lattices: list[Lattice]) -> Lattice:
         shifted = lat.blur_neighbors + start
         neighbors[: lat.num_axes, :, start:stop] = torch.where(lat.blur_neighbors > 0, shifted, 0)
     return Lattice(
-        n, offsets[-1], splat, slice_, neighbors, tuple(offsets),
+        n,
+        offsets[-1],
+        splat,
+        slice_,
+        neighbors,
+        tuple(offsets),
         scaled=any(lat.scaled for lat in lattices),
     )
 
@@ -238,7 +247,9 @@ def _vertex_codes(rem0: torch.Tensor, rank: torch.Tensor, set_index: torch.Tenso
     if set_index is not None:
         base += set_index * total
     # strides of the coordinates by their rank; coordinate d is not part of the key
-    by_rank = torch.zeros_like(rank).scatter_(0, rank[:d], stride_t[:, None].expand(d, rank.shape[1]))
+    by_rank = torch.zeros_like(rank).scatter_(
+        0, rank[:d], stride_t[:, None].expand(d, rank.shape[1])
+    )
     # suffix[j] = sum of strides of coordinates with rank >= j
     suffix = by_rank.flip(0).cumsum(0).flip(0)
     codes = torch.empty(rank.shape[1], d + 1, dtype=torch.long, device=rank.device)
@@ -270,7 +281,7 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
             f"({_MAX_FEATURE:.0e}); divide the features by larger bandwidths"
         )
     segments = [0, n] if segments is None else [int(s) for s in segments]
-    if segments[0] != 0 or segments[-1] != n or any(b < a for a, b in zip(segments, segments[1:])):
+    if segments[0] != 0 or segments[-1] != n or any(b < a for a, b in itertools.pairwise(segments)):
         raise ValueError(f"segments: expected increasing offsets from 0 to {n}, got {segments}")
     device = features.device
 

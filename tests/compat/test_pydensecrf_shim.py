@@ -70,7 +70,9 @@ def test_compatibility_kinds_match(gauss_compat, bil_compat):
     unary = our_utils.unary_from_softmax(probs)
     kinds = {"gauss_compat": gauss_compat, "bil_compat": bil_compat}
     np.testing.assert_allclose(
-        run_crf(ours, image, unary, 5, **kinds), run_crf(ref_module, image, unary, 5, **kinds), atol=1e-4
+        run_crf(ours, image, unary, 5, **kinds),
+        run_crf(ref_module, image, unary, 5, **kinds),
+        atol=1e-4,
     )
 
 
@@ -80,7 +82,9 @@ def test_generic_energy_normalisations_and_stepping(normalization):
     ref_utils = pytest.importorskip("pydensecrf.utils")
     image = random_image(20, 24, seed=3)
     rng = np.random.default_rng(2)
-    unary = our_utils.unary_from_softmax(rng.dirichlet(np.ones(4), size=(20, 24)).transpose(2, 0, 1))
+    unary = our_utils.unary_from_softmax(
+        rng.dirichlet(np.ones(4), size=(20, 24)).transpose(2, 0, 1)
+    )
     feats = ref_utils.create_pairwise_bilateral((10, 10), (20, 20, 20), image, chdim=2)
     results = []
     for module in (ours, ref_module):
@@ -101,7 +105,8 @@ def test_utils_match_pydensecrf():
     probs = rng.dirichlet(np.ones(4), size=(6, 7)).transpose(2, 0, 1)
     for scale in (None, 0.8):
         np.testing.assert_array_equal(
-            our_utils.unary_from_softmax(probs, scale=scale), ref_utils.unary_from_softmax(probs, scale=scale)
+            our_utils.unary_from_softmax(probs, scale=scale),
+            ref_utils.unary_from_softmax(probs, scale=scale),
         )
     labels = rng.integers(0, 4, (6, 7))
     for zero_unsure in (True, False):
@@ -110,7 +115,8 @@ def test_utils_match_pydensecrf():
             ref_utils.unary_from_labels(labels, 4, 0.7, zero_unsure),
         )
     np.testing.assert_array_equal(
-        our_utils.create_pairwise_gaussian((2, 3), (6, 7)), ref_utils.create_pairwise_gaussian((2, 3), (6, 7))
+        our_utils.create_pairwise_gaussian((2, 3), (6, 7)),
+        ref_utils.create_pairwise_gaussian((2, 3), (6, 7)),
     )
     image = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)
     np.testing.assert_array_equal(
@@ -151,14 +157,27 @@ def test_accepts_what_pydensecrf_accepts_and_more():
     "call, error, match",
     [
         (lambda d: d.setUnaryEnergy(np.zeros((2, 120), np.float32)), ValueError, "unary"),
-        (lambda d: d.addPairwiseBilateral(3, 3, np.zeros((10, 11, 3), np.uint8), 3), ValueError, "bilateral"),
-        (lambda d: d.addPairwiseBilateral(3, 3, np.zeros((10, 12, 4), np.uint8), 3), ValueError, "RGB"),
+        (
+            lambda d: d.addPairwiseBilateral(3, 3, np.zeros((10, 11, 3), np.uint8), 3),
+            ValueError,
+            "bilateral",
+        ),
+        (
+            lambda d: d.addPairwiseBilateral(3, 3, np.zeros((10, 12, 4), np.uint8), 3),
+            ValueError,
+            "RGB",
+        ),
         (lambda d: d.addPairwiseBilateral(3, 3, np.zeros((10, 12, 3)), 3), TypeError, "uint8"),
         (lambda d: d.addPairwiseEnergy(np.zeros((2, 7), np.float32), 3), ValueError, "pairwise"),
         (lambda d: d.addPairwiseGaussian(3, np.zeros((2, 2, 2))), ValueError, "dimension"),
         (lambda d: d.addPairwiseGaussian(3, 3, normalization=9), ValueError, "normalization"),
-        (lambda d: d.setUnaryEnergy(np.zeros((3, 120), np.float32), np.zeros((2, 120), np.float32)),
-         NotImplementedError, "logistic"),
+        (
+            lambda d: d.setUnaryEnergy(
+                np.zeros((3, 120), np.float32), np.zeros((2, 120), np.float32)
+            ),
+            NotImplementedError,
+            "logistic",
+        ),
     ],
 )
 def test_bad_input_is_reported(call, error, match):

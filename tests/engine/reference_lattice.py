@@ -28,7 +28,7 @@ def reference_lattice_filter(features: np.ndarray, values: np.ndarray, reverse=F
             sm = f32(sm + cf)
         el[0] = sm
         rem0 = [f32(np.round(f32(down * e)) * (d + 1)) for e in el]
-        s = sum(int(round(r / (d + 1))) for r in rem0)
+        s = sum(round(r / (d + 1)) for r in rem0)
         rank = [0] * (d + 1)
         for i in range(d):
             for j in range(i + 1, d + 1):
@@ -51,9 +51,7 @@ def reference_lattice_filter(features: np.ndarray, values: np.ndarray, reverse=F
             bary[d - rank[i] + 1] = f32(bary[d - rank[i] + 1] - v)
         bary[0] = f32(bary[0] + f32(1 + bary[d + 1]))
         for r in range(d + 1):
-            key = tuple(
-                int(rem0[i]) + (r if rank[i] <= d - r else r - (d + 1)) for i in range(d)
-            )
+            key = tuple(int(rem0[i]) + (r if rank[i] <= d - r else r - (d + 1)) for i in range(d))
             offsets[k, r] = table.setdefault(key, len(table))
             weights[k, r] = bary[r]
     m = len(table)

@@ -61,8 +61,10 @@ def test_exact_mean_field_matches_brute_force(normalization, compat_kind):
     q = mean_field(torch.from_numpy(unary), pairwise, iterations=5)
     ref = brute_force_mean_field(
         unary,
-        [(f1, compat_matrix(1.5, 4).numpy(), normalization),
-         (f2, compat_matrix(compat, 4).numpy(), normalization)],
+        [
+            (f1, compat_matrix(1.5, 4).numpy(), normalization),
+            (f2, compat_matrix(compat, 4).numpy(), normalization),
+        ],
         5,
     )
     np.testing.assert_allclose(q.numpy(), ref, atol=2e-5)
@@ -74,7 +76,9 @@ def test_lattice_mean_field_close_to_exact(compat):
     if compat == "diag":
         compat = torch.tensor([-3.0, -1.0, -2.0, -0.5])
     elif compat == "full":
-        compat = -3.0 * torch.eye(4) + 0.5 * torch.rand(4, 4, generator=torch.Generator().manual_seed(0))
+        compat = -3.0 * torch.eye(4) + 0.5 * torch.rand(
+            4, 4, generator=torch.Generator().manual_seed(0)
+        )
     kernels = [Kernel(torch.from_numpy(f1), 2.0), Kernel(torch.from_numpy(f2), compat)]
     u = torch.from_numpy(unary)
     exact = mean_field(u, Pairwise(kernels, 4, filter="exact"), 5)
@@ -130,8 +134,11 @@ def test_callback_and_logits():
     unary, f1, _ = small_problem()
     seen = []
     q, logits = mean_field(
-        torch.from_numpy(unary), Pairwise([Kernel(torch.from_numpy(f1))], 4), 3,
-        callback=lambda t, q: seen.append(t), return_logits=True,
+        torch.from_numpy(unary),
+        Pairwise([Kernel(torch.from_numpy(f1))], 4),
+        3,
+        callback=lambda t, q: seen.append(t),
+        return_logits=True,
     )
     assert seen == [0, 1, 2]
     assert torch.allclose(torch.softmax(logits, 1), q)

@@ -19,7 +19,9 @@ def noisy_scene(h=40, w=50, num_labels=3, seed=0):
     labels[h // 2 :, 2 * w // 3 :] = 2
     colours = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200]], np.uint8)
     image = np.clip(colours[labels] + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
-    logits = np.eye(num_labels)[labels].transpose(2, 0, 1) * 1.0 + rng.normal(0, 1.0, (num_labels, h, w))
+    logits = np.eye(num_labels)[labels].transpose(2, 0, 1) * 1.0 + rng.normal(
+        0, 1.0, (num_labels, h, w)
+    )
     probs = np.exp(logits) / np.exp(logits).sum(0)
     return probs.astype(np.float32), image, labels
 
@@ -65,8 +67,14 @@ def test_volume_with_spacing_and_extra_kernel():
     logits = np.eye(2)[labels].transpose(3, 0, 1, 2) + rng.normal(0, 0.8, (2, 6, 12, 12))
     probs = (np.exp(logits) / np.exp(logits).sum(0)).astype(np.float32)
     depth = np.broadcast_to(np.arange(12, dtype=np.float32)[None, None, :, None], (6, 12, 12, 1))
-    out = refine(probs, volume, spacing=(3.0, 1.0, 1.0), bilateral_sxy=5, bilateral_srgb=20,
-                 extra_kernels=[(depth / 2.0, 1.0)])
+    out = refine(
+        probs,
+        volume,
+        spacing=(3.0, 1.0, 1.0),
+        bilateral_sxy=5,
+        bilateral_srgb=20,
+        extra_kernels=[(depth / 2.0, 1.0)],
+    )
     assert out.shape == probs.shape
     assert (out.argmax(0) == labels).mean() > (probs.argmax(0) == labels).mean()
 
@@ -78,8 +86,13 @@ def test_refine_labels_from_label_map():
     out = refine_labels(noisy, image, 3, gt_prob=0.6, ignore_index=255)
     assert out.shape == (3, *labels.shape)
     assert (out.argmax(0) == labels).mean() > (noisy == labels).mean()
-    out_t = refine_labels(torch.from_numpy(noisy)[None], torch.from_numpy(image).permute(2, 0, 1)[None], 3,
-                          gt_prob=0.6, ignore_index=255)
+    out_t = refine_labels(
+        torch.from_numpy(noisy)[None],
+        torch.from_numpy(image).permute(2, 0, 1)[None],
+        3,
+        gt_prob=0.6,
+        ignore_index=255,
+    )
     np.testing.assert_allclose(out_t[0].numpy(), out, atol=1e-5)
 
 
@@ -104,13 +117,43 @@ def test_edge_cases_give_valid_output():
 @pytest.mark.parametrize(
     "probs, image, kwargs, error, match",
     [
-        (np.full((3, 4, 4), 1 / 3, np.float32), np.zeros((5, 4, 3), np.uint8), {}, ValueError, "image"),
-        (np.full((3, 4, 4), 0.5, np.float32), np.zeros((4, 4, 3), np.uint8), {}, ValueError, "sum to 1"),
-        (np.full((3, 4, 4), np.nan, np.float32), np.zeros((4, 4, 3), np.uint8), {}, ValueError, "NaN"),
+        (
+            np.full((3, 4, 4), 1 / 3, np.float32),
+            np.zeros((5, 4, 3), np.uint8),
+            {},
+            ValueError,
+            "image",
+        ),
+        (
+            np.full((3, 4, 4), 0.5, np.float32),
+            np.zeros((4, 4, 3), np.uint8),
+            {},
+            ValueError,
+            "sum to 1",
+        ),
+        (
+            np.full((3, 4, 4), np.nan, np.float32),
+            np.zeros((4, 4, 3), np.uint8),
+            {},
+            ValueError,
+            "NaN",
+        ),
         (np.ones((3, 4, 4), np.int64), np.zeros((4, 4, 3), np.uint8), {}, TypeError, "floating"),
         (np.full((3, 4, 4), 1 / 3, np.float32), None, {}, ValueError, "image"),
-        (np.full((3, 4, 4), 1 / 3, np.float32), np.zeros((4, 4, 3), np.uint8), {"gaussian_sxy": -1}, ValueError, "sxy"),
-        (np.full((3, 4, 4), 1 / 3, np.float32), np.zeros((4, 4, 3), np.uint8), {"iterations": -1}, ValueError, "iterations"),
+        (
+            np.full((3, 4, 4), 1 / 3, np.float32),
+            np.zeros((4, 4, 3), np.uint8),
+            {"gaussian_sxy": -1},
+            ValueError,
+            "sxy",
+        ),
+        (
+            np.full((3, 4, 4), 1 / 3, np.float32),
+            np.zeros((4, 4, 3), np.uint8),
+            {"iterations": -1},
+            ValueError,
+            "iterations",
+        ),
         (torch.full((1, 3, 4, 4), 1 / 3), torch.zeros(1, 3, 4, 5), {}, ValueError, "image"),
         ([[0.5]], None, {}, TypeError, "probs"),
     ],

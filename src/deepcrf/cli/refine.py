@@ -127,7 +127,9 @@ def refine_one(args: argparse.Namespace, image_path: Path, source: Path, out: Pa
 def run_folder(args: argparse.Namespace) -> int:
     source_dir = args.probs if args.probs is not None else args.labels
     if not source_dir.is_dir():
-        raise ValueError(f"--probs/--labels: with an image folder this must be a folder, got {source_dir}")
+        raise ValueError(
+            f"--probs/--labels: with an image folder this must be a folder, got {source_dir}"
+        )
     if args.out is None:
         raise ValueError("--out: required in folder mode (the output folder)")
     images = sorted(p for p in args.image.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -137,7 +139,9 @@ def run_folder(args: argparse.Namespace) -> int:
     missing = [p.name for p in images if not (source_dir / (p.stem + suffix)).exists()]
     if missing:
         shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
-        raise FileNotFoundError(f"{source_dir}: no {suffix} file for {len(missing)} images: {shown}")
+        raise FileNotFoundError(
+            f"{source_dir}: no {suffix} file for {len(missing)} images: {shown}"
+        )
     done = skipped = 0
     for image_path in tqdm(images, desc="refine", unit="img"):
         out = args.out / (image_path.stem + ".png")
@@ -168,14 +172,26 @@ def run_demo(args: argparse.Namespace) -> int:
     changed = before != after
     fixed = int((changed & (after == label)).sum())
     broken = int((changed & (before == label)).sum())
-    print("deepcrf refine: embedded sample (synthetic 320x240 scene, coarse stride-8 probabilities)")
-    print(f"  pixel accuracy  before {scores[0]['pixel_acc']:6.2%}   after {scores[1]['pixel_acc']:6.2%}")
+    print(
+        "deepcrf refine: embedded sample (synthetic 320x240 scene, coarse stride-8 probabilities)"
+    )
+    print(
+        f"  pixel accuracy  before {scores[0]['pixel_acc']:6.2%}   "
+        f"after {scores[1]['pixel_acc']:6.2%}"
+    )
     print(f"  mean IoU        before {scores[0]['miou']:6.2%}   after {scores[1]['miou']:6.2%}")
-    print(f"  pixels changed  {int(changed.sum())} of {changed.size}: {fixed} corrected, {broken} broken")
+    print(
+        f"  pixels changed  {int(changed.sum())} of {changed.size}: "
+        f"{fixed} corrected, {broken} broken"
+    )
     print(f"  CRF time        {elapsed * 1e3:.0f} ms ({args.iterations} mean-field iterations)")
     out = args.out or Path(DEMO_DIR)
     out.mkdir(parents=True, exist_ok=True)
-    row = [image, np.asarray(colorize(before).convert("RGB")), np.asarray(colorize(after).convert("RGB"))]
+    row = [
+        image,
+        np.asarray(colorize(before).convert("RGB")),
+        np.asarray(colorize(after).convert("RGB")),
+    ]
     from PIL import Image
 
     Image.fromarray(np.concatenate(row, axis=1)).save(out / "comparison.png")
@@ -188,7 +204,9 @@ def _load_probs(path: Path, shape: tuple[int, int]) -> np.ndarray:
         raise FileNotFoundError(f"probs: {path} does not exist")
     probs = np.load(path)
     if probs.ndim != 3 or probs.shape[1:] != tuple(shape):
-        raise ValueError(f"probs: {path} has shape {probs.shape}; expected (L, {shape[0]}, {shape[1]})")
+        raise ValueError(
+            f"probs: {path} has shape {probs.shape}; expected (L, {shape[0]}, {shape[1]})"
+        )
     return probs.astype(np.float32, copy=False)
 
 

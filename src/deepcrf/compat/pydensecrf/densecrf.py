@@ -47,7 +47,9 @@ def _float_matrix(array, name: str, shape: tuple[int | None, int | None]) -> tor
     arr = np.asarray(array)
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{name}: expected a real-valued array, got dtype {arr.dtype}")
-    if arr.ndim != 2 or any(want is not None and got != want for got, want in zip(arr.shape, shape)):
+    if arr.ndim != 2 or any(
+        want is not None and got != want for got, want in zip(arr.shape, shape)
+    ):
         want = tuple("?" if s is None else s for s in shape)
         raise ValueError(f"Bad shape for {name} (Need {want}, got {arr.shape})")
     return tensor_from_numpy(arr, np.float32)
@@ -93,18 +95,22 @@ class DenseCRF:
         self._kernels: list[Kernel] = []
         self._pairwise: Pairwise | None = None
 
-    def addPairwiseEnergy(  # noqa: N802 (pydensecrf's name)
+    def addPairwiseEnergy(
         self, features, compat, kernel=DIAG_KERNEL, normalization=NORMALIZE_SYMMETRIC
     ) -> None:
         """Add a Gaussian kernel on ``features`` (d, nvar), already divided by bandwidths."""
         feats = _float_matrix(features, "pairwise energy", (None, self._nvar))
-        self._add(Kernel(feats.t(), _compat(compat, self._nlabel), _check_kernel_args(kernel, normalization)))
+        self._add(
+            Kernel(
+                feats.t(), _compat(compat, self._nlabel), _check_kernel_args(kernel, normalization)
+            )
+        )
 
     def _add(self, kernel: Kernel) -> None:
         self._kernels.append(kernel)
         self._pairwise = None
 
-    def setUnaryEnergy(self, u, f=None) -> None:  # noqa: N802
+    def setUnaryEnergy(self, u, f=None) -> None:
         """Set the unary energies ``u`` (nlabels, nvar): -log probabilities, lower = likelier."""
         if f is not None:
             raise NotImplementedError(
@@ -131,20 +137,22 @@ class DenseCRF:
             self.stepInference(q, None, None)
         return q
 
-    def startInference(self):  # noqa: N802
+    def startInference(self):
         """(Q, tmp1, tmp2) to drive inference step by step; Q = softmax of the unaries."""
         q = torch.softmax(self._logits(), dim=1).t().contiguous().numpy()
         return q, np.empty((0, 0), np.float32), np.empty((0, 0), np.float32)
 
-    def stepInference(self, Q, tmp1=None, tmp2=None) -> None:  # noqa: N802, N803
+    def stepInference(self, Q, tmp1=None, tmp2=None) -> None:
         """One mean-field iteration, updating the marginals ``Q`` (nlabels, nvar) in place."""
         if not isinstance(Q, np.ndarray) or Q.shape != (self._nlabel, self._nvar):
-            raise ValueError(f"Q: expected the ({self._nlabel}, {self._nvar}) array from startInference")
+            raise ValueError(
+                f"Q: expected the ({self._nlabel}, {self._nvar}) array from startInference"
+            )
         current = tensor_from_numpy(Q, np.float32).t()
         new, _ = mean_field_step(self._logits(), current, self._get_pairwise())
         Q[...] = new.t().numpy()
 
-    def klDivergence(self, Q) -> float:  # noqa: N802, N803
+    def klDivergence(self, Q) -> float:
         """KL divergence (up to a constant) between the marginals ``Q`` and the CRF."""
         q = tensor_from_numpy(Q, np.float32).t().double()
         kl = (q * torch.log(q.clamp(min=1e-20))).sum()
@@ -163,7 +171,7 @@ class DenseCRF2D(DenseCRF):
             raise ValueError(f"w and h must be positive, got {w} and {h}")
         self._w, self._h = int(w), int(h)
 
-    def addPairwiseGaussian(  # noqa: N802
+    def addPairwiseGaussian(
         self, sxy, compat, kernel=DIAG_KERNEL, normalization=NORMALIZE_SYMMETRIC
     ) -> None:
         """Smoothness kernel on positions: bandwidth ``sxy`` (number or (sx, sy)) pixels."""
@@ -173,7 +181,7 @@ class DenseCRF2D(DenseCRF):
         features = _grid(self._h, self._w, float(sx), float(sy))
         self._add(Kernel(features, _compat(compat, self._nlabel), norm, lattice))
 
-    def addPairwiseBilateral(  # noqa: N802
+    def addPairwiseBilateral(
         self, sxy, srgb, rgbim, compat, kernel=DIAG_KERNEL, normalization=NORMALIZE_SYMMETRIC
     ) -> None:
         """Appearance kernel on (x/sx, y/sy, r/sr, g/sg, b/sb) of the uint8 image ``rgbim``."""
@@ -182,7 +190,8 @@ class DenseCRF2D(DenseCRF):
         image = np.asarray(rgbim)
         if image.ndim != 3 or image.shape[:2] != (self._h, self._w):
             raise ValueError(
-                f"Bad shape for pairwise bilateral (Need {(self._h, self._w, 3)}, got {image.shape})"
+                "Bad shape for pairwise bilateral "
+                f"(Need {(self._h, self._w, 3)}, got {image.shape})"
             )
         if image.shape[2] != 3:
             raise ValueError(
