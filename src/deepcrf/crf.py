@@ -91,7 +91,7 @@ class Pairwise:
     """All pairwise kernels of a dense CRF on fixed features: built once, applied per iteration.
 
     With ``filter="lattice"`` every kernel gets one permutohedral lattice; their
-    normalisations and Potts weights are folded into the sparse splat/slice matrices and
+    normalisations and Potts weights are folded into the splat/slice weights and
     all kernels are stacked into one block lattice, so an iteration costs one splat, one
     blur and one slice whatever the number of kernels. ``filter="exact"`` uses brute force.
     """
@@ -168,7 +168,7 @@ class Pairwise:
             for transform, start, stop in zip(transforms, fused.blocks, fused.blocks[1:]):
                 if transform is not None:
                     values[start:stop] = values[start:stop] @ transform
-            return torch.sparse.addmm(logits.float(), fused.slice, values)
+            return fused.slice_values(values).add_(logits)
         out = logits.float().clone()
         for kernel, (before, after) in zip(self.kernels, self._scales):
             x = q if before is None else q * before[:, None]

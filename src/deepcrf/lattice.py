@@ -7,9 +7,10 @@ that filtered values agree with it to rounding error: same elevation, rounding, 
 tie-breaking, barycentric weights, [1/2, 1, 1/2] blur and the ``alpha`` constant.
 
 Everything is vectorised torch code with no Python loop over points, so the same
-implementation runs on CPU and CUDA tensors. Splatting and slicing are sparse CSR
-matrix products; the blur gathers the two neighbours of every lattice vertex along
-each of the d+1 lattice axes (missing neighbours read a zero row).
+implementation runs on CPU and CUDA tensors. Splatting and slicing are weighted gathers
+(``embedding_bag``, twice as fast as CSR products on CPU); the blur gathers the two
+neighbours of every lattice vertex along each of the d+1 lattice axes (missing
+neighbours read a zero row).
 
 Several point sets (the images of a batch) are built into one lattice whose vertices
 are tagged with the point set they belong to, so one filter call serves a whole batch
@@ -20,10 +21,10 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 
 __all__ = ["Lattice", "build_lattice", "stack_lattices"]
 
@@ -35,11 +36,17 @@ _MAX_FEATURE = 1e7  # keeps integer lattice keys exact in float32 arithmetic
 class Lattice:
     """A permutohedral lattice for ``num_points`` points (or a block stack of such lattices).
 
+    Splatting and slicing are weighted gathers stored as embedding-bag inputs, the fastest
+    sparse primitive torch has on CPU and GPU:
+
     Attributes:
         num_points: N, the number of points (all point sets of a batch together).
         num_vertices: M, the number of lattice vertices touched by the points.
-        splat: CSR (M, N) of barycentric weights: lattice values = splat @ point values.
-        slice: CSR (N, M) of barycentric weights times ``alpha``: point values = slice @ lattice.
+        splat_index, splat_offsets, splat_weight: entries grouped by vertex: vertex v sums
+            ``splat_weight[e] * values[splat_index[e]]`` over its entries ``e`` starting at
+            ``splat_offsets[v]`` (the CSR form of the (M, N) splat matrix).
+        slice_index, slice_weight: (N, r) vertices and weights (barycentric times ``alpha``)
+            of each point's r entries (r = d+1, or the sum over stacked lattices).
         blur_neighbors: (A, 2, M) indices into the lattice values shifted by one, so that
             index 0 is a zero row standing for a missing neighbour; A = d+1 blur axes.
         blocks: vertex offsets of the stacked lattices (``(0, M)`` for a single one).
@@ -48,15 +55,18 @@ class Lattice:
 
     num_points: int
     num_vertices: int
-    splat: torch.Tensor
-    slice: torch.Tensor
+    splat_index: torch.Tensor
+    splat_offsets: torch.Tensor
+    splat_weight: torch.Tensor
+    slice_index: torch.Tensor
+    slice_weight: torch.Tensor
     blur_neighbors: torch.Tensor
     blocks: tuple[int, ...]
     scaled: bool = False
 
     @property
     def device(self) -> torch.device:
-        return self.splat.device
+        return self.splat_weight.device
 
     @property
     def num_axes(self) -> int:
@@ -68,7 +78,7 @@ class Lattice:
         ``transpose=True`` applies the transposed operator (blur axes in reverse order),
         which is what a backward pass needs; pydensecrf calls it ``reverse``.
         """
-        return torch.sparse.mm(self.slice, self.blur(self.splat_values(values), transpose))
+        return self.slice_values(self.blur(self.splat_values(values), transpose))
 
     def splat_values(self, values: torch.Tensor) -> torch.Tensor:
         """Accumulate point values (N, C) onto the lattice vertices: (M, C)."""
@@ -76,7 +86,22 @@ class Lattice:
             raise ValueError(
                 f"values: expected shape ({self.num_points}, C), got {tuple(values.shape)}"
             )
-        return torch.sparse.mm(self.splat, values.float().contiguous())
+        return F.embedding_bag(
+            self.splat_index,
+            values.float().contiguous(),
+            self.splat_offsets,
+            mode="sum",
+            per_sample_weights=self.splat_weight,
+        )
+
+    def slice_values(self, lattice_values: torch.Tensor) -> torch.Tensor:
+        """Interpolate vertex values (M, C) back at the points: (N, C)."""
+        return F.embedding_bag(
+            self.slice_index,
+            lattice_values.contiguous(),
+            mode="sum",
+            per_sample_weights=self.slice_weight,
+        )
 
     def blur(self, lattice_values: torch.Tensor, transpose: bool = False) -> torch.Tensor:
         """Apply the [1/2, 1, 1/2] blur along each lattice axis to (M, C) vertex values."""
@@ -99,20 +124,15 @@ class Lattice:
     def scale(self, before: torch.Tensor | None, after: torch.Tensor | None) -> Lattice:
         """A lattice computing ``diag(after) @ filter @ diag(before)`` at no extra cost.
 
-        The per-point scales are folded into the splat and slice matrices, which is how
+        The per-point scales are folded into the splat and slice weights, which is how
         the dense CRF applies its kernel normalisation and weights for free.
         """
-        splat, slice_ = self.splat, self.slice
+        splat_weight, slice_weight = self.splat_weight, self.slice_weight
         if before is not None:
-            cols = splat.col_indices()
-            splat = _csr(splat.crow_indices(), cols, splat.values() * before[cols], splat.shape)
+            splat_weight = splat_weight * before.float()[self.splat_index]
         if after is not None:
-            rows = torch.repeat_interleave(
-                torch.arange(self.num_points, device=self.device), slice_.crow_indices().diff()
-            )
-            values = slice_.values() * after[rows]
-            slice_ = _csr(slice_.crow_indices(), slice_.col_indices(), values, slice_.shape)
-        return replace(self, splat=splat, slice=slice_, scaled=True)
+            slice_weight = slice_weight * after.float()[:, None]
+        return replace(self, splat_weight=splat_weight, slice_weight=slice_weight, scaled=True)
 
 
 def stack_lattices(lattices: list[Lattice]) -> Lattice:
@@ -130,43 +150,33 @@ def stack_lattices(lattices: list[Lattice]) -> Lattice:
     if len(lattices) == 1:
         return lattices[0]
     offsets = [0]
+    entries = [0]
     for lat in lattices:
         offsets.append(offsets[-1] + lat.num_vertices)
+        entries.append(entries[-1] + lat.splat_index.numel())
+    dtype = torch.int32 if max(offsets[-1], entries[-1], n) < 2**31 else torch.long
     device = lattices[0].device
-    nnz = [lat.splat.values().numel() for lat in lattices]
-    crow = torch.cat(
-        [lattices[0].splat.crow_indices()[:1]]
-        + [lat.splat.crow_indices()[1:] + sum(nnz[:k]) for k, lat in enumerate(lattices)]
+    splat_offsets = torch.cat(
+        [lat.splat_offsets.to(dtype) + start for lat, start in zip(lattices, entries)]
     )
-    splat = _csr(
-        crow,
-        torch.cat([lat.splat.col_indices() for lat in lattices]),
-        torch.cat([lat.splat.values() for lat in lattices]),
-        (offsets[-1], n),
+    slice_index = torch.cat(
+        [lat.slice_index.to(dtype) + start for lat, start in zip(lattices, offsets)], dim=1
     )
-    per_row = [lat.slice.values().numel() // n for lat in lattices]
-    cols = torch.cat(
-        [
-            lat.slice.col_indices().view(n, r) + off
-            for lat, r, off in zip(lattices, per_row, offsets)
-        ],
-        dim=1,
-    )
-    values = torch.cat([lat.slice.values().view(n, r) for lat, r in zip(lattices, per_row)], 1)
-    row_starts = torch.arange(0, n * sum(per_row) + 1, sum(per_row), device=device)
-    slice_ = _csr(row_starts, cols.reshape(-1), values.reshape(-1), (n, offsets[-1]))
     num_axes = max(lat.num_axes for lat in lattices)
     neighbors = torch.zeros(num_axes, 2, offsets[-1], dtype=torch.long, device=device)
     for lat, start, stop in zip(lattices, offsets, offsets[1:]):
         shifted = lat.blur_neighbors + start
         neighbors[: lat.num_axes, :, start:stop] = torch.where(lat.blur_neighbors > 0, shifted, 0)
     return Lattice(
-        n,
-        offsets[-1],
-        splat,
-        slice_,
-        neighbors,
-        tuple(offsets),
+        num_points=n,
+        num_vertices=offsets[-1],
+        splat_index=torch.cat([lat.splat_index.to(dtype) for lat in lattices]),
+        splat_offsets=splat_offsets,
+        splat_weight=torch.cat([lat.splat_weight for lat in lattices]),
+        slice_index=slice_index,
+        slice_weight=torch.cat([lat.slice_weight for lat in lattices], dim=1),
+        blur_neighbors=neighbors,
+        blocks=tuple(offsets),
         scaled=any(lat.scaled for lat in lattices),
     )
 
@@ -199,13 +209,15 @@ def _simplex_coordinates(coords: torch.Tensor):
     rounded = torch.round(elevated * down)  # round half to even, as SSE rounding does
     rem0 = rounded * (d + 1)
     residual = elevated - rem0
-    rank = rounded.sum(0, keepdim=True).expand(d + 1, n).clone()  # points off the plane
+    # rank_i = #{j > i: r_i < r_j} + #{j < i: not r_j < r_i}  (pydensecrf's tie-breaking)
+    rank = rounded.sum(0, keepdim=True) + torch.arange(
+        d + 1, dtype=coords.dtype, device=coords.device
+    ).unsqueeze(1)  # the "+ i" of the second count; points off the plane shift every rank
     for i in range(d):
-        for j in range(i + 1, d + 1):
-            i_below = residual[i] < residual[j]
-            rank[i] += i_below
-            rank[j] += ~i_below
-    wrap = (rank < 0).float() - (rank >= d + 1).float()
+        below = (residual[i : i + 1] < residual[i + 1 :]).to(coords.dtype)
+        rank[i] += below.sum(0)
+        rank[i + 1 :] -= below
+    wrap = (rank < 0).to(coords.dtype) - (rank >= d + 1).to(coords.dtype)
     rank += wrap * (d + 1)
     rem0 += wrap * (d + 1)
     rank = rank.long()
@@ -221,7 +233,7 @@ def _simplex_coordinates(coords: torch.Tensor):
 
 
 def _vertex_codes(rem0: torch.Tensor, rank: torch.Tensor, set_index: torch.Tensor | None):
-    """Injective int64 codes (N, d+1) of the d+1 vertices of each point's simplex.
+    """Injective int64 codes (d+1, N) of the d+1 vertices of each point's simplex.
 
     Vertex r of a point has key rem0_i + r - (d+1)[rank_i > d - r] in coordinates i < d.
     Keys are packed with mixed radix, leaving room for a step of d+1 beyond the extreme
@@ -252,11 +264,11 @@ def _vertex_codes(rem0: torch.Tensor, rank: torch.Tensor, set_index: torch.Tenso
     )
     # suffix[j] = sum of strides of coordinates with rank >= j
     suffix = by_rank.flip(0).cumsum(0).flip(0)
-    codes = torch.empty(rank.shape[1], d + 1, dtype=torch.long, device=rank.device)
-    codes[:, 0] = base
+    codes = torch.empty(d + 1, rank.shape[1], dtype=torch.long, device=rank.device)
+    codes[0] = base
     step = int(stride_t.sum().item())
     for r in range(1, d + 1):
-        codes[:, r] = base + (r * step) - (d + 1) * suffix[d + 1 - r]
+        torch.add(base, suffix[d + 1 - r], alpha=-(d + 1), out=codes[r]).add_(r * step)
     return codes, stride_t
 
 
@@ -271,7 +283,7 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
     n, d = features.shape
     if n == 0 or d == 0:
         raise ValueError(f"features: need at least one point and one dimension, got {(n, d)}")
-    coords = features.detach().float().t().contiguous()
+    coords = _transposed(features.detach().float())
     if not torch.isfinite(coords).all():
         raise ValueError("features: contain NaN or infinite values")
     largest = coords.abs().max().item()
@@ -292,31 +304,46 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
         set_index = torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths)
     codes, strides = _vertex_codes(rem0, rank, set_index)
 
+    # entries are remainder-major: entry r*N + n is vertex r of point n
     sorted_codes, order = torch.sort(codes.view(-1), stable=True)
     is_new = torch.ones_like(sorted_codes, dtype=torch.bool)
     torch.ne(sorted_codes[1:], sorted_codes[:-1], out=is_new[1:])
     vertex_codes = sorted_codes[is_new]
     m = vertex_codes.numel()
-    vertex_of_sorted = torch.cumsum(is_new, 0).sub_(1)
+    index_dtype = torch.int32 if max(m, n) < 2**31 and codes.numel() < 2**31 else torch.long
+    vertex_of_sorted = torch.cumsum(is_new, 0, dtype=index_dtype).sub_(1)
     vertex_of_entry = torch.empty_like(vertex_of_sorted)
     vertex_of_entry[order] = vertex_of_sorted
 
-    weights = bary.t().reshape(-1)  # entry n*(d+1)+r
-    crow = torch.empty(m + 1, dtype=torch.long, device=device)
-    crow[:m] = torch.nonzero(is_new).view(-1)
-    crow[m] = order.numel()
-    splat = _csr(crow, torch.div(order, d + 1, rounding_mode="floor"), weights[order], (m, n))
+    splat_offsets = torch.nonzero(is_new).view(-1).to(index_dtype)
+    point_of_entry = torch.arange(n, dtype=index_dtype, device=device).repeat(d + 1)
     alpha = 1.0 / (1.0 + 2.0 ** (-d))
-    row_starts = torch.arange(0, n * (d + 1) + 1, d + 1, device=device)
-    slice_ = _csr(row_starts, vertex_of_entry, weights * alpha, (n, m))
     neighbors = _blur_neighbors(vertex_codes, strides, d)
-    return Lattice(n, m, splat, slice_, neighbors, (0, m))
+    return Lattice(
+        num_points=n,
+        num_vertices=m,
+        splat_index=point_of_entry[order],
+        splat_offsets=splat_offsets,
+        splat_weight=bary.view(-1)[order],
+        slice_index=_transposed(vertex_of_entry.view(d + 1, n)),
+        slice_weight=_transposed(bary, scale=alpha),
+        blur_neighbors=neighbors,
+        blocks=(0, m),
+    )
 
 
-def _csr(crow, col, values, size) -> torch.Tensor:
-    with warnings.catch_warnings():  # "sparse CSR support is in beta" is not for our users
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=False)
+def _transposed(x: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """Contiguous transpose of a 2-D tensor (an elementwise op with ``out=`` is much
+    faster than ``.t().contiguous()`` on CPU), optionally multiplied by ``scale``."""
+    out = x.new_empty(x.shape[1], x.shape[0])
+    if scale is None:
+        if x.is_floating_point():
+            torch.mul(x.t(), 1.0, out=out)
+        else:
+            torch.mul(x.t(), 1, out=out)
+    else:
+        torch.mul(x.t(), scale, out=out)
+    return out
 
 
 def _blur_neighbors(vertex_codes: torch.Tensor, strides: torch.Tensor, d: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from deepcrf.arrays import tensor_from_numpy
-from deepcrf.crf import Kernel, Pairwise, mean_field_step
+from deepcrf.crf import Kernel, Pairwise, mean_field, mean_field_step
 from deepcrf.features import grid_lattice
 
 __all__ = [
@@ -123,7 +123,7 @@ class DenseCRF:
         """Unary logits (nvar, nlabels): the negated energies, zero when no unary is set."""
         if self._unary is None:
             return torch.zeros(self._nvar, self._nlabel)
-        return -self._unary.t()
+        return torch.neg(self._unary.t().contiguous())
 
     def _get_pairwise(self) -> Pairwise:
         if self._pairwise is None:
@@ -132,10 +132,8 @@ class DenseCRF:
 
     def inference(self, niter: int) -> np.ndarray:
         """Marginals (nlabels, nvar) float32 after ``niter`` mean-field iterations."""
-        q = self.startInference()[0]
-        for _ in range(int(niter)):
-            self.stepInference(q, None, None)
-        return q
+        q = mean_field(self._logits(), self._get_pairwise(), int(niter))
+        return q.t().contiguous().numpy()
 
     def startInference(self):
         """(Q, tmp1, tmp2) to drive inference step by step; Q = softmax of the unaries."""
