@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["tensor_from_numpy"]
+__all__ = ["tensor_from_numpy", "transpose_copy"]
 
 
 def tensor_from_numpy(array: np.ndarray, dtype: np.dtype | type | None = None) -> torch.Tensor:
@@ -18,3 +18,14 @@ def tensor_from_numpy(array: np.ndarray, dtype: np.dtype | type | None = None) -
     if not arr.flags.writeable:
         arr = arr.copy()
     return torch.from_numpy(arr)
+
+
+def transpose_copy(x: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """Contiguous transpose of a 2-D tensor, optionally times ``scale``.
+
+    An elementwise op writing into a fresh tensor is several times faster than
+    ``x.t().contiguous()`` on CPU for the tall, narrow matrices the CRF uses.
+    """
+    out = x.new_empty(x.shape[1], x.shape[0])
+    torch.mul(x.t(), 1 if scale is None else scale, out=out)
+    return out

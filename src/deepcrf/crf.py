@@ -133,7 +133,7 @@ class Pairwise:
             if filter == "lattice":
                 lattice = kernel.lattice or build_lattice(kernel.features, self.segments)
                 self._lattices.append(lattice)
-                norm = lattice.filter(kernel.features.new_ones(lattice.num_points, 1))[:, 0]
+                norm = lattice.row_sums
             else:
                 ones = kernel.features.new_ones(kernel.features.shape[0], 1)
                 norm = exact_filter(kernel.features.float(), ones, self.segments)[:, 0]

@@ -22,9 +22,12 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
+
+from deepcrf.arrays import transpose_copy
 
 __all__ = ["Lattice", "build_lattice", "stack_lattices"]
 
@@ -47,8 +50,9 @@ class Lattice:
             ``splat_offsets[v]`` (the CSR form of the (M, N) splat matrix).
         slice_index, slice_weight: (N, r) vertices and weights (barycentric times ``alpha``)
             of each point's r entries (r = d+1, or the sum over stacked lattices).
-        blur_neighbors: (A, 2, M) indices into the lattice values shifted by one, so that
-            index 0 is a zero row standing for a missing neighbour; A = d+1 blur axes.
+        blur_neighbors: per block, (A, 2, M_block) indices into that block's vertex values
+            shifted by one, so that index 0 is a zero row standing for a missing neighbour;
+            A = d+1 blur axes of that block's lattice.
         blocks: vertex offsets of the stacked lattices (``(0, M)`` for a single one).
         scaled: whether per-point scales were folded into splat/slice (see ``scale``).
     """
@@ -60,7 +64,7 @@ class Lattice:
     splat_weight: torch.Tensor
     slice_index: torch.Tensor
     slice_weight: torch.Tensor
-    blur_neighbors: torch.Tensor
+    blur_neighbors: tuple[torch.Tensor, ...]
     blocks: tuple[int, ...]
     scaled: bool = False
 
@@ -68,9 +72,10 @@ class Lattice:
     def device(self) -> torch.device:
         return self.splat_weight.device
 
-    @property
-    def num_axes(self) -> int:
-        return self.blur_neighbors.shape[0]
+    @cached_property
+    def row_sums(self) -> torch.Tensor:
+        """The filter applied to all-ones values, (N,): kernel normalisers, computed once."""
+        return self.filter(torch.ones(self.num_points, 1, device=self.device))[:, 0]
 
     def filter(self, values: torch.Tensor, transpose: bool = False) -> torch.Tensor:
         """Gaussian-filter ``values`` (N, C) over the lattice; returns (N, C) float32.
@@ -86,13 +91,25 @@ class Lattice:
             raise ValueError(
                 f"values: expected shape ({self.num_points}, C), got {tuple(values.shape)}"
             )
-        return F.embedding_bag(
-            self.splat_index,
-            values.float().contiguous(),
-            self.splat_offsets,
-            mode="sum",
-            per_sample_weights=self.splat_weight,
-        )
+        values = values.float().contiguous()
+        parts = [
+            F.embedding_bag(index, values, offsets, mode="sum", per_sample_weights=weight)
+            for index, offsets, weight in self._splat_parts
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    @cached_property
+    def _splat_parts(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The splat entries of each block separately: one embedding bag per block keeps
+        the two threads' shares of work even when blocks differ in entries per vertex."""
+        bounds = [int(e) for e in self.splat_offsets[list(self.blocks[1:-1])].tolist()]
+        starts = [0, *bounds]
+        stops = [*bounds, self.splat_index.numel()]
+        parts = []
+        for k, (start, stop) in enumerate(zip(starts, stops)):
+            offsets = self.splat_offsets[self.blocks[k] : self.blocks[k + 1]] - start
+            parts.append((self.splat_index[start:stop], offsets, self.splat_weight[start:stop]))
+        return parts
 
     def slice_values(self, lattice_values: torch.Tensor) -> torch.Tensor:
         """Interpolate vertex values (M, C) back at the points: (N, C)."""
@@ -104,22 +121,18 @@ class Lattice:
         )
 
     def blur(self, lattice_values: torch.Tensor, transpose: bool = False) -> torch.Tensor:
-        """Apply the [1/2, 1, 1/2] blur along each lattice axis to (M, C) vertex values."""
+        """Apply the [1/2, 1, 1/2] blur along each lattice axis to (M, C) vertex values.
+
+        Each block of a stack is blurred on its own, along its own d+1 axes only.
+        """
         if transpose and self.scaled:
             raise ValueError("transpose: a lattice with folded scales has no transpose here")
-        channels = lattice_values.shape[1]
-        padded = lattice_values.new_empty(self.num_vertices + 1, channels)
-        padded[0] = 0
-        padded[1:] = lattice_values
-        spare = torch.empty_like(padded)
-        spare[0] = 0
-        axes = range(self.num_axes - 1, -1, -1) if transpose else range(self.num_axes)
-        for axis in axes:
-            n1, n2 = self.blur_neighbors[axis]
-            neighbour_sum = padded.index_select(0, n1).add_(padded.index_select(0, n2))
-            torch.add(padded[1:], neighbour_sum, alpha=0.5, out=spare[1:])
-            padded, spare = spare, padded
-        return padded[1:]
+        if len(self.blur_neighbors) == 1:
+            return _blur_block(lattice_values, self.blur_neighbors[0], transpose)
+        out = torch.empty_like(lattice_values)
+        for neighbors, start, stop in zip(self.blur_neighbors, self.blocks, self.blocks[1:]):
+            out[start:stop] = _blur_block(lattice_values[start:stop], neighbors, transpose)
+        return out
 
     def scale(self, before: torch.Tensor | None, after: torch.Tensor | None) -> Lattice:
         """A lattice computing ``diag(after) @ filter @ diag(before)`` at no extra cost.
@@ -133,6 +146,24 @@ class Lattice:
         if after is not None:
             slice_weight = slice_weight * after.float()[:, None]
         return replace(self, splat_weight=splat_weight, slice_weight=slice_weight, scaled=True)
+
+
+def _blur_block(values: torch.Tensor, neighbors: torch.Tensor, transpose: bool) -> torch.Tensor:
+    """Blur (M, C) values of one lattice with its (A, 2, M) shifted neighbour indices."""
+    channels = values.shape[1]
+    padded = values.new_empty(values.shape[0] + 1, channels)
+    padded[0] = 0
+    padded[1:] = values
+    spare = torch.empty_like(padded)
+    spare[0] = 0
+    num_axes = neighbors.shape[0]
+    axes = range(num_axes - 1, -1, -1) if transpose else range(num_axes)
+    for axis in axes:
+        n1, n2 = neighbors[axis]
+        neighbour_sum = padded.index_select(0, n1).add_(padded.index_select(0, n2))
+        torch.add(padded[1:], neighbour_sum, alpha=0.5, out=spare[1:])
+        padded, spare = spare, padded
+    return padded[1:]
 
 
 def stack_lattices(lattices: list[Lattice]) -> Lattice:
@@ -155,18 +186,12 @@ def stack_lattices(lattices: list[Lattice]) -> Lattice:
         offsets.append(offsets[-1] + lat.num_vertices)
         entries.append(entries[-1] + lat.splat_index.numel())
     dtype = torch.int32 if max(offsets[-1], entries[-1], n) < 2**31 else torch.long
-    device = lattices[0].device
     splat_offsets = torch.cat(
         [lat.splat_offsets.to(dtype) + start for lat, start in zip(lattices, entries)]
     )
     slice_index = torch.cat(
         [lat.slice_index.to(dtype) + start for lat, start in zip(lattices, offsets)], dim=1
     )
-    num_axes = max(lat.num_axes for lat in lattices)
-    neighbors = torch.zeros(num_axes, 2, offsets[-1], dtype=torch.long, device=device)
-    for lat, start, stop in zip(lattices, offsets, offsets[1:]):
-        shifted = lat.blur_neighbors + start
-        neighbors[: lat.num_axes, :, start:stop] = torch.where(lat.blur_neighbors > 0, shifted, 0)
     return Lattice(
         num_points=n,
         num_vertices=offsets[-1],
@@ -175,7 +200,7 @@ def stack_lattices(lattices: list[Lattice]) -> Lattice:
         splat_weight=torch.cat([lat.splat_weight for lat in lattices]),
         slice_index=slice_index,
         slice_weight=torch.cat([lat.slice_weight for lat in lattices], dim=1),
-        blur_neighbors=neighbors,
+        blur_neighbors=tuple(nb for lat in lattices for nb in lat.blur_neighbors),
         blocks=tuple(offsets),
         scaled=any(lat.scaled for lat in lattices),
     )
@@ -262,8 +287,10 @@ def _vertex_codes(rem0: torch.Tensor, rank: torch.Tensor, set_index: torch.Tenso
     by_rank = torch.zeros_like(rank).scatter_(
         0, rank[:d], stride_t[:, None].expand(d, rank.shape[1])
     )
-    # suffix[j] = sum of strides of coordinates with rank >= j
-    suffix = by_rank.flip(0).cumsum(0).flip(0)
+    # suffix[j] = sum of strides of coordinates with rank >= j, accumulated from the top
+    suffix = by_rank
+    for j in range(d - 1, -1, -1):
+        suffix[j] += suffix[j + 1]
     codes = torch.empty(d + 1, rank.shape[1], dtype=torch.long, device=rank.device)
     codes[0] = base
     step = int(stride_t.sum().item())
@@ -283,7 +310,7 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
     n, d = features.shape
     if n == 0 or d == 0:
         raise ValueError(f"features: need at least one point and one dimension, got {(n, d)}")
-    coords = _transposed(features.detach().float())
+    coords = transpose_copy(features.detach().float())
     if not torch.isfinite(coords).all():
         raise ValueError("features: contain NaN or infinite values")
     largest = coords.abs().max().item()
@@ -325,25 +352,11 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
         splat_index=point_of_entry[order],
         splat_offsets=splat_offsets,
         splat_weight=bary.view(-1)[order],
-        slice_index=_transposed(vertex_of_entry.view(d + 1, n)),
-        slice_weight=_transposed(bary, scale=alpha),
-        blur_neighbors=neighbors,
+        slice_index=transpose_copy(vertex_of_entry.view(d + 1, n)),
+        slice_weight=transpose_copy(bary, scale=alpha),
+        blur_neighbors=(neighbors,),
         blocks=(0, m),
     )
-
-
-def _transposed(x: torch.Tensor, scale: float | None = None) -> torch.Tensor:
-    """Contiguous transpose of a 2-D tensor (an elementwise op with ``out=`` is much
-    faster than ``.t().contiguous()`` on CPU), optionally multiplied by ``scale``."""
-    out = x.new_empty(x.shape[1], x.shape[0])
-    if scale is None:
-        if x.is_floating_point():
-            torch.mul(x.t(), 1.0, out=out)
-        else:
-            torch.mul(x.t(), 1, out=out)
-    else:
-        torch.mul(x.t(), scale, out=out)
-    return out
 
 
 def _blur_neighbors(vertex_codes: torch.Tensor, strides: torch.Tensor, d: int) -> torch.Tensor:

@@ -251,9 +251,7 @@ def boundary_mask(label) -> torch.Tensor:
     return b
 
 
-def trimap_mask(
-    gt, width: float, ignore_index: int = 255, mode: str = "void"
-) -> torch.Tensor:
+def trimap_mask(gt, width: float, ignore_index: int = 255, mode: str = "void") -> torch.Tensor:
     """Bool mask of the non-void pixels within ``width`` of void ("void") or a label boundary
     ("boundary"); see the module docstring for the exact rules."""
     return _trimap_masks(_as_long_tensor(gt, "gt"), [width], ignore_index, mode)[0]

@@ -55,9 +55,7 @@ def palette(name_or_num_classes: str | int = "voc") -> np.ndarray:
         name_or_num_classes, bool
     ):
         if not 1 <= int(name_or_num_classes) <= 256:
-            raise ValueError(
-                f"palette: num_classes must be in 1..256, got {name_or_num_classes}"
-            )
+            raise ValueError(f"palette: num_classes must be in 1..256, got {name_or_num_classes}")
         return _voc_colour_map()
     if not isinstance(name_or_num_classes, str):
         raise TypeError(

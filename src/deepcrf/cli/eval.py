@@ -96,8 +96,11 @@ def register(subparsers) -> None:
         default="auto",
         help="distance to void pixels (DeepLab), to label boundaries, or auto (void if any)",
     )
-    p.add_argument("--classes", default=None, help="voc, cityscapes, nyud, context, synthetic, "
-                   "a file of names or a comma-separated list")
+    p.add_argument(
+        "--classes",
+        default=None,
+        help="voc, cityscapes, nyud, context, synthetic, a file of names or a comma-separated list",
+    )
     p.add_argument("--list", default=None, help="evaluate only the names in this list file")
     p.add_argument("--split", default=None, help="split name when --gt is a VOC tree")
     p.add_argument("--json", default=None, help="write all numbers (fractions) to this file")

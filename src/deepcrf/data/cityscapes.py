@@ -47,8 +47,9 @@ class Cityscapes(SegmentationDataset):
             raise ValueError(f"root: no *{IMG_SUFFIX} images under {img_root}")
         gt_root = root / "gtFine" / split
         use_train_ids = all(
-            (gt_root / p.parent.name / f"{p.name[: -len(IMG_SUFFIX)]}_gtFine_labelTrainIds.png")
-            .is_file()
+            (
+                gt_root / p.parent.name / f"{p.name[: -len(IMG_SUFFIX)]}_gtFine_labelTrainIds.png"
+            ).is_file()
             for p in images
         )
         kind = "labelTrainIds" if use_train_ids else "labelIds"

@@ -36,6 +36,11 @@ class NYUDv2(FolderSegmentation):
     ) -> None:
         root = Path(root)
         super().__init__(
-            root / "images", root / "labels40", self.num_classes, list_file=root / f"{split}.txt",
-            transform=transform, label_map=NYUD40_LABEL_MAP, **kw,
+            root / "images",
+            root / "labels40",
+            self.num_classes,
+            list_file=root / f"{split}.txt",
+            transform=transform,
+            label_map=NYUD40_LABEL_MAP,
+            **kw,
         )

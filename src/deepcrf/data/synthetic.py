@@ -267,9 +267,7 @@ class SyntheticScenes(Dataset):
         return sample
 
 
-def write_voc_tree(
-    scenes: SyntheticScenes, out_dir: str | Path, val_fraction: float = 0.2
-) -> Path:
+def write_voc_tree(scenes: SyntheticScenes, out_dir: str | Path, val_fraction: float = 0.2) -> Path:
     """Write scenes as ``out_dir/VOCdevkit/VOC2012`` (JPEG quality 95, palette-PNG labels,
     ``ImageSets/Segmentation/{train,val,trainval}.txt``, ``classes.txt``); returns VOC2012.
 

@@ -55,9 +55,7 @@ class VOCSegmentation(SegmentationDataset):
         if num_classes is not None:
             self.num_classes = num_classes
         entries = self._entries(Path(root), self.root, split)
-        super().__init__(
-            entries, self.num_classes, transform=transform, split=str(split), **kwargs
-        )
+        super().__init__(entries, self.num_classes, transform=transform, split=str(split), **kwargs)
 
     @staticmethod
     def _entries(user_root: Path, voc: Path, split: str):

@@ -100,7 +100,8 @@ class FeatMapNet(nn.Module):
         ]
         size = maps[self.scales.index(self.output_scale)].shape[-2:]
         maps = [
-            m if m.shape[-2:] == size
+            m
+            if m.shape[-2:] == size
             else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
             for m in maps
         ]

@@ -157,8 +157,9 @@ def load_imagenet_vgg16(
             continue
         if key in state:
             if state[key].shape != value.shape:
-                mismatched.append(f"{key}: model {tuple(value.shape)}, checkpoint "
-                                  f"{tuple(state[key].shape)}")
+                mismatched.append(
+                    f"{key}: model {tuple(value.shape)}, checkpoint {tuple(state[key].shape)}"
+                )
                 continue
             new[key] = state[key]
             report.copied.append(key)
@@ -171,8 +172,10 @@ def load_imagenet_vgg16(
             raise ValueError(f"model has no convolution {module!r} (listed in imagenet_fc)")
         try:
             w, b = decimate_fc(
-                state[f"{layer}.weight"], state[f"{layer}.bias"],
-                tuple(target[w_key].shape), in_layout[layer],
+                state[f"{layer}.weight"],
+                state[f"{layer}.bias"],
+                tuple(target[w_key].shape),
+                in_layout[layer],
                 decimate_inputs=layer == "classifier.3",
             )
         except ValueError as exc:

@@ -75,7 +75,8 @@ class RefineNet(nn.Module):
         maps = [branch(p) for branch, p in zip(self.branches, pools, strict=True)]
         maps.append(self.score_branch(scores))
         maps = [
-            m if m.shape[-2:] == size
+            m
+            if m.shape[-2:] == size
             else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
             for m in maps
         ]

@@ -16,7 +16,7 @@ from numbers import Number
 import numpy as np
 import torch
 
-from deepcrf.arrays import tensor_from_numpy
+from deepcrf.arrays import tensor_from_numpy, transpose_copy
 from deepcrf.crf import Kernel, Pairwise, mean_field, mean_field_step
 from deepcrf.features import grid_lattice
 
@@ -123,7 +123,7 @@ class DenseCRF:
         """Unary logits (nvar, nlabels): the negated energies, zero when no unary is set."""
         if self._unary is None:
             return torch.zeros(self._nvar, self._nlabel)
-        return torch.neg(self._unary.t().contiguous())
+        return transpose_copy(self._unary, scale=-1.0)
 
     def _get_pairwise(self) -> Pairwise:
         if self._pairwise is None:
@@ -133,11 +133,11 @@ class DenseCRF:
     def inference(self, niter: int) -> np.ndarray:
         """Marginals (nlabels, nvar) float32 after ``niter`` mean-field iterations."""
         q = mean_field(self._logits(), self._get_pairwise(), int(niter))
-        return q.t().contiguous().numpy()
+        return q.numpy().T  # column-major (nlabels, nvar), the layout pydensecrf returns
 
     def startInference(self):
         """(Q, tmp1, tmp2) to drive inference step by step; Q = softmax of the unaries."""
-        q = torch.softmax(self._logits(), dim=1).t().contiguous().numpy()
+        q = torch.softmax(self._logits(), dim=1).numpy().T
         return q, np.empty((0, 0), np.float32), np.empty((0, 0), np.float32)
 
     def stepInference(self, Q, tmp1=None, tmp2=None) -> None:
@@ -146,13 +146,13 @@ class DenseCRF:
             raise ValueError(
                 f"Q: expected the ({self._nlabel}, {self._nvar}) array from startInference"
             )
-        current = tensor_from_numpy(Q, np.float32).t()
+        current = tensor_from_numpy(Q.T, np.float32)
         new, _ = mean_field_step(self._logits(), current, self._get_pairwise())
-        Q[...] = new.t().numpy()
+        Q[...] = new.numpy().T
 
     def klDivergence(self, Q) -> float:
         """KL divergence (up to a constant) between the marginals ``Q`` and the CRF."""
-        q = tensor_from_numpy(Q, np.float32).t().double()
+        q = tensor_from_numpy(Q.T, np.float32).double()
         kl = (q * torch.log(q.clamp(min=1e-20))).sum()
         if self._unary is not None:
             kl += (self._unary.t().double() * q).sum()
