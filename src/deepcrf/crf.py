@@ -139,6 +139,7 @@ class Pairwise:
                 norm = exact_filter(kernel.features.float(), ones, self.segments)[:, 0]
             self._scales.append(_normalization_scales(norm, kernel.normalization))
         self._fused = self._fuse() if filter == "lattice" and self.kernels else None
+        self._lattices.clear()  # the fused copy is all that is used from now on
 
     def _fuse(self) -> tuple[Lattice, list[torch.Tensor | None]]:
         """Stack the scaled lattices; return it with each block's label transform (or None)."""
@@ -226,7 +227,9 @@ def mean_field(
     logits = unary_logits.float()
     q = torch.softmax(logits, dim=1)
     for t in range(iterations):
-        q, logits = mean_field_step(unary_logits, q, pairwise)
+        logits = pairwise.add_message(unary_logits, q)
+        del q  # consumed: free it before the softmax allocates the next one
+        q = torch.softmax(logits, dim=1)
         if callback is not None:
             callback(t, q)
     return (q, logits) if return_logits else q

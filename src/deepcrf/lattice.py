@@ -325,24 +325,31 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
     device = features.device
 
     rem0, rank, bary = _simplex_coordinates(coords)
+    del coords
     set_index = None
     if len(segments) > 2:
         lengths = torch.tensor(segments, device=device).diff()
         set_index = torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths)
     codes, strides = _vertex_codes(rem0, rank, set_index)
+    del rem0, rank, set_index  # free temporaries early: peak memory matters at 4 MP
 
     # entries are remainder-major: entry r*N + n is vertex r of point n
     sorted_codes, order = torch.sort(codes.view(-1), stable=True)
+    num_entries = codes.numel()
+    del codes
     is_new = torch.ones_like(sorted_codes, dtype=torch.bool)
     torch.ne(sorted_codes[1:], sorted_codes[:-1], out=is_new[1:])
     vertex_codes = sorted_codes[is_new]
     m = vertex_codes.numel()
-    index_dtype = torch.int32 if max(m, n) < 2**31 and codes.numel() < 2**31 else torch.long
+    del sorted_codes
+    index_dtype = torch.int32 if max(m, n) < 2**31 and num_entries < 2**31 else torch.long
     vertex_of_sorted = torch.cumsum(is_new, 0, dtype=index_dtype).sub_(1)
     vertex_of_entry = torch.empty_like(vertex_of_sorted)
     vertex_of_entry[order] = vertex_of_sorted
+    del vertex_of_sorted
 
     splat_offsets = torch.nonzero(is_new).view(-1).to(index_dtype)
+    del is_new
     point_of_entry = torch.arange(n, dtype=index_dtype, device=device).repeat(d + 1)
     alpha = 1.0 / (1.0 + 2.0 ** (-d))
     neighbors = _blur_neighbors(vertex_codes, strides, d)
