@@ -50,9 +50,9 @@ class Lattice:
             ``splat_offsets[v]`` (the CSR form of the (M, N) splat matrix).
         slice_index, slice_weight: (N, r) vertices and weights (barycentric times ``alpha``)
             of each point's r entries (r = d+1, or the sum over stacked lattices).
-        blur_neighbors: per block, (A, 2, M_block) indices into that block's vertex values
-            shifted by one, so that index 0 is a zero row standing for a missing neighbour;
-            A = d+1 blur axes of that block's lattice.
+        blur_stencils: per block, (index, weight), both (A, M_block, 3): for each of the
+            block's A = d+1 lattice axes, every vertex's new value is the weighted sum of
+            itself (1) and its two neighbours along that axis (1/2 each, 0 when missing).
         blocks: vertex offsets of the stacked lattices (``(0, M)`` for a single one).
         scaled: whether per-point scales were folded into splat/slice (see ``scale``).
     """
@@ -64,7 +64,7 @@ class Lattice:
     splat_weight: torch.Tensor
     slice_index: torch.Tensor
     slice_weight: torch.Tensor
-    blur_neighbors: tuple[torch.Tensor, ...]
+    blur_stencils: tuple[tuple[torch.Tensor, torch.Tensor], ...]
     blocks: tuple[int, ...]
     scaled: bool = False
 
@@ -127,11 +127,11 @@ class Lattice:
         """
         if transpose and self.scaled:
             raise ValueError("transpose: a lattice with folded scales has no transpose here")
-        if len(self.blur_neighbors) == 1:
-            return _blur_block(lattice_values, self.blur_neighbors[0], transpose)
+        if len(self.blur_stencils) == 1:
+            return _blur_block(lattice_values, self.blur_stencils[0], transpose)
         out = torch.empty_like(lattice_values)
-        for neighbors, start, stop in zip(self.blur_neighbors, self.blocks, self.blocks[1:]):
-            out[start:stop] = _blur_block(lattice_values[start:stop], neighbors, transpose)
+        for stencil, start, stop in zip(self.blur_stencils, self.blocks, self.blocks[1:]):
+            out[start:stop] = _blur_block(lattice_values[start:stop], stencil, transpose)
         return out
 
     def scale(self, before: torch.Tensor | None, after: torch.Tensor | None) -> Lattice:
@@ -148,22 +148,17 @@ class Lattice:
         return replace(self, splat_weight=splat_weight, slice_weight=slice_weight, scaled=True)
 
 
-def _blur_block(values: torch.Tensor, neighbors: torch.Tensor, transpose: bool) -> torch.Tensor:
-    """Blur (M, C) values of one lattice with its (A, 2, M) shifted neighbour indices."""
-    channels = values.shape[1]
-    padded = values.new_empty(values.shape[0] + 1, channels)
-    padded[0] = 0
-    padded[1:] = values
-    spare = torch.empty_like(padded)
-    spare[0] = 0
-    num_axes = neighbors.shape[0]
-    axes = range(num_axes - 1, -1, -1) if transpose else range(num_axes)
+def _blur_block(
+    values: torch.Tensor, stencil: tuple[torch.Tensor, torch.Tensor], transpose: bool
+) -> torch.Tensor:
+    """Blur (M, C) values of one lattice axis by axis with its (A, M, 3) stencil."""
+    index, weight = stencil
+    axes = range(index.shape[0] - 1, -1, -1) if transpose else range(index.shape[0])
     for axis in axes:
-        n1, n2 = neighbors[axis]
-        neighbour_sum = padded.index_select(0, n1).add_(padded.index_select(0, n2))
-        torch.add(padded[1:], neighbour_sum, alpha=0.5, out=spare[1:])
-        padded, spare = spare, padded
-    return padded[1:]
+        values = F.embedding_bag(
+            index[axis], values.contiguous(), mode="sum", per_sample_weights=weight[axis]
+        )
+    return values
 
 
 def stack_lattices(lattices: list[Lattice]) -> Lattice:
@@ -200,7 +195,7 @@ def stack_lattices(lattices: list[Lattice]) -> Lattice:
         splat_weight=torch.cat([lat.splat_weight for lat in lattices]),
         slice_index=slice_index,
         slice_weight=torch.cat([lat.slice_weight for lat in lattices], dim=1),
-        blur_neighbors=tuple(nb for lat in lattices for nb in lat.blur_neighbors),
+        blur_stencils=tuple(st for lat in lattices for st in lat.blur_stencils),
         blocks=tuple(offsets),
         scaled=any(lat.scaled for lat in lattices),
     )
@@ -262,7 +257,7 @@ def _vertex_codes(rem0: torch.Tensor, rank: torch.Tensor, set_index: torch.Tenso
 
     Vertex r of a point has key rem0_i + r - (d+1)[rank_i > d - r] in coordinates i < d.
     Keys are packed with mixed radix, leaving room for a step of d+1 beyond the extreme
-    keys so that neighbour codes (see ``_blur_neighbors``) never alias another vertex.
+    keys so that neighbour codes (see ``_blur_stencil``) never alias another vertex.
     Returns the codes and the per-coordinate strides.
     """
     d = rank.shape[0] - 1
@@ -352,7 +347,7 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
     del is_new
     point_of_entry = torch.arange(n, dtype=index_dtype, device=device).repeat(d + 1)
     alpha = 1.0 / (1.0 + 2.0 ** (-d))
-    neighbors = _blur_neighbors(vertex_codes, strides, d)
+    stencil = _blur_stencil(vertex_codes, strides, d, index_dtype)
     return Lattice(
         num_points=n,
         num_vertices=m,
@@ -361,25 +356,34 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
         splat_weight=bary.view(-1)[order],
         slice_index=transpose_copy(vertex_of_entry.view(d + 1, n)),
         slice_weight=transpose_copy(bary, scale=alpha),
-        blur_neighbors=(neighbors,),
+        blur_stencils=(stencil,),
         blocks=(0, m),
     )
 
 
-def _blur_neighbors(vertex_codes: torch.Tensor, strides: torch.Tensor, d: int) -> torch.Tensor:
-    """(d+1, 2, M) shifted indices of each vertex's two neighbours along every lattice axis.
+def _blur_stencil(
+    vertex_codes: torch.Tensor, strides: torch.Tensor, d: int, index_dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(index, weight), both (d+1, M, 3): each vertex and its two neighbours per lattice axis.
 
     Along axis j the neighbours are key - 1 + (d+1) e_j and key + 1 - (d+1) e_j (for j = d,
-    just key -/+ 1); their codes differ from the vertex's by a constant, found by binary search.
+    just key -/+ 1); their codes differ from the vertex's by a constant, found by binary
+    search. A missing neighbour points at the vertex itself with weight 0.
     """
     m = vertex_codes.numel()
+    device = vertex_codes.device
     base = -int(strides.sum().item())
-    out = torch.empty(d + 1, 2, m, dtype=torch.long, device=vertex_codes.device)
+    own = torch.arange(m, device=device)
+    index = torch.empty(d + 1, m, 3, dtype=index_dtype, device=device)
+    weight = torch.empty(d + 1, m, 3, dtype=torch.float32, device=device)
+    index[:, :, 0] = own
+    weight[:, :, 0] = 1.0
     for axis in range(d + 1):
         delta = base + ((d + 1) * int(strides[axis].item()) if axis < d else 0)
-        for side, shift in enumerate((delta, -delta)):
+        for side, shift in enumerate((delta, -delta), start=1):
             target = vertex_codes + shift
             pos = torch.searchsorted(vertex_codes, target).clamp_(max=m - 1)
             found = vertex_codes[pos] == target
-            out[axis, side] = torch.where(found, pos + 1, torch.zeros_like(pos))
-    return out
+            index[axis, :, side] = torch.where(found, pos, own)
+            weight[axis, :, side] = found.float() * 0.5
+    return index, weight
