@@ -252,32 +252,46 @@ def _simplex_coordinates(coords: torch.Tensor):
     return rem0.long(), rank, bary
 
 
-def _vertex_codes(rem0: torch.Tensor, rank: torch.Tensor, set_index: torch.Tensor | None):
-    """Injective int64 codes (d+1, N) of the d+1 vertices of each point's simplex.
+@dataclass(frozen=True)
+class _Packing:
+    """How vertex keys are packed into integer codes (see ``_vertex_codes``)."""
 
-    Vertex r of a point has key rem0_i + r - (d+1)[rank_i > d - r] in coordinates i < d.
-    Keys are packed with mixed radix, leaving room for a step of d+1 beyond the extreme
-    keys so that neighbour codes (see ``_blur_stencil``) never alias another vertex.
-    Returns the codes and the per-coordinate strides.
+    strides: list[int]  # of the reduced coordinates a_i
+    remainder_stride: int  # R: codes of remainder r start at r * R
+    dim: int
+
+
+def _vertex_codes(rem0: torch.Tensor, rank: torch.Tensor, set_index: torch.Tensor | None):
+    """Injective integer codes (d+1, N) of the d+1 vertices of each point's simplex.
+
+    Vertex r of a point has key k_i = rem0_i + r - (d+1)[rank_i > d - r] in coordinates
+    i < d. All coordinates of a lattice key are congruent to its remainder r modulo d+1,
+    so k_i = (d+1) a_i + r and the key is packed as (a_0, ..., a_{d-1}, r) in mixed radix:
+    about log2(d+1) fewer bits per coordinate than the raw key, which lets typical images
+    sort int32 codes. The a_i ranges are padded by one step either side so that neighbour
+    codes (see ``_blur_stencil``) never alias another vertex. Returns codes and packing.
     """
     d = rank.shape[0] - 1
-    low = rem0[:d].amin(1) - 2 * (d + 1)
-    span = rem0[:d].amax(1) + 2 * (d + 1) - low + 1
+    reduced = torch.div(rem0[:d], d + 1, rounding_mode="floor")  # rem0 is a multiple of d+1
+    low = reduced.amin(1) - 2  # vertex a_i is reduced_i or reduced_i - 1; neighbours one more
+    span = reduced.amax(1) + 1 - low + 1
     strides = []
     total = 1
     for extent in span.tolist():
         strides.append(total)
         total *= extent
     num_sets = 1 if set_index is None else int(set_index.max().item()) + 1
-    if total * num_sets >= 2**_MAX_PACKED_BITS:
+    num_codes = total * (d + 1) * num_sets
+    if num_codes >= 2**_MAX_PACKED_BITS:
         raise ValueError(
             "features: the lattice keys span too large a range to index; the features are "
             "probably scaled far too finely (bandwidths too small for their range)"
         )
+    dtype = torch.int32 if num_codes < 2**31 else torch.long
     stride_t = torch.tensor(strides, dtype=torch.long, device=rank.device)
-    base = ((rem0[:d] - low[:, None]) * stride_t[:, None]).sum(0)
+    base = ((reduced - low[:, None]) * stride_t[:, None]).sum(0)
     if set_index is not None:
-        base += set_index * total
+        base += set_index * (total * (d + 1))
     # strides of the coordinates by their rank; coordinate d is not part of the key
     by_rank = torch.zeros_like(rank).scatter_(
         0, rank[:d], stride_t[:, None].expand(d, rank.shape[1])
@@ -286,12 +300,11 @@ def _vertex_codes(rem0: torch.Tensor, rank: torch.Tensor, set_index: torch.Tenso
     suffix = by_rank
     for j in range(d - 1, -1, -1):
         suffix[j] += suffix[j + 1]
-    codes = torch.empty(d + 1, rank.shape[1], dtype=torch.long, device=rank.device)
+    codes = torch.empty(d + 1, rank.shape[1], dtype=dtype, device=rank.device)
     codes[0] = base
-    step = int(stride_t.sum().item())
     for r in range(1, d + 1):
-        torch.add(base, suffix[d + 1 - r], alpha=-(d + 1), out=codes[r]).add_(r * step)
-    return codes, stride_t
+        codes[r] = (base - suffix[d + 1 - r]).add_(r * total)
+    return codes, _Packing(strides, total, d)
 
 
 def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> Lattice:
@@ -325,7 +338,7 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
     if len(segments) > 2:
         lengths = torch.tensor(segments, device=device).diff()
         set_index = torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths)
-    codes, strides = _vertex_codes(rem0, rank, set_index)
+    codes, packing = _vertex_codes(rem0, rank, set_index)
     del rem0, rank, set_index  # free temporaries early: peak memory matters at 4 MP
 
     # entries are remainder-major: entry r*N + n is vertex r of point n
@@ -347,7 +360,7 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
     del is_new
     point_of_entry = torch.arange(n, dtype=index_dtype, device=device).repeat(d + 1)
     alpha = 1.0 / (1.0 + 2.0 ** (-d))
-    stencil = _blur_stencil(vertex_codes, strides, d, index_dtype)
+    stencil = _blur_stencil(vertex_codes, packing, index_dtype)
     return Lattice(
         num_points=n,
         num_vertices=m,
@@ -362,28 +375,36 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
 
 
 def _blur_stencil(
-    vertex_codes: torch.Tensor, strides: torch.Tensor, d: int, index_dtype: torch.dtype
+    vertex_codes: torch.Tensor, packing: _Packing, index_dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(index, weight), both (d+1, M, 3): each vertex and its two neighbours per lattice axis.
 
     Along axis j the neighbours are key - 1 + (d+1) e_j and key + 1 - (d+1) e_j (for j = d,
-    just key -/+ 1); their codes differ from the vertex's by a constant, found by binary
-    search. A missing neighbour points at the vertex itself with weight 0.
+    just key -/+ 1). In packed form (a, r) that moves r by -/+1 and a_j by +/-1, except
+    where r wraps around (r = 0 going down, r = d going up), which moves every other a_i
+    instead; the code offsets for both cases are constants, and the neighbours are found
+    by binary search. A missing neighbour points at the vertex itself with weight 0.
     """
+    d = packing.dim
     m = vertex_codes.numel()
     device = vertex_codes.device
-    base = -int(strides.sum().item())
+    big_r, s_all = packing.remainder_stride, sum(packing.strides)
+    remainder = torch.remainder(vertex_codes.long(), big_r * (d + 1)) // big_r
+    wraps = (remainder == 0, remainder == d)
     own = torch.arange(m, device=device)
     index = torch.empty(d + 1, m, 3, dtype=index_dtype, device=device)
     weight = torch.empty(d + 1, m, 3, dtype=torch.float32, device=device)
     index[:, :, 0] = own
     weight[:, :, 0] = 1.0
+    codes = vertex_codes.long()
     for axis in range(d + 1):
-        delta = base + ((d + 1) * int(strides[axis].item()) if axis < d else 0)
-        for side, shift in enumerate((delta, -delta), start=1):
-            target = vertex_codes + shift
-            pos = torch.searchsorted(vertex_codes, target).clamp_(max=m - 1)
-            found = vertex_codes[pos] == target
+        s_j = packing.strides[axis] if axis < d else 0
+        # (plain offset, offset where r wraps) for the two neighbours
+        offsets = ((-big_r + s_j, d * big_r - s_all + s_j), (big_r - s_j, -d * big_r + s_all - s_j))
+        for side, ((plain, wrapped), wrap) in enumerate(zip(offsets, wraps), start=1):
+            target = codes + torch.where(wrap, wrapped, plain)
+            pos = torch.searchsorted(codes, target).clamp_(max=m - 1)
+            found = codes[pos] == target
             index[axis, :, side] = torch.where(found, pos, own)
             weight[axis, :, side] = found.float() * 0.5
     return index, weight
