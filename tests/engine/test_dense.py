@@ -112,6 +112,8 @@ def test_edge_cases_give_valid_output():
     refine(np.asfortranarray(noisy_scene()[0]), noisy_scene()[1])  # non-contiguous
     spatial_only = refine(noisy_scene()[0], None, bilateral_compat=0)
     assert spatial_only.shape == (3, 40, 50)
+    no_kernels = refine(probs, None, gaussian_compat=0, bilateral_compat=0)
+    np.testing.assert_allclose(no_kernels, probs, atol=1e-6)
 
 
 @pytest.mark.parametrize(

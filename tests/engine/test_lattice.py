@@ -30,6 +30,15 @@ def test_matches_loop_reference(d, reverse):
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
 
 
+def test_wide_features_use_64_bit_codes_and_still_match():
+    feats = random_features(60, 6, seed=11, spread=100.0)  # codes need more than 31 bits
+    vals = torch.randn(60, 2, generator=torch.Generator().manual_seed(3))
+    ref, m = reference_lattice_filter(feats.numpy(), vals.double().numpy())
+    lattice = build_lattice(feats)
+    assert lattice.num_vertices == m
+    np.testing.assert_allclose(lattice.filter(vals).double().numpy(), ref, rtol=1e-4, atol=1e-5)
+
+
 def test_integer_grid_features_hit_ties_like_reference():
     # points exactly on lattice boundaries exercise rounding and rank tie-breaking
     ys, xs = torch.meshgrid(torch.arange(6.0), torch.arange(7.0), indexing="ij")
