@@ -17,6 +17,7 @@ logits=True, iterations=...)`` computes with the same kernel parameters.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -26,11 +27,36 @@ from torch.utils.checkpoint import checkpoint
 from deepcrf.crf import NORMALIZATIONS, mean_field, mean_field_step
 from deepcrf.features import grid_features, grid_lattice
 from deepcrf.lattice import build_lattice
-from deepcrf.nn.message import CRFMessage
+from deepcrf.nn.message import CRFMessage, ScaledKernel, scaled_kernel
 
 __all__ = ["DenseCRF"]
 
 Image = torch.Tensor
+
+
+_GRID_KERNELS: OrderedDict[tuple, ScaledKernel] = OrderedDict()
+_GRID_KERNELS_SIZE = 8
+
+
+def _grid_kernel(shape, sxy, device, copies: int, normalization: str) -> ScaledKernel:
+    """The normalised spatial kernel of ``copies`` images of ``shape``, from a small cache
+    (it depends on nothing but the size and the fixed bandwidths)."""
+    key = (tuple(shape), sxy, str(device), copies, normalization)
+    kernel = _GRID_KERNELS.get(key)
+    if kernel is None:
+        lattice = grid_lattice(shape, sxy, device=device, copies=copies)
+        kernel = _GRID_KERNELS[key] = scaled_kernel(lattice, normalization)
+        if len(_GRID_KERNELS) > _GRID_KERNELS_SIZE:
+            _GRID_KERNELS.popitem(last=False)
+    else:
+        _GRID_KERNELS.move_to_end(key)
+    return kernel
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    """No NaN or infinity in ``x`` (min/max propagate NaN; far cheaper than isfinite)."""
+    low, high = torch.aminmax(x.detach())
+    return bool(torch.isfinite(low) & torch.isfinite(high))
 
 
 def _pair(value: float | Sequence[float], count: int, name: str) -> list[float]:
@@ -169,15 +195,24 @@ class DenseCRF(nn.Module):
             flat = torch.cat([u.to(dtype).reshape(self.num_classes, -1).t() for u in unaries])
             message = self._message(shapes, images, segments, dtype, device)
             iterations = self.iterations if self.training else self.eval_iterations
-            if self.recompute and torch.is_grad_enabled() and iterations > 0:
+            if iterations == 0:
+                logits = flat
+            elif self.recompute and torch.is_grad_enabled():
                 logits = self._checkpointed(flat, message, iterations)
             else:
-                _, logits = mean_field(flat, message, iterations, return_logits=True)
-        outs = [
+                # the loop's first T-1 updates, then the last update's logits only: the
+                # softmax of those is the caller's business (cross-entropy, argmax)
+                q = mean_field(flat, message, iterations - 1)
+                logits = message.add_message(flat, q)
+        if not as_list:
+            b = len(shapes)
+            return logits.view(b, -1, self.num_classes).permute(0, 2, 1).reshape(
+                b, self.num_classes, *shapes[0]
+            )
+        return [
             logits[a:b].t().reshape(self.num_classes, *shape)
             for a, b, shape in zip(segments, segments[1:], shapes)
         ]
-        return outs if as_list else torch.stack(outs)
 
     def _checkpointed(self, unary: torch.Tensor, message: CRFMessage, iterations: int):
         """The same iterations as ``mean_field``, checkpointed every ~sqrt(T) steps."""
@@ -200,7 +235,7 @@ class DenseCRF(nn.Module):
 
     def _message(self, shapes, images, segments, dtype, device) -> CRFMessage:
         same_size = len(set(shapes)) == 1
-        features, lattices = [], []
+        features, lattices, prepared = [], [], []
         for kind in self.kinds:
             bw = self.bandwidths(kind).to(dtype)
             learned = self.learn_bandwidths and torch.is_grad_enabled()
@@ -208,10 +243,12 @@ class DenseCRF(nn.Module):
                 # positions (x, y) in pixels, divided by the (x, y) bandwidths
                 pos = torch.cat([grid_features(s, 1.0, device=device) for s in shapes]).to(dtype)
                 f = pos / bw
-                lattice = None
+                lattice = ready = None
                 if self.filter == "lattice" and same_size and not self.learn_bandwidths:
                     sxy = tuple(bw.detach().flip(0).tolist())  # grid_lattice takes (rows, cols)
-                    lattice = grid_lattice(shapes[0], sxy, device=device, copies=len(shapes))
+                    ready = _grid_kernel(
+                        shapes[0], sxy, device, len(shapes), self.normalization
+                    )
             else:
                 raw = torch.cat(
                     [
@@ -226,13 +263,14 @@ class DenseCRF(nn.Module):
                     ]
                 ).to(dtype)
                 f = raw / bw
-                lattice = None
+                lattice = ready = None
             if not learned:
                 f = f.detach()
-            if self.filter == "lattice" and lattice is None:
+            if self.filter == "lattice" and ready is None:
                 lattice = build_lattice(f.detach(), segments)
             features.append(f)
             lattices.append(lattice)
+            prepared.append(ready)
         weights = self.kernel_weights.to(dtype).expand(len(self.kinds), self.num_classes)
         compat = None if self.compat is None else self.compat.to(dtype)
         return CRFMessage(
@@ -243,6 +281,7 @@ class DenseCRF(nn.Module):
             self.normalization,
             self.filter,
             lattices if self.filter == "lattice" else None,
+            prepared,
         )
 
     def _check_inputs(self, unary_logits, image):
@@ -287,7 +326,7 @@ class DenseCRF(nn.Module):
                     f"unary_logits{where}: expected {self.num_classes} classes on dim "
                     f"{1 if not as_list else 0}, got {u.shape[0]}"
                 )
-            if not torch.isfinite(u).all():
+            if not _all_finite(u):
                 raise ValueError(f"unary_logits{where}: contains NaN or infinite values")
             if "bilateral" in self.kinds:
                 if not isinstance(img, torch.Tensor) or img.dim() != 3 or img.shape[0] != 3:
@@ -301,7 +340,7 @@ class DenseCRF(nn.Module):
                         f"image{where}: spatial size {tuple(img.shape[1:])} does not match "
                         f"unary_logits {tuple(u.shape[1:])}"
                     )
-                if img.is_floating_point() and not torch.isfinite(img).all():
+                if img.is_floating_point() and not _all_finite(img):
                     raise ValueError(f"image{where}: contains NaN or infinite values")
                 if img.device != unaries[0].device:
                     raise ValueError(f"image{where}: on {img.device}, unary_logits on "

@@ -12,9 +12,9 @@ n^a, n^b of ``deepcrf.crf`` (symmetric: n^-1/2 both sides, n = K·1).
 Two ways to compute it:
 
 * fused (lattice filter, fixed bandwidths; the fast path): the scales are folded into the
-  splat/slice matrices of one stacked lattice, the weights and the compatibility act on
+  splat/slice matrices of each kernel's lattice, the weights and the compatibility act on
   the lattice vertices (far fewer than pixels), and a custom autograd Function
-  (``StackedMessage``) computes the backward as the transposed stacked filter, keeping only
+  (``StackedMessage``) computes the backward as the transposed filters, keeping only
   the blurred vertex values of each iteration;
 * generic (exact filter, or learned bandwidths): plain tensor ops around
   ``lattice_filter`` / ``exact_filter``, so autograd also reaches the features (bandwidths)
@@ -30,77 +30,97 @@ import torch
 
 from deepcrf.crf import NORMALIZATIONS
 from deepcrf.exact import exact_filter
-from deepcrf.lattice import Lattice, build_lattice, stack_lattices
+from deepcrf.lattice import Lattice, build_lattice
 from deepcrf.nn.filtering import lattice_filter
 
-__all__ = ["CRFMessage", "StackedMessage"]
+__all__ = ["CRFMessage", "ScaledKernel", "StackedMessage", "scaled_kernel"]
 
 _EPS = 1e-20
 
 
-@dataclass
-class _Stack:
-    """Stacked scaled lattices for the forward and the transposed (backward) filter."""
+@dataclass(frozen=True)
+class ScaledKernel:
+    """A normalised kernel folded into its lattice, for the forward and the backward pass.
+
+    ``forward`` computes diag(a) K diag(b) (b, a the normalisation scales before and after
+    filtering), ``backward`` its transpose diag(b) Kᵀ diag(a) (with the blur run in reverse
+    order); ``alpha`` is the lattice's slice constant (slice = alpha · splatᵀ), needed to
+    turn a splat of the upstream gradient into the slice's transpose.
+    """
 
     forward: Lattice
     backward: Lattice
-    alphas: tuple[float, ...]  # slice constant of each block: slice = alpha * splat^T
+    alpha: float
+
+    def blur_transposed(self, values: torch.Tensor) -> torch.Tensor:
+        # the scales live in splat/slice only: the blur of a scaled lattice is the unscaled one
+        return replace(self.backward, scaled=False).blur(values, transpose=True)
 
 
-def _blur_transposed(stack: Lattice, values: torch.Tensor) -> torch.Tensor:
-    # scales live in splat/slice only; the blur of a scaled stack is the unscaled blur
-    return replace(stack, scaled=False).blur(values, transpose=True)
+def scaled_kernel(lattice: Lattice, normalization: str) -> ScaledKernel:
+    """Fold ``normalization`` (n = K·1, computed on ``lattice``) into an unscaled lattice."""
+    if lattice.scaled:
+        raise ValueError("lattice: expected an unscaled lattice")
+    if len(lattice.blocks) != 2:
+        raise ValueError("lattice: expected a single (not stacked) lattice")
+    ones = torch.ones(lattice.num_points, 1, device=lattice.device)
+    before, after = _scales(lattice.filter(ones)[:, 0], normalization)
+    forward = lattice.scale(before, after)
+    backward = forward if before is after else lattice.scale(after, before)
+    return ScaledKernel(forward, backward, 1.0 / (1.0 + 2.0 ** -(lattice.num_axes - 1)))
 
 
 class StackedMessage(torch.autograd.Function):
-    """logits + slice(T(blur(splat(q)))) on a stacked scaled lattice, T the vertex transform.
+    """logits + sum_k slice_k(T_k(blur_k(splat_k(q)))) on normalised (scaled) lattices.
 
-    T on block k: V -> (V ⊙ w_k) @ transform (transform = -mu^T, or identity when None).
+    T_k acts on the lattice vertices: V -> (V ⊙ w_k) @ transform, with transform = -mu^T
+    (or the identity when None). The backward filters the upstream gradient with the
+    transposed kernels; only the blurred vertex values of each kernel are kept.
     """
 
     @staticmethod
-    def forward(ctx, logits, q, weights, transform, stack: _Stack):
-        fwd = stack.forward
-        blurred = fwd.blur(fwd.splat_values(q))
-        mixed = torch.empty_like(blurred)
-        for k, (start, stop) in enumerate(zip(fwd.blocks, fwd.blocks[1:])):
-            mixed[start:stop] = blurred[start:stop] * weights[k]
-        if transform is not None:
-            mixed = mixed @ transform
-        ctx.stack = stack
-        ctx.save_for_backward(blurred, weights, transform)
-        return torch.sparse.addmm(logits.float(), fwd.slice, mixed)
+    def forward(ctx, logits, q, weights, transform, kernels: tuple[ScaledKernel, ...]):
+        q = q.float().contiguous()
+        out = logits.float()
+        blurred = []
+        for k, kernel in enumerate(kernels):
+            lat = kernel.forward
+            values = lat.blur(lat.splat_values(q))
+            blurred.append(values)
+            mixed = values * weights[k]
+            if transform is not None:
+                mixed = mixed @ transform
+            if k == 0:
+                out = torch.sparse.addmm(out, lat.slice, mixed)
+            else:
+                out.addmm_(lat.slice, mixed)
+        ctx.kernels = kernels
+        ctx.save_for_backward(weights, transform, *blurred)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        stack: _Stack = ctx.stack
-        blurred, weights, transform = ctx.saved_tensors
-        bwd = stack.backward
+        kernels: tuple[ScaledKernel, ...] = ctx.kernels
+        weights, transform, *blurred = ctx.saved_tensors
         grad = grad.float().contiguous()
-        splatted = bwd.splat_values(grad)  # = slice_fwd^T grad / alpha, per block
-        if transform is not None:
-            splatted_t = splatted @ transform.t()
-        else:
-            splatted_t = splatted
-        grad_q = grad_w = grad_t = None
-        blocks = list(zip(bwd.blocks, bwd.blocks[1:]))
-        if ctx.needs_input_grad[1]:
-            scaled = torch.empty_like(splatted_t)
-            for k, (start, stop) in enumerate(blocks):
-                scaled[start:stop] = splatted_t[start:stop] * weights[k]
-            grad_q = torch.sparse.mm(bwd.slice, _blur_transposed(bwd, scaled))
-        if ctx.needs_input_grad[2]:
-            grad_w = torch.stack(
-                [
-                    alpha * (splatted_t[start:stop] * blurred[start:stop]).sum(0)
-                    for alpha, (start, stop) in zip(stack.alphas, blocks)
-                ]
-            )
-        if transform is not None and ctx.needs_input_grad[3]:
-            grad_t = sum(
-                alpha * (blurred[start:stop] * weights[k]).t() @ splatted[start:stop]
-                for k, (alpha, (start, stop)) in enumerate(zip(stack.alphas, blocks))
-            )
+        grad_q = grad_t = None
+        grad_w = [] if ctx.needs_input_grad[2] else None
+        for k, kernel in enumerate(kernels):
+            splatted = kernel.backward.splat_values(grad)  # = slice_k^T grad / alpha_k
+            splatted_t = splatted if transform is None else splatted @ transform.t()
+            if ctx.needs_input_grad[1]:
+                spread = kernel.blur_transposed(splatted_t * weights[k])
+                if grad_q is None:
+                    grad_q = torch.sparse.mm(kernel.backward.slice, spread)
+                else:
+                    grad_q.addmm_(kernel.backward.slice, spread)
+            if grad_w is not None:
+                grad_w.append(kernel.alpha * (splatted_t * blurred[k]).sum(0))
+            if transform is not None and ctx.needs_input_grad[3]:
+                term = kernel.alpha * (blurred[k] * weights[k]).t() @ splatted
+                grad_t = term if grad_t is None else grad_t + term
+        if grad_w is not None:
+            grad_w = torch.stack(grad_w)
         return grad, grad_q, grad_w, grad_t, None
 
 
@@ -125,6 +145,8 @@ class CRFMessage:
         weights: (K, L) kernel weights (a per-kernel weight expanded over the labels).
         compat: (L, L) compatibility mu, or None for Potts (mu = -I).
         lattices: per kernel, a prebuilt unscaled lattice of ``features`` or None.
+        prepared: per kernel, a ready ``ScaledKernel`` (e.g. cached) or None.
+        fused: allow the fast path (False forces the generic one, for checks).
         segments: start offsets of the images (length B+1).
         filter: "lattice" or "exact".
     """
@@ -138,6 +160,8 @@ class CRFMessage:
         normalization: str = "symmetric",
         filter: str = "lattice",
         lattices: Sequence[Lattice | None] | None = None,
+        prepared: Sequence[ScaledKernel | None] | None = None,
+        fused: bool = True,
     ) -> None:
         if normalization not in NORMALIZATIONS:
             raise ValueError(
@@ -155,45 +179,32 @@ class CRFMessage:
         self.segments = list(segments)
         self.filter = filter
         lattices = list(lattices) if lattices is not None else [None] * len(self.features)
+        prepared = list(prepared) if prepared is not None else [None] * len(self.features)
+        learned_features = any(f.requires_grad for f in self.features)
         self.lattices: list[Lattice | None] = []
         self.scales = []
+        self.kernels: tuple[ScaledKernel, ...] | None = None
+        if fused and filter == "lattice" and not learned_features:
+            self.kernels = tuple(
+                ready or scaled_kernel(lattice or build_lattice(f, self.segments), normalization)
+                for f, lattice, ready in zip(self.features, lattices, prepared)
+            )
+            return
         for f, lattice in zip(self.features, lattices):
             if filter == "lattice":
                 lattice = lattice or build_lattice(f.detach(), self.segments)
                 grad_f = f if f.requires_grad else None
-                norm = lattice_filter(lattice, f.new_ones(f.shape[0], 1, dtype=torch.float32),
-                                      grad_f)[:, 0]
+                ones = f.new_ones(f.shape[0], 1, dtype=torch.float32)
+                norm = lattice_filter(lattice, ones, grad_f)[:, 0]
             else:
                 norm = exact_filter(f, f.new_ones(f.shape[0], 1), self.segments)[:, 0]
             self.lattices.append(lattice)
             self.scales.append(_scales(norm, normalization))
-        learned_features = any(f.requires_grad for f in self.features)
-        self._stack = (
-            self._build_stack()
-            if filter == "lattice" and self.features and not learned_features
-            else None
-        )
-
-    def _build_stack(self) -> _Stack:
-        fwd, bwd, alphas = [], [], []
-        for lattice, (before, after) in zip(self.lattices, self.scales):
-            before = None if before is None else before.detach()
-            after = None if after is None else after.detach()
-            fwd.append(lattice.scale(before, after))
-            bwd.append(lattice.scale(after, before))
-            alphas.append(1.0 / (1.0 + 2.0 ** -(lattice.num_axes - 1)))
-        forward = stack_lattices(fwd)
-        same = all(
-            (a is b) or (a is None and b is None)
-            for a, b in self.scales
-        )
-        backward = forward if same else stack_lattices(bwd)
-        return _Stack(forward, backward, tuple(alphas))
 
     @property
     def fused(self) -> bool:
         """Whether the fast stacked-lattice path is used."""
-        return self._stack is not None
+        return self.kernels is not None
 
     def message(self, q: torch.Tensor) -> torch.Tensor:
         """The pairwise logits for marginals ``q`` (N, L)."""
@@ -203,8 +214,8 @@ class CRFMessage:
         """``logits`` (N, L) plus the pairwise message of ``q`` (N, L), differentiable."""
         if not self.features:
             return logits + 0.0 * q
-        if self._stack is not None:
-            return StackedMessage.apply(logits, q, self.weights, self.transform, self._stack)
+        if self.kernels is not None:
+            return StackedMessage.apply(logits, q, self.weights, self.transform, self.kernels)
         total = None
         for k, (f, lattice, (before, after)) in enumerate(
             zip(self.features, self.lattices, self.scales)
