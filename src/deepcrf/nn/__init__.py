@@ -8,5 +8,6 @@ compatibility and bandwidths; ``lattice_filter`` is its differentiable lattice f
 from deepcrf.nn.dense_crf import DenseCRF
 from deepcrf.nn.filtering import lattice_filter
 from deepcrf.nn.message import CRFMessage
+from deepcrf.nn.schedule import two_stage_param_groups
 
-__all__ = ["CRFMessage", "DenseCRF", "lattice_filter"]
+__all__ = ["CRFMessage", "DenseCRF", "lattice_filter", "two_stage_param_groups"]

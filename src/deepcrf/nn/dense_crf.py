@@ -60,10 +60,13 @@ def _all_finite(x: torch.Tensor) -> bool:
 
 
 def _pair(value: float | Sequence[float], count: int, name: str) -> list[float]:
-    values = [float(value)] * count if isinstance(value, (int, float)) else [float(v) for v in value]
+    values = (
+        [float(value)] * count if isinstance(value, (int, float)) else [float(v) for v in value]
+    )
     if len(values) != count or any(not (v > 0 and math.isfinite(v)) for v in values):
-        raise ValueError(f"{name}: expected a positive number or {count} positive numbers, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"{name}: expected a positive number or {count} positive numbers, got {value!r}"
+        )
     return values
 
 
@@ -134,7 +137,8 @@ class DenseCRF(nn.Module):
             kinds.append("bilateral")
             weights.append(float(bilateral_compat))
             bandwidths.append(
-                _pair(bilateral_sxy, 2, "bilateral_sxy") + _pair(bilateral_srgb, 3, "bilateral_srgb")
+                _pair(bilateral_sxy, 2, "bilateral_sxy")
+                + _pair(bilateral_srgb, 3, "bilateral_srgb")
             )
         self.kinds = tuple(kinds)
         w = torch.tensor(weights, dtype=torch.float32).reshape(len(kinds), 1)
@@ -183,9 +187,11 @@ class DenseCRF(nn.Module):
         """
         unaries, images, as_list = self._check_inputs(unary_logits, image)
         device = unaries[0].device
-        dtype = torch.float64 if (
-            unaries[0].dtype == torch.float64 and self.filter == "exact"
-        ) else torch.float32
+        dtype = (
+            torch.float64
+            if (unaries[0].dtype == torch.float64 and self.filter == "exact")
+            else torch.float32
+        )
         with torch.autocast(device_type=device.type, enabled=False):
             shapes = [tuple(u.shape[1:]) for u in unaries]
             sizes = [h * w for h, w in shapes]
@@ -206,8 +212,10 @@ class DenseCRF(nn.Module):
                 logits = message.add_message(flat, q)
         if not as_list:
             b = len(shapes)
-            return logits.view(b, -1, self.num_classes).permute(0, 2, 1).reshape(
-                b, self.num_classes, *shapes[0]
+            return (
+                logits.view(b, -1, self.num_classes)
+                .permute(0, 2, 1)
+                .reshape(b, self.num_classes, *shapes[0])
             )
         return [
             logits[a:b].t().reshape(self.num_classes, *shape)
@@ -246,9 +254,7 @@ class DenseCRF(nn.Module):
                 lattice = ready = None
                 if self.filter == "lattice" and same_size and not self.learn_bandwidths:
                     sxy = tuple(bw.detach().flip(0).tolist())  # grid_lattice takes (rows, cols)
-                    ready = _grid_kernel(
-                        shapes[0], sxy, device, len(shapes), self.normalization
-                    )
+                    ready = _grid_kernel(shapes[0], sxy, device, len(shapes), self.normalization)
             else:
                 raw = torch.cat(
                     [
@@ -332,8 +338,7 @@ class DenseCRF(nn.Module):
                 if not isinstance(img, torch.Tensor) or img.dim() != 3 or img.shape[0] != 3:
                     shape = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img)
                     raise ValueError(
-                        f"image{where}: expected 3 colour channels (3, H, W) per image, "
-                        f"got {shape}"
+                        f"image{where}: expected 3 colour channels (3, H, W) per image, got {shape}"
                     )
                 if tuple(img.shape[1:]) != tuple(u.shape[1:]):
                     raise ValueError(
@@ -343,8 +348,9 @@ class DenseCRF(nn.Module):
                 if img.is_floating_point() and not _all_finite(img):
                     raise ValueError(f"image{where}: contains NaN or infinite values")
                 if img.device != unaries[0].device:
-                    raise ValueError(f"image{where}: on {img.device}, unary_logits on "
-                                     f"{unaries[0].device}")
+                    raise ValueError(
+                        f"image{where}: on {img.device}, unary_logits on {unaries[0].device}"
+                    )
             if u.device != unaries[0].device:
                 raise ValueError("unary_logits: all images must be on the same device")
         return unaries, images, as_list
