@@ -77,8 +77,8 @@ class DenseCRF(nn.Module):
         num_classes: L.
         iterations / eval_iterations: mean-field iterations in training / eval mode
             (the papers use 5 and 10).
-        gaussian_sxy, gaussian_compat: spatial kernel bandwidth (pixels) and weight;
-            a weight of 0 drops the kernel (as in ``refine``).
+        gaussian_sxy, gaussian_compat: spatial kernel bandwidth (pixels; a number or
+            (rows, cols) as in ``refine``) and weight; a weight of 0 drops the kernel.
         bilateral_sxy, bilateral_srgb, bilateral_compat: appearance kernel bandwidths
             (pixels, intensity levels) and weight.
         per_class_weights: one weight per kernel and class instead of per kernel.
@@ -132,12 +132,13 @@ class DenseCRF(nn.Module):
         if gaussian_compat != 0:
             kinds.append("gaussian")
             weights.append(float(gaussian_compat))
-            bandwidths.append(_pair(gaussian_sxy, 2, "gaussian_sxy"))
+            # sxy given in axis order (rows, cols) as in refine(); features are (x, y)
+            bandwidths.append(_pair(gaussian_sxy, 2, "gaussian_sxy")[::-1])
         if bilateral_compat != 0:
             kinds.append("bilateral")
             weights.append(float(bilateral_compat))
             bandwidths.append(
-                _pair(bilateral_sxy, 2, "bilateral_sxy")
+                _pair(bilateral_sxy, 2, "bilateral_sxy")[::-1]
                 + _pair(bilateral_srgb, 3, "bilateral_srgb")
             )
         self.kinds = tuple(kinds)
@@ -160,7 +161,7 @@ class DenseCRF(nn.Module):
 
     # ---------------------------------------------------------------- parameters
     def bandwidths(self, kind: str) -> torch.Tensor:
-        """Current bandwidths of a kernel: (x, y) or (x, y, r, g, b)."""
+        """Current bandwidths of a kernel, feature order: (x, y) or (x, y, r, g, b)."""
         if self.learn_bandwidths:
             return getattr(self, f"{kind}_log_bandwidths").exp()
         return getattr(self, f"{kind}_bandwidths")
