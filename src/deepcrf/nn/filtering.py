@@ -46,21 +46,16 @@ class LatticeFilter(torch.autograd.Function):
             return grad_values, None, None
         values, features = ctx.saved_tensors
         v, f = values.float(), features.detach().float()
-        n, c = v.shape
-        d = f.shape[1]
-        # [v, f_1 v, ..., f_d v] filtered forward, [g, f_1 g, ...] filtered transposed
-        stacked_v = torch.cat([v, (f[:, :, None] * v[:, None, :]).reshape(n, d * c)], dim=1)
-        stacked_g = torch.cat([grad, (f[:, :, None] * grad[:, None, :]).reshape(n, d * c)], dim=1)
-        kv = lattice.filter(stacked_v)
-        ktg = lattice.filter(stacked_g, transpose=True)
-        k_v, k_fv = kv[:, :c], kv[:, c:].reshape(n, d, c)
-        kt_g, kt_fg = ktg[:, :c], ktg[:, c:].reshape(n, d, c)
-        grad_features = (
-            torch.einsum("nac,nc->na", k_fv, grad)
-            - f * (k_v * grad).sum(1, keepdim=True)
-            + torch.einsum("nac,nc->na", kt_fg, v)
-            - f * (kt_g * v).sum(1, keepdim=True)
-        )
+        kt_g = lattice.filter(grad, transpose=True)
+        k_v = lattice.filter(v)
+        # one feature dimension at a time: memory stays at a few (N, C) tensors
+        columns = []
+        for a in range(f.shape[1]):
+            fa = f[:, a : a + 1]
+            forward = (lattice.filter(fa * v) - fa * k_v).mul_(grad).sum(1)
+            backward = (lattice.filter(fa * grad, transpose=True) - fa * kt_g).mul_(v).sum(1)
+            columns.append(forward + backward)
+        grad_features = torch.stack(columns, dim=1)
         grad_values = kt_g if need_values else None
         return grad_values, grad_features.to(features.dtype), None
 
