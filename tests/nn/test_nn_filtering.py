@@ -9,6 +9,7 @@ from deepcrf.exact import exact_filter
 from deepcrf.features import grid_features
 from deepcrf.lattice import build_lattice
 from deepcrf.nn import lattice_filter
+from deepcrf.nn.filtering import ScaledLatticeFilter
 
 
 def points(n=300, d=3, spread=2.0, seed=0):
@@ -78,3 +79,31 @@ def test_scaled_lattice_and_row_mismatch_are_rejected():
         lattice_filter(lattice.scale(torch.ones(300), None), v)
     with pytest.raises(ValueError, match="features"):
         lattice_filter(lattice, v, f[:10])
+
+
+@pytest.mark.parametrize("scaled", ["both", "before", "after", "none"])
+def test_scaled_filter_function_equals_autograd_composition(scaled):
+    f, q = points(n=200, d=3, seed=6)
+    g = torch.Generator().manual_seed(7)
+    lattice = build_lattice(f)
+    before = (torch.rand(200, generator=g) + 0.5) if scaled in ("both", "before") else None
+    after = (torch.rand(200, generator=g) + 0.5) if scaled in ("both", "after") else None
+    weights = torch.rand(4, generator=g) + 0.5
+    upstream = torch.randn(200, 4, generator=g)
+    grads = []
+    for fused in (True, False):
+        leaves = [
+            t.clone().requires_grad_(True) if t is not None else None
+            for t in (q, before, after, weights, f)
+        ]
+        lq, lb, la, lw, lf = leaves
+        if fused:
+            out = ScaledLatticeFilter.apply(lq, lb, la, lw, lf, lattice)
+        else:
+            x = lq if lb is None else lq * lb[:, None]
+            out = lattice_filter(lattice, x, lf)
+            out = (out if la is None else out * la[:, None]) * lw
+        (out * upstream).sum().backward()
+        grads.append([out.detach()] + [t.grad for t in leaves if t is not None])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * b.abs().max())

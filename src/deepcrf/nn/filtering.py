@@ -23,7 +23,7 @@ import torch
 
 from deepcrf.lattice import Lattice
 
-__all__ = ["LatticeFilter", "lattice_filter"]
+__all__ = ["LatticeFilter", "ScaledLatticeFilter", "feature_gradient", "lattice_filter"]
 
 
 class LatticeFilter(torch.autograd.Function):
@@ -45,19 +45,73 @@ class LatticeFilter(torch.autograd.Function):
             grad_values = lattice.filter(grad, transpose=True) if need_values else None
             return grad_values, None, None
         values, features = ctx.saved_tensors
-        v, f = values.float(), features.detach().float()
+        v = values.float()
         kt_g = lattice.filter(grad, transpose=True)
-        k_v = lattice.filter(v)
-        # one feature dimension at a time: memory stays at a few (N, C) tensors
-        columns = []
-        for a in range(f.shape[1]):
-            fa = f[:, a : a + 1]
-            forward = (lattice.filter(fa * v) - fa * k_v).mul_(grad).sum(1)
-            backward = (lattice.filter(fa * grad, transpose=True) - fa * kt_g).mul_(v).sum(1)
-            columns.append(forward + backward)
-        grad_features = torch.stack(columns, dim=1)
+        grad_features = feature_gradient(lattice, features, v, grad, lattice.filter(v), kt_g)
         grad_values = kt_g if need_values else None
         return grad_values, grad_features.to(features.dtype), None
+
+
+def feature_gradient(
+    lattice: Lattice,
+    features: torch.Tensor,
+    values: torch.Tensor,
+    grad: torch.Tensor,
+    filtered: torch.Tensor,
+    filtered_grad: torch.Tensor,
+) -> torch.Tensor:
+    """dL/df (N, d) for L = <grad, K values> by the Gaussian-derivative identity.
+
+    ``filtered`` = K values and ``filtered_grad`` = Kᵀ grad (already computed by the caller).
+    One feature dimension at a time, so memory stays at a few (N, C) tensors.
+    """
+    f = features.detach().float()
+    columns = []
+    for a in range(f.shape[1]):
+        fa = f[:, a : a + 1]
+        forward = (lattice.filter(fa * values) - fa * filtered).mul_(grad).sum(1)
+        backward = (lattice.filter(fa * grad, transpose=True) - fa * filtered_grad).mul_(values)
+        columns.append(forward + backward.sum(1))
+    return torch.stack(columns, dim=1)
+
+
+class ScaledLatticeFilter(torch.autograd.Function):
+    """w ⊙ a ⊙ K(b ⊙ q): one normalised, weighted kernel term with learnable features.
+
+    Saves only the small per-point scales, the weights and the features (q is the loop's
+    marginals, kept anyway); K(b ⊙ q) is recomputed in the backward pass.
+    """
+
+    @staticmethod
+    def forward(ctx, q, before, after, weights, features, lattice: Lattice):
+        x = q if before is None else q * before[:, None]
+        out = lattice.filter(x)
+        if after is not None:
+            out.mul_(after[:, None])
+        ctx.lattice = lattice
+        ctx.save_for_backward(q, before, after, weights, features)
+        return out.mul_(weights)
+
+    @staticmethod
+    def backward(ctx, grad):
+        lattice: Lattice = ctx.lattice
+        q, before, after, weights, features = ctx.saved_tensors
+        grad = grad.float().contiguous()
+        q32 = q.float()
+        x = q32 if before is None else q32 * before[:, None]
+        y = lattice.filter(x)  # K x, recomputed
+        z = y if after is None else y * after[:, None]
+        grad_w = (grad * z).sum(0) if ctx.needs_input_grad[3] else None
+        gz = grad * weights
+        grad_after = (gz * y).sum(1) if after is not None and ctx.needs_input_grad[2] else None
+        gy = gz if after is None else gz * after[:, None]
+        dx = lattice.filter(gy, transpose=True)
+        grad_q = dx if before is None else dx * before[:, None]
+        grad_before = (dx * q32).sum(1) if before is not None and ctx.needs_input_grad[1] else None
+        grad_f = None
+        if ctx.needs_input_grad[4]:
+            grad_f = feature_gradient(lattice, features, x, gy, y, dx).to(features.dtype)
+        return grad_q, grad_before, grad_after, grad_w, grad_f, None
 
 
 def lattice_filter(

@@ -32,7 +32,7 @@ import torch
 from deepcrf.crf import NORMALIZATIONS
 from deepcrf.exact import exact_filter
 from deepcrf.lattice import Lattice, build_lattice
-from deepcrf.nn.filtering import lattice_filter
+from deepcrf.nn.filtering import ScaledLatticeFilter, lattice_filter
 
 __all__ = ["CRFMessage", "ScaledKernel", "StackedMessage", "scaled_kernel"]
 
@@ -235,14 +235,16 @@ class CRFMessage:
         for k, (f, lattice, (before, after)) in enumerate(
             zip(self.features, self.lattices, self.scales)
         ):
-            x = q if before is None else q * before[:, None]
             if lattice is not None:
-                y = lattice_filter(lattice, x, f if f.requires_grad else None)
+                y = ScaledLatticeFilter.apply(
+                    q, before, after, self.weights[k], f if f.requires_grad else None, lattice
+                )
             else:
+                x = q if before is None else q * before[:, None]
                 y = exact_filter(f, x, self.segments)
-            if after is not None:
-                y = y * after[:, None]
-            y = y * self.weights[k]
+                if after is not None:
+                    y = y * after[:, None]
+                y = y * self.weights[k]
             total = y if total is None else total + y
         if self.transform is not None:
             total = total @ self.transform
