@@ -55,6 +55,9 @@ def test_non_default_kernels_equal_refine():
     only_gaussian = DenseCRF(4, iterations=3, bilateral_compat=0)
     ref = refine(unary, None, logits=True, iterations=3, bilateral_compat=0)
     assert torch.allclose(only_gaussian(unary, image).softmax(1), ref, atol=1e-4)
+    assert torch.allclose(only_gaussian(unary, None).softmax(1), ref, atol=1e-4)
+    with pytest.raises(TypeError, match="image"):
+        DenseCRF(4)(unary, None)  # the bilateral kernel needs the image
 
 
 def test_gradcheck_unary_float64_exact():

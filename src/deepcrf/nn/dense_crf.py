@@ -176,14 +176,15 @@ class DenseCRF(nn.Module):
     def forward(
         self,
         unary_logits: torch.Tensor | Sequence[torch.Tensor],
-        image: torch.Tensor | Sequence[torch.Tensor],
+        image: torch.Tensor | Sequence[torch.Tensor] | None,
     ):
         """Refined logits (B, L, H, W) whose softmax is the mean-field marginals.
 
         ``unary_logits`` (B, L, H, W) are scores (higher = more likely); ``image``
         (B, 3, H, W) the raw pixels, values 0..255 (never the normalised network input).
         Images of different sizes: pass lists of (L, H_i, W_i) and (3, H_i, W_i) tensors;
-        the output is then a list. Runs on the inputs' device, in float32 even under
+        the output is then a list. ``image`` may be None when the bilateral kernel is off
+        (``bilateral_compat=0``). Runs on the inputs' device, in float32 even under
         autocast (float64 inputs stay float64 with ``filter="exact"``).
         """
         unaries, images, as_list = self._check_inputs(unary_logits, image)
@@ -293,6 +294,8 @@ class DenseCRF(nn.Module):
 
     def _check_inputs(self, unary_logits, image):
         as_list = isinstance(unary_logits, (list, tuple))
+        if as_list and image is None and "bilateral" not in self.kinds:
+            image = [None] * len(unary_logits)  # no appearance kernel: no image needed
         if as_list:
             if not isinstance(image, (list, tuple)) or len(image) != len(unary_logits):
                 raise ValueError(
@@ -307,17 +310,19 @@ class DenseCRF(nn.Module):
                 raise TypeError(
                     f"unary_logits: expected a tensor, got {type(unary_logits).__name__}"
                 )
-            if not isinstance(image, torch.Tensor):
-                raise TypeError(f"image: expected a tensor, got {type(image).__name__}")
             if unary_logits.dim() != 4:
                 raise ValueError(
                     f"unary_logits: expected (B, L, H, W), got shape {tuple(unary_logits.shape)}"
                 )
-            if image.dim() != 4:
+            if image is None and "bilateral" not in self.kinds:
+                image = [None] * unary_logits.shape[0]  # no appearance kernel: no image needed
+            elif not isinstance(image, torch.Tensor):
+                raise TypeError(f"image: expected a tensor, got {type(image).__name__}")
+            if isinstance(image, torch.Tensor) and image.dim() != 4:
                 raise ValueError(f"image: expected (B, 3, H, W), got shape {tuple(image.shape)}")
-            if image.shape[0] != unary_logits.shape[0]:
+            if len(image) != unary_logits.shape[0]:
                 raise ValueError(
-                    f"image: batch size {image.shape[0]} does not match unary_logits' "
+                    f"image: batch size {len(image)} does not match unary_logits' "
                     f"{unary_logits.shape[0]}"
                 )
             unaries, images = list(unary_logits), list(image)
