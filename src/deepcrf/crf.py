@@ -218,13 +218,14 @@ def mean_field(
     """Run ``iterations`` mean-field updates from softmax(unary_logits).
 
     ``unary_logits`` (N, L) are scores, higher = more likely (= -unary energy).
-    Returns the marginals Q (N, L) float32, or (Q, logits) with ``return_logits`` where
-    softmax(logits) == Q (log-marginals up to a per-point constant). ``callback(t, Q)``
+    Returns the marginals Q (N, L) float32 (float64 when ``unary_logits`` is float64, for
+    gradient checks with an exact pairwise model), or (Q, logits) with ``return_logits``
+    where softmax(logits) == Q (log-marginals up to a per-point constant). ``callback(t, Q)``
     is called after every iteration (progress, early inspection).
     """
     if iterations < 0:
         raise ValueError(f"iterations: expected >= 0, got {iterations}")
-    logits = unary_logits.float()
+    logits = unary_logits if unary_logits.dtype == torch.float64 else unary_logits.float()
     q = torch.softmax(logits, dim=1)
     for t in range(iterations):
         logits = pairwise.add_message(unary_logits, q)

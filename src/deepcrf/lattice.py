@@ -72,6 +72,11 @@ class Lattice:
     def device(self) -> torch.device:
         return self.splat_weight.device
 
+    @property
+    def num_axes(self) -> int:
+        """d+1 blur axes (the largest over the blocks of a stack)."""
+        return max(index.shape[0] for index, _ in self.blur_stencils)
+
     @cached_property
     def row_sums(self) -> torch.Tensor:
         """The filter applied to all-ones values, (N,): kernel normalisers, computed once."""

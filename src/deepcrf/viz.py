@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["colorize", "overlay", "palette", "plot_trimap", "save_label_png"]
+__all__ = ["colorize", "overlay", "palette", "plot_compatibility", "plot_trimap", "save_label_png"]
 
 VOID = 255
 
@@ -177,6 +177,49 @@ def plot_trimap(results, path: str | Path, title: str | None = None) -> Path:
             ax.legend()
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_compatibility(
+    matrix, class_names, path: str | Path, title: str | None = "learned compatibility μ"
+) -> Path:
+    """PNG heatmap of an (L, L) label compatibility, as CRF-as-RNN's Fig. 5.
+
+    Entry (i, j) is μ(i, j), the penalty for label i at a pixel when a similar pixel has
+    label j (Potts: -1 on the diagonal, 0 elsewhere; ``DenseCRF.compatibility()`` gives it).
+    The colour scale is centred on 0. Needs matplotlib.
+    """
+    mu = np.asarray(matrix.detach().cpu() if hasattr(matrix, "detach") else matrix, dtype=float)
+    names = [str(n) for n in class_names]
+    if mu.ndim != 2 or mu.shape[0] != mu.shape[1]:
+        raise ValueError(f"matrix: expected a square (L, L) matrix, got shape {mu.shape}")
+    if len(names) != mu.shape[0]:
+        raise ValueError(f"class_names: expected {mu.shape[0]} names, got {len(names)}")
+    if not np.isfinite(mu).all():
+        raise ValueError("matrix: contains NaN or infinite values")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("plotting needs matplotlib: pip install 'deepcrf[viz]'") from exc
+    size = max(4.0, 0.35 * len(names) + 2.0)
+    fig, ax = plt.subplots(figsize=(size + 1.0, size))
+    limit = float(np.abs(mu).max()) or 1.0
+    image = ax.imshow(mu, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    ax.set_xticks(range(len(names)), names, rotation=90)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("label j (neighbour)")
+    ax.set_ylabel("label i (pixel)")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

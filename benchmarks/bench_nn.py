@@ -1,0 +1,195 @@
+"""Trainable dense CRF: forward + backward at VOC size against pydensecrf's inference.
+
+Each case (batch size B, iterations T, CPU threads) runs in a fresh subprocess so that its
+peak memory is its own: the DenseCRF layer (default kernels, learnable weights) computes
+forward + cross-entropy + backward on B photos of 500 x 375 with L = 21 (median of
+--repeats after one warm-up), then pydensecrf (if installed) builds its CRF and runs
+``inference(T)`` on the same images in the same process. Times are reported as ratios to
+pydensecrf because the machine is shared; "pyd" counts the whole pydensecrf call
+(construction, which builds its lattices, plus inference, as the layer's time includes its
+lattice builds), "pyd inf" inference alone. Peak memory growth is the peak RSS of the
+layer runs minus the RSS before them (on CUDA: peak allocated GPU memory).
+
+    PYTHONPATH=src python benchmarks/bench_nn.py [--repeats 3] [--device cuda]
+
+Note: with B=4 every (N, L) tensor is 63 MB, above glibc's largest mmap threshold, so each
+one is a fresh mmap whose pages fault in on first touch; B=4 T=5 on one thread measured
+3.0 s as is and 2.1 s with MALLOC_MMAP_THRESHOLD_=4294967296 (an allocator effect, not the
+CRF's arithmetic; jemalloc/tcmalloc or that variable avoid it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SAMPLES = Path("/work/shared/data/voc-samples")
+H, W, L = 375, 500, 21
+
+
+def rss_kib() -> tuple[int, int]:
+    """(current, peak) resident set size of this process in KiB (Linux /proc)."""
+    values = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS", "VmHWM")):
+                key, value = line.split(":")
+                values[key] = int(value.split()[0])
+    return values["VmRSS"], values["VmHWM"]
+
+
+def photos(batch: int) -> np.ndarray:
+    """(B, H, W, 3) uint8: the VOC sample photos resized, or smooth synthetic images."""
+    from PIL import Image
+
+    files = sorted(p for p in SAMPLES.glob("*.png") if not p.stem.endswith("_labels"))
+    out = []
+    for i in range(batch):
+        if files:
+            with Image.open(files[i % len(files)]) as im:
+                out.append(np.asarray(im.convert("RGB").resize((W, H)), dtype=np.uint8))
+        else:
+            yy, xx = np.mgrid[0:H, 0:W]
+            img = np.stack([(xx + 40 * i) % 256, (yy * 2) % 256, (xx + yy) % 256], -1)
+            out.append(img.astype(np.uint8))
+    return np.stack(out)
+
+
+def run_case(batch: int, iterations: int, threads: int, repeats: int, device: str) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from deepcrf.nn import DenseCRF
+
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    images = photos(batch)
+    unary = torch.from_numpy(rng.normal(0, 2, (batch, L, H, W)).astype(np.float32)).to(device)
+    image = torch.from_numpy(images).permute(0, 3, 1, 2).float().to(device)
+    target = torch.from_numpy(rng.integers(0, L, (batch, H, W))).to(device)
+    crf = DenseCRF(L, iterations=iterations).to(device)
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def step():
+        x = unary.clone().requires_grad_(True)
+        F.cross_entropy(crf(x, image), target).backward()
+
+    rss_before, _ = rss_kib()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    times = []
+    for r in range(repeats + 1):
+        sync()
+        start = time.perf_counter()
+        step()
+        sync()
+        if r:  # the first run warms up caches (grid kernel, allocator)
+            times.append(time.perf_counter() - start)
+    _, rss_peak = rss_kib()
+    result = {"layer": statistics.median(times), "mem_mb": (rss_peak - rss_before) / 1024}
+    if device.startswith("cuda"):
+        result["mem_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    try:
+        import pydensecrf.densecrf as dcrf
+    except ImportError:
+        return result
+    energies = (-torch.log_softmax(unary.cpu(), 1)).reshape(batch, L, -1).numpy()
+    total, inference = [], []
+    for _ in range(repeats):
+        t_total = t_inf = 0.0
+        for b in range(batch):
+            start = time.perf_counter()
+            crf_ref = dcrf.DenseCRF2D(W, H, L)
+            crf_ref.setUnaryEnergy(np.ascontiguousarray(energies[b]))
+            crf_ref.addPairwiseGaussian(sxy=3, compat=3)
+            crf_ref.addPairwiseBilateral(
+                sxy=80, srgb=13, rgbim=np.ascontiguousarray(images[b]), compat=10
+            )
+            mid = time.perf_counter()
+            crf_ref.inference(iterations)
+            end = time.perf_counter()
+            t_total += end - start
+            t_inf += end - mid
+        total.append(t_total)
+        inference.append(t_inf)
+    result["pyd"] = statistics.median(total)
+    result["pyd_inf"] = statistics.median(inference)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batches", default="1,4")
+    parser.add_argument("--iterations", default="5,10")
+    parser.add_argument("--threads", default="2,1")
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case as JSON
+    args = parser.parse_args()
+    if args.case:
+        case = json.loads(args.case)
+        print(json.dumps(run_case(**case, repeats=args.repeats, device=args.device)))
+        return
+    from tqdm import tqdm
+
+    cases = [
+        {"batch": b, "iterations": t, "threads": n}
+        for n in map(int, args.threads.split(","))
+        for b in map(int, args.batches.split(","))
+        for t in map(int, args.iterations.split(","))
+    ]
+    rows = []
+    for case in tqdm(cases, desc="cases"):
+        env = dict(
+            os.environ, OMP_NUM_THREADS=str(case["threads"]), MKL_NUM_THREADS=str(case["threads"])
+        )
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--case",
+                json.dumps(case),
+                "--repeats",
+                str(args.repeats),
+                "--device",
+                args.device,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"case {case} failed:\n{proc.stderr}")
+        rows.append((case, json.loads(proc.stdout.strip().splitlines()[-1])))
+    print(f"\nDenseCRF forward+backward, {W}x{H}, L={L}, device={args.device}\n")
+    print(
+        "| B | T | threads | layer (s) | pyd (s) | layer / pyd | layer / pyd inf "
+        "| peak mem growth (MB) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for case, r in rows:
+        pyd = r.get("pyd")
+        ratio = f"{r['layer'] / pyd:.2f}x" if pyd else "n/a"
+        ratio_inf = f"{r['layer'] / r['pyd_inf']:.2f}x" if pyd else "n/a"
+        pyd_s = f"{pyd:.3f}" if pyd else "n/a"
+        print(
+            f"| {case['batch']} | {case['iterations']} | {case['threads']} | "
+            f"{r['layer']:.3f} | {pyd_s} | {ratio} | {ratio_inf} | {r['mem_mb']:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
