@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLES = Path("/work/shared/data/voc-samples")
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc-samples"
 H, W, L = 375, 500, 21
 
 
