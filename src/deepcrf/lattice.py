@@ -27,7 +27,7 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 
-from deepcrf.allocator import tune_allocator
+from deepcrf.allocator import LARGE_POINTS, tune_allocator
 from deepcrf.arrays import transpose_copy
 
 __all__ = ["Lattice", "build_lattice", "stack_lattices"]
@@ -217,7 +217,8 @@ def _scale_factors(dim: int, device: torch.device) -> torch.Tensor:
 def _simplex_coordinates(coords: torch.Tensor):
     """Enclosing simplex of each point: remainder-0 vertex, rank permutation, barycentrics.
 
-    ``coords`` is (d, N), one row per feature dimension. Returns ``rem0`` (d+1, N) int64,
+    ``coords`` is (d, N), one row per feature dimension. Returns ``rem0 / (d+1)`` for the
+    first d coordinates, (d, N) int64 (the remainder-0 vertex is (d+1) times that),
     ``rank`` (d+1, N) int64 and ``bary`` (d+1, N) float32. Follows pydensecrf's float32
     arithmetic (including round-half-to-even and its tie-breaking of equal residuals) so
     that points on simplex boundaries land in the same simplex.
@@ -246,6 +247,7 @@ def _simplex_coordinates(coords: torch.Tensor):
     wrap = (rank < 0).to(coords.dtype) - (rank >= d + 1).to(coords.dtype)
     rank += wrap * (d + 1)
     rem0 += wrap * (d + 1)
+    rounded += wrap  # rem0 / (d+1), kept to skip an integer division later
     rank = rank.long()
 
     v = (elevated - rem0) * down
@@ -255,7 +257,7 @@ def _simplex_coordinates(coords: torch.Tensor):
     flipped = by_rank.flip(0)
     torch.sub(flipped[1:], flipped[:-1], out=bary[1:])
     bary[0] = by_rank[d] + (1.0 - by_rank[0])
-    return rem0.long(), rank, bary
+    return rounded[:d].long(), rank, bary
 
 
 @dataclass(frozen=True)
@@ -267,7 +269,7 @@ class _Packing:
     dim: int
 
 
-def _vertex_codes(rem0: torch.Tensor, rank: torch.Tensor, set_index: torch.Tensor | None):
+def _vertex_codes(reduced: torch.Tensor, rank: torch.Tensor, set_index: torch.Tensor | None):
     """Injective integer codes (d+1, N) of the d+1 vertices of each point's simplex.
 
     Vertex r of a point has key k_i = rem0_i + r - (d+1)[rank_i > d - r] in coordinates
@@ -278,7 +280,6 @@ def _vertex_codes(rem0: torch.Tensor, rank: torch.Tensor, set_index: torch.Tenso
     codes (see ``_blur_stencil``) never alias another vertex. Returns codes and packing.
     """
     d = rank.shape[0] - 1
-    reduced = torch.div(rem0[:d], d + 1, rounding_mode="floor")  # rem0 is a multiple of d+1
     low = reduced.amin(1) - 2  # vertex a_i is reduced_i or reduced_i - 1; neighbours one more
     span = reduced.amax(1) + 1 - low + 1
     strides = []
@@ -324,7 +325,8 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
     n, d = features.shape
     if n == 0 or d == 0:
         raise ValueError(f"features: need at least one point and one dimension, got {(n, d)}")
-    tune_allocator()
+    if n > LARGE_POINTS:
+        tune_allocator()
     coords = transpose_copy(features.detach().float())
     if not torch.isfinite(coords).all():
         raise ValueError("features: contain NaN or infinite values")
@@ -339,14 +341,14 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
         raise ValueError(f"segments: expected increasing offsets from 0 to {n}, got {segments}")
     device = features.device
 
-    rem0, rank, bary = _simplex_coordinates(coords)
+    reduced, rank, bary = _simplex_coordinates(coords)
     del coords
     set_index = None
     if len(segments) > 2:
         lengths = torch.tensor(segments, device=device).diff()
         set_index = torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths)
-    codes, packing = _vertex_codes(rem0, rank, set_index)
-    del rem0, rank, set_index  # free temporaries early: peak memory matters at 4 MP
+    codes, packing = _vertex_codes(reduced, rank, set_index)
+    del reduced, rank, set_index  # free temporaries early: peak memory matters at 4 MP
 
     # entries are remainder-major: entry r*N + n is vertex r of point n
     sorted_codes, order = torch.sort(codes.view(-1), stable=True)
@@ -365,13 +367,12 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
 
     splat_offsets = torch.nonzero(is_new).view(-1).to(index_dtype)
     del is_new
-    point_of_entry = torch.arange(n, dtype=index_dtype, device=device).repeat(d + 1)
     alpha = 1.0 / (1.0 + 2.0 ** (-d))
     stencil = _blur_stencil(vertex_codes, packing, index_dtype)
     return Lattice(
         num_points=n,
         num_vertices=m,
-        splat_index=point_of_entry[order],
+        splat_index=torch.remainder(order, n).to(index_dtype),  # entry r*N + n -> point n
         splat_offsets=splat_offsets,
         splat_weight=bary.view(-1)[order],
         slice_index=transpose_copy(vertex_of_entry.view(d + 1, n)),
@@ -404,14 +405,16 @@ def _blur_stencil(
     index[:, :, 0] = own
     weight[:, :, 0] = 1.0
     codes = vertex_codes.long()
+    targets = torch.empty(d + 1, 2, m, dtype=torch.long, device=device)
     for axis in range(d + 1):
         s_j = packing.strides[axis] if axis < d else 0
         # (plain offset, offset where r wraps) for the two neighbours
         offsets = ((-big_r + s_j, d * big_r - s_all + s_j), (big_r - s_j, -d * big_r + s_all - s_j))
-        for side, ((plain, wrapped), wrap) in enumerate(zip(offsets, wraps), start=1):
-            target = codes + torch.where(wrap, wrapped, plain)
-            pos = torch.searchsorted(codes, target).clamp_(max=m - 1)
-            found = codes[pos] == target
-            index[axis, :, side] = torch.where(found, pos, own)
-            weight[axis, :, side] = found.float() * 0.5
+        for side, ((plain, wrapped), wrap) in enumerate(zip(offsets, wraps)):
+            torch.add(codes, torch.where(wrap, wrapped, plain), out=targets[axis, side])
+    # one search for all 2(d+1) neighbour sets: large enough to run in parallel
+    pos = torch.searchsorted(codes, targets.view(-1)).clamp_(max=m - 1).view_as(targets)
+    found = codes[pos] == targets
+    index[:, :, 1:] = torch.where(found, pos, own).transpose(1, 2)
+    weight[:, :, 1:] = found.transpose(1, 2).float() * 0.5
     return index, weight
