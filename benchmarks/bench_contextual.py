@@ -28,18 +28,8 @@ from collections.abc import Callable
 import torch
 from tqdm import tqdm
 
+from _memory import rss_kib
 from deepcrf.contextual import mean_field, pairwise_scores, range_box_edges
-
-
-def rss_kib() -> tuple[int, int]:
-    """(current, peak) resident set size of this process in KiB (Linux /proc)."""
-    values = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS", "VmHWM")):
-                key, value = line.split(":")
-                values[key] = int(value.split()[0])
-    return values["VmRSS"], values["VmHWM"]
 
 
 def seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:

@@ -47,8 +47,10 @@ def main() -> None:
     t_ours = 1 / rate(lambda i: squared_distance_to(void, max_distance=40), 20)
     t_full = 1 / rate(lambda i: squared_distance_to(void), 5)
     print(f"{'EDT 500x375, scipy (reference)':<48} {1 / t_scipy:>10.0f}/s")
-    print(f"{'EDT 500x375, ours, reach 40 (ratio to scipy)':<48} {1 / t_ours:>10.0f}/s"
-          f"  x{t_scipy / t_ours:.2f}")
+    print(
+        f"{'EDT 500x375, ours, reach 40 (ratio to scipy)':<48} {1 / t_ours:>10.0f}/s"
+        f"  x{t_scipy / t_ours:.2f}"
+    )
     print(f"{'EDT 500x375, ours, unbounded':<48} {1 / t_full:>10.0f}/s  x{t_scipy / t_full:.2f}")
 
     pred = np.where(rng.random(gt.shape) < 0.9, gt, 0)
@@ -57,8 +59,10 @@ def main() -> None:
     r = rate(lambda i: cm.update(pred, gt), 50)
     print(f"{'ConfusionMatrix.update 500x375':<48} {r:>10.0f}/s")
     tri = TrimapConfusion(21, [1, 2, 5, 10, 20, 40])
-    print(f"{'TrimapConfusion.update 500x375, 6 widths':<48} "
-          f"{rate(lambda i: tri.update(pred, gt), 20):>10.0f}/s")
+    print(
+        f"{'TrimapConfusion.update 500x375, 6 widths':<48} "
+        f"{rate(lambda i: tri.update(pred, gt), 20):>10.0f}/s"
+    )
 
 
 if __name__ == "__main__":

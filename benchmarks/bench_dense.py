@@ -120,16 +120,16 @@ def compare(reference, image, unary, repeats: int) -> dict:
 def peak_memory_mb(library: str, photo_index: int) -> float:
     """Peak RSS growth (MB) of one refinement, measured in a fresh child process."""
     code = f"""
-import resource, sys, numpy as np, torch
+import sys, numpy as np, torch
 sys.path.insert(0, {str(ROOT / "benchmarks")!r})
 import bench_dense as b
 name, image, labels = b.photos()[{photo_index}]
 unary = b.unary_from_softmax(b.probabilities(image, labels))
 module = b.ours if {library!r} == "deepcrf" else __import__("pydensecrf.densecrf", fromlist=["x"])
-rss = [line for line in open("/proc/self/status") if line.startswith("VmRSS")][0]
-base = int(rss.split()[1])  # kB resident now; ru_maxrss (kB) is the peak so far
+from _memory import rss_kib
+base = rss_kib()[0]  # resident now; the peak afterwards minus this is the growth
 b.run_crf(module, image, unary, 10)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+print((rss_kib()[1] - base) / 1024)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])

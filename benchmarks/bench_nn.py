@@ -31,19 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from _memory import rss_kib
+
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc-samples"
 H, W, L = 375, 500, 21
-
-
-def rss_kib() -> tuple[int, int]:
-    """(current, peak) resident set size of this process in KiB (Linux /proc)."""
-    values = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS", "VmHWM")):
-                key, value = line.split(":")
-                values[key] = int(value.split()[0])
-    return values["VmRSS"], values["VmHWM"]
 
 
 def photos(batch: int) -> np.ndarray:

@@ -151,13 +151,7 @@ def plot_trimap(results, path: str | Path, title: str | None = None) -> Path:
     ``results`` is one result dict of :func:`deepcrf.evaluation.evaluate_folders` (with a
     ``trimap`` entry) or a dict ``{curve label: result}`` to compare methods. Needs matplotlib.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("plotting needs matplotlib: pip install 'deepcrf[viz]'") from exc
+    plt = _pyplot()
     curves = {"": results} if "trimap" in results else dict(results)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for label, res in curves.items():
@@ -177,12 +171,7 @@ def plot_trimap(results, path: str | Path, title: str | None = None) -> Path:
             ax.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path)
 
 
 def plot_compatibility(
@@ -202,13 +191,7 @@ def plot_compatibility(
         raise ValueError(f"class_names: expected {mu.shape[0]} names, got {len(names)}")
     if not np.isfinite(mu).all():
         raise ValueError("matrix: contains NaN or infinite values")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("plotting needs matplotlib: pip install 'deepcrf[viz]'") from exc
+    plt = _pyplot()
     size = max(4.0, 0.35 * len(names) + 2.0)
     fig, ax = plt.subplots(figsize=(size + 1.0, size))
     limit = float(np.abs(mu).max()) or 1.0
@@ -220,6 +203,23 @@ def plot_compatibility(
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     if title:
         ax.set_title(title)
+    return _save_figure(plt, fig, path)
+
+
+def _pyplot():
+    """matplotlib.pyplot with a file-only backend (imported on first use: optional extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("plotting needs matplotlib: pip install 'deepcrf[viz]'") from exc
+    return plt
+
+
+def _save_figure(plt, fig, path: str | Path) -> Path:
+    """Lay out, write as PNG (creating folders) and close ``fig``; returns the path."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
