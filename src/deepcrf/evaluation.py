@@ -7,6 +7,7 @@ Every listed name needs both files; sizes must agree; ground-truth values must b
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,11 +50,14 @@ def match_label_files(
     gt_dir: str | Path,
     names: Sequence[str] | None = None,
     split: str | None = None,
+    strict: bool = False,
 ) -> list[tuple[str, Path, Path]]:
     """(name, prediction, ground truth) triples; raises listing unmatched names.
 
     ``gt_dir`` may also be a VOC tree (its ``SegmentationClass``; ``split`` picks the names).
-    Without ``names`` every prediction and every ground-truth file must have a counterpart.
+    Without ``names``, every prediction is scored and must have a ground truth; ground-truth
+    files without a prediction (e.g. the train images of a full SegmentationClass folder)
+    are reported with a warning, or raise with ``strict``. Named entries must have both.
     """
     gt_path, split_names = _gt_folder(Path(gt_dir), split)
     preds = _pngs(Path(pred_dir), "pred")
@@ -66,6 +70,15 @@ def match_label_files(
         no_pred = sorted(set(gts) - set(preds))
         no_gt = sorted(set(preds) - set(gts))
         wanted = sorted(preds)
+        if no_pred and not strict and not no_gt:
+            warnings.warn(
+                f"{len(no_pred)} ground-truth maps in {gt_path} have no prediction in "
+                f"{pred_dir} and are not scored (first: {no_pred[:5]}); scoring the "
+                f"{len(wanted)} predicted images",
+                UserWarning,
+                stacklevel=2,
+            )
+            no_pred = []
     problems = []
     if no_gt:
         problems.append(f"{len(no_gt)} with no ground truth in {gt_path}: {no_gt[:10]}")
@@ -100,6 +113,7 @@ def evaluate_folders(
     names: Sequence[str] | None = None,
     split: str | None = None,
     progress: bool = True,
+    strict: bool = False,
 ) -> dict:
     """Scores over all matched pairs, as fractions in [0, 1] (see :mod:`deepcrf.metrics`).
 
@@ -109,7 +123,7 @@ def evaluate_folders(
         classes = [str(k) for k in range(num_classes)]
     if len(classes) != num_classes:
         raise ValueError(f"classes: got {len(classes)} names for {num_classes} classes")
-    pairs = match_label_files(pred_dir, gt_dir, names, split)
+    pairs = match_label_files(pred_dir, gt_dir, names, split, strict)
     cm = ConfusionMatrix(num_classes, ignore_index)
     tri = TrimapConfusion(num_classes, trimap, ignore_index, trimap_rule) if trimap else None
     for _name, pred_path, gt_path in tqdm(pairs, desc="eval", unit="img", disable=not progress):

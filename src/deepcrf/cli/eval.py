@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         names=names,
         split=args.split,
         progress=not args.quiet,
+        strict=args.strict,
     )
     print(format_table(result))
     if args.json:
@@ -103,6 +104,11 @@ def register(subparsers) -> None:
     )
     p.add_argument("--list", default=None, help="evaluate only the names in this list file")
     p.add_argument("--split", default=None, help="split name when --gt is a VOC tree")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="error (instead of a warning) when ground-truth maps have no prediction",
+    )
     p.add_argument("--json", default=None, help="write all numbers (fractions) to this file")
     p.add_argument("--plot", default=None, help="draw trimap curves to this PNG (matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
