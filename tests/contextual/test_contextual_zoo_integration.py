@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from deepcrf import refine
 from deepcrf.contextual import ContextualCRF, asynchronous_step
 
 
@@ -38,3 +39,16 @@ def test_shared_featmap_build_runs_an_asynchronous_step():
     assert any(
         not torch.equal(a, p) for a, p in zip(before, model.featmap_parameters(), strict=True)
     )
+
+
+def test_prediction_pipeline_refines_with_the_dense_crf():
+    torch.manual_seed(0)
+    model = ContextualCRF.build(4, width=1 / 16).eval()
+    x = torch.randn(1, 3, 48, 40)
+    rgb = torch.randint(0, 256, (1, 3, 48, 40), dtype=torch.uint8)
+    with torch.no_grad():
+        coarse = model.predict(x, rgb)
+        refined = model.predict(x, rgb, refine=True, iterations=5)
+    assert refined.shape == (1, 4, 48, 40)
+    torch.testing.assert_close(refined, refine(coarse, rgb, iterations=5))
+    assert not torch.allclose(refined, coarse)
