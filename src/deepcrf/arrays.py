@@ -21,11 +21,12 @@ def tensor_from_numpy(array: np.ndarray, dtype: np.dtype | type | None = None) -
 
 
 def transpose_copy(x: torch.Tensor, scale: float | None = None) -> torch.Tensor:
-    """Contiguous transpose of a 2-D tensor, optionally times ``scale``.
+    """Contiguous copy of ``x`` with its last two axes swapped, optionally times ``scale``.
 
     An elementwise op writing into a fresh tensor is several times faster than
-    ``x.t().contiguous()`` on CPU for the tall, narrow matrices the CRF uses.
+    ``x.transpose(-1, -2).contiguous()`` on CPU for the tall, narrow matrices the CRF uses.
     """
-    out = x.new_empty(x.shape[1], x.shape[0])
-    torch.mul(x.t(), 1 if scale is None else scale, out=out)
+    swapped = x.transpose(-1, -2)
+    out = x.new_empty(swapped.shape)
+    torch.mul(swapped, 1 if scale is None else scale, out=out)
     return out

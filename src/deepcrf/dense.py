@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deepcrf.arrays import tensor_from_numpy
+from deepcrf.arrays import tensor_from_numpy, transpose_copy
 from deepcrf.crf import Kernel, Pairwise, mean_field
 from deepcrf.features import bilateral_features, grid_features, grid_lattice
 
@@ -110,7 +110,8 @@ def refine(
     b, num_labels = q.shape[:2]
     spatial = tuple(q.shape[2:])
     n = int(np.prod(spatial))
-    unary = (q.float() if logits else unary_from_probs(q, clip)).movedim(1, -1).reshape(b * n, -1)
+    scores = q.float() if logits else unary_from_probs(q, clip)
+    unary = transpose_copy(scores.reshape(b, num_labels, n)).view(b * n, num_labels)
     segments = [i * n for i in range(b + 1)]
 
     kernels = []
@@ -143,7 +144,7 @@ def refine(
 
     pairwise = Pairwise(kernels, num_labels, segments, filter=filter)
     marginals = mean_field(unary, pairwise, iterations)
-    out = marginals.reshape(b, *spatial, num_labels).movedim(-1, 1)
+    out = transpose_copy(marginals.view(b, n, num_labels)).view(b, num_labels, *spatial)
     if not batched:
         out = out[0]
     return out.cpu().numpy() if is_numpy else out
