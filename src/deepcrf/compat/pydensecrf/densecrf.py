@@ -18,7 +18,7 @@ import torch
 
 from deepcrf.arrays import tensor_from_numpy, transpose_copy
 from deepcrf.crf import Kernel, Pairwise, mean_field, mean_field_step
-from deepcrf.features import grid_lattice
+from deepcrf.features import bilateral_features, grid_features, grid_lattice
 
 __all__ = [
     "CONST_KERNEL",
@@ -176,7 +176,7 @@ class DenseCRF2D(DenseCRF):
         sx, sy = (sxy, sxy) if isinstance(sxy, Number) else sxy
         norm = _check_kernel_args(kernel, normalization)
         lattice = grid_lattice((self._h, self._w), (float(sy), float(sx)))
-        features = _grid(self._h, self._w, float(sx), float(sy))
+        features = grid_features((self._h, self._w), (float(sy), float(sx)))
         self._add(Kernel(features, _compat(compat, self._nlabel), norm, lattice))
 
     def addPairwiseBilateral(
@@ -199,16 +199,8 @@ class DenseCRF2D(DenseCRF):
             )
         if image.dtype != np.uint8:
             raise TypeError(f"rgbim: expected a uint8 image, got dtype {image.dtype}")
-        colours = tensor_from_numpy(image).reshape(-1, 3).float()
-        colours = colours / torch.tensor([sr, sg, sb], dtype=torch.float32)
-        features = torch.cat([_grid(self._h, self._w, float(sx), float(sy)), colours], dim=1)
+        features = bilateral_features(
+            tensor_from_numpy(image), (float(sy), float(sx)), (float(sr), float(sg), float(sb))
+        )
         norm = _check_kernel_args(kernel, normalization)
         self._add(Kernel(features, _compat(compat, self._nlabel), norm))
-
-
-def _grid(h: int, w: int, sx: float, sy: float) -> torch.Tensor:
-    """(x/sx, y/sy) per pixel in row-major order, as DenseCRF2D computes them."""
-    ys, xs = torch.meshgrid(
-        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
-    )
-    return torch.stack([xs.reshape(-1) / sx, ys.reshape(-1) / sy], dim=1)
