@@ -165,10 +165,7 @@ class Pairwise:
         """``logits`` + the pairwise message of ``q``, as a new (N, L) float32 tensor."""
         if self._fused is not None:
             fused, transforms = self._fused
-            values = fused.blur(fused.splat_values(q))
-            for transform, start, stop in zip(transforms, fused.blocks, fused.blocks[1:]):
-                if transform is not None:
-                    values[start:stop] = values[start:stop] @ transform
+            values = fused.splat_blur(q, transforms=transforms)
             return fused.slice_values(values).add_(logits)
         out = logits.float().clone()
         for kernel, (before, after) in zip(self.kernels, self._scales):

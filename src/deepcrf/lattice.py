@@ -89,15 +89,45 @@ class Lattice:
         ``transpose=True`` applies the transposed operator (blur axes in reverse order),
         which is what a backward pass needs; pydensecrf calls it ``reverse``.
         """
-        return self.slice_values(self.blur(self.splat_values(values), transpose))
+        return self.slice_values(self.splat_blur(values, transpose))
 
-    def splat_values(self, values: torch.Tensor) -> torch.Tensor:
-        """Accumulate point values (N, C) onto the lattice vertices: (M, C)."""
+    def splat_blur(
+        self,
+        values: torch.Tensor,
+        transpose: bool = False,
+        transforms: list[torch.Tensor | None] | None = None,
+    ) -> torch.Tensor:
+        """Splat (N, C) point values and blur them, block by block: (M, C') vertex values.
+
+        ``transforms`` (one (C, C') matrix or None per block) mix each block's channels
+        after its blur, which is how a dense CRF applies non-Potts compatibilities on the
+        few vertices rather than the many points. Equals ``blur(splat_values(values))``
+        with one concatenation instead of three copies.
+        """
+        if transpose and self.scaled:
+            raise ValueError("transpose: a lattice with folded scales has no transpose here")
+        values = self._checked(values)
+        blocks = []
+        for k, ((index, offsets, weight), stencil) in enumerate(
+            zip(self._splat_parts, self.blur_stencils)
+        ):
+            block = F.embedding_bag(index, values, offsets, mode="sum", per_sample_weights=weight)
+            block = _blur_block(block, stencil, transpose)
+            if transforms is not None and transforms[k] is not None:
+                block = block @ transforms[k]
+            blocks.append(block)
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+
+    def _checked(self, values: torch.Tensor) -> torch.Tensor:
         if values.dim() != 2 or values.shape[0] != self.num_points:
             raise ValueError(
                 f"values: expected shape ({self.num_points}, C), got {tuple(values.shape)}"
             )
-        values = values.float().contiguous()
+        return values.float().contiguous()
+
+    def splat_values(self, values: torch.Tensor) -> torch.Tensor:
+        """Accumulate point values (N, C) onto the lattice vertices: (M, C)."""
+        values = self._checked(values)
         parts = [
             F.embedding_bag(index, values, offsets, mode="sum", per_sample_weights=weight)
             for index, offsets, weight in self._splat_parts
