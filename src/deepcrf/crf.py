@@ -79,6 +79,11 @@ def compat_matrix(compat: float | torch.Tensor, num_labels: int) -> torch.Tensor
     )
 
 
+def _compat_norm(compat: float | torch.Tensor, num_labels: int) -> float:
+    """max_l sum_l' |mu(l, l')|: how much a compatibility can amplify a message."""
+    return float(compat_matrix(compat, num_labels).abs().sum(1).max())
+
+
 def _potts_weight(compat: float | torch.Tensor) -> float | None:
     if isinstance(compat, (int, float)):
         return float(compat)
@@ -129,6 +134,7 @@ class Pairwise:
         self.segments = tuple(segments) if segments is not None else None
         self._scales: list[tuple[torch.Tensor | None, torch.Tensor | None]] = []
         self._lattices: list[Lattice] = []
+        bound = None if n is None else torch.zeros(n)
         for kernel in self.kernels:
             if filter == "lattice":
                 lattice = kernel.lattice or build_lattice(kernel.features, self.segments)
@@ -137,9 +143,31 @@ class Pairwise:
             else:
                 ones = kernel.features.new_ones(kernel.features.shape[0], 1)
                 norm = exact_filter(kernel.features.float(), ones, self.segments)[:, 0]
-            self._scales.append(_normalization_scales(norm, kernel.normalization))
+                lattice = None
+            scales = _normalization_scales(norm, kernel.normalization)
+            self._scales.append(scales)
+            bound += (
+                _compat_norm(kernel.compat, num_labels)
+                * self._row_sums(kernel, lattice, norm, scales).cpu()
+            )
+        # every message entry lies in [-message_bound, message_bound] for marginals in [0, 1]
+        self.message_bound = float(bound.max()) if bound is not None and n else 0.0
         self._fused = self._fuse() if filter == "lattice" and self.kernels else None
         self._lattices.clear()  # the fused copy is all that is used from now on
+
+    def _row_sums(self, kernel: Kernel, lattice: Lattice | None, norm, scales) -> torch.Tensor:
+        """Row sums of diag(after) K diag(before): the kernel's output on all-ones values."""
+        before, after = scales
+        if lattice is not None and kernel.normalization == "symmetric":
+            return lattice.symmetric_row_sums
+        if before is None:
+            sums = norm
+        elif lattice is not None:
+            sums = lattice.filter(before[:, None])[:, 0]
+        else:
+            sums = exact_filter(kernel.features.float(), before[:, None].float(), self.segments)
+            sums = sums[:, 0]
+        return sums if after is None else after * sums
 
     def _fuse(self) -> tuple[Lattice, list[torch.Tensor | None]]:
         """Stack the scaled lattices; return it with each block's label transform (or None)."""
@@ -224,10 +252,37 @@ def mean_field(
         raise ValueError(f"iterations: expected >= 0, got {iterations}")
     logits = unary_logits if unary_logits.dtype == torch.float64 else unary_logits.float()
     q = torch.softmax(logits, dim=1)
+    bound = getattr(pairwise, "message_bound", None)
+    if bound is not None and bound < _EXP_SAFE and iterations and not logits.requires_grad:
+        return _mean_field_exp(logits, q, pairwise, iterations, callback, return_logits)
     for t in range(iterations):
         logits = pairwise.add_message(unary_logits, q)
         del q  # consumed: free it before the softmax allocates the next one
         q = torch.softmax(logits, dim=1)
+        if callback is not None:
+            callback(t, q)
+    return (q, logits) if return_logits else q
+
+
+_EXP_SAFE = 60.0  # exp(+-60) is far inside float32's range
+
+
+def _mean_field_exp(logits, q, pairwise, iterations, callback, return_logits):
+    """The same iterations when every message is known to lie in [-B, B], B < 60.
+
+    With unaries shifted so that each point's largest is 0, every logit is at most B and
+    each point's largest at least -B, so exp needs no per-point maximum: exponentiate in
+    place and divide by the row sum, a pass less than a softmax.
+    """
+    shifted = logits - logits.amax(1, keepdim=True)
+    for t in range(iterations):
+        logits = pairwise.add_message(shifted, q)
+        del q
+        if return_logits and t == iterations - 1:
+            q = torch.softmax(logits, dim=1)
+        else:
+            q = logits.exp_()
+            q.div_(q.sum(1, keepdim=True))
         if callback is not None:
             callback(t, q)
     return (q, logits) if return_logits else q

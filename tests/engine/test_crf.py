@@ -157,3 +157,37 @@ def test_callback_and_logits():
 def test_bad_pairwise_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Pairwise(num_labels=4, **kwargs)
+
+
+class _NoBound:
+    """The same pairwise model without its message bound: forces the softmax path."""
+
+    def __init__(self, pairwise):
+        self.add_message = pairwise.add_message
+
+
+@pytest.mark.parametrize("normalization", ["symmetric", "before", "after", "none"])
+def test_message_bound_holds_and_exp_path_equals_softmax_path(normalization):
+    unary, f1, f2 = small_problem(n=300, seed=6)
+    compat = torch.tensor([[-2.0, 1.0, 0.5, 0.0]] * 4)
+    kernels = [
+        Kernel(torch.from_numpy(f1), 3.0, normalization),
+        Kernel(torch.from_numpy(f2), compat, normalization),
+    ]
+    for filt in ("lattice", "exact"):
+        pairwise = Pairwise(kernels, 4, filter=filt)
+        q = torch.rand(300, 4)
+        assert pairwise.message(q).abs().max() <= pairwise.message_bound * (1 + 1e-5)
+        u = torch.from_numpy(unary) * 5
+        fast = mean_field(u, pairwise, 5)
+        slow = mean_field(u, _NoBound(pairwise), 5)
+        torch.testing.assert_close(fast, slow, atol=2e-6, rtol=1e-5)
+
+
+def test_large_weights_fall_back_to_the_softmax_path():
+    unary, f1, _ = small_problem()
+    pairwise = Pairwise([Kernel(torch.from_numpy(f1), 500.0)], 4)
+    assert pairwise.message_bound > 60
+    q = mean_field(torch.from_numpy(unary), pairwise, 5)
+    assert torch.isfinite(q).all()
+    torch.testing.assert_close(q, mean_field(torch.from_numpy(unary), _NoBound(pairwise), 5))
