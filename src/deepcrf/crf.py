@@ -158,8 +158,6 @@ class Pairwise:
     def _row_sums(self, kernel: Kernel, lattice: Lattice | None, norm, scales) -> torch.Tensor:
         """Row sums of diag(after) K diag(before): the kernel's output on all-ones values."""
         before, after = scales
-        if lattice is not None and kernel.normalization == "symmetric":
-            return lattice.symmetric_row_sums
         if before is None:
             sums = norm
         elif lattice is not None:

@@ -83,13 +83,6 @@ class Lattice:
         """The filter applied to all-ones values, (N,): kernel normalisers, computed once."""
         return self.filter(torch.ones(self.num_points, 1, device=self.device))[:, 0]
 
-    @cached_property
-    def symmetric_row_sums(self) -> torch.Tensor:
-        """Row sums of the symmetrically normalised filter n^-1/2 K n^-1/2, (N,), computed
-        once; they bound its output on values in [0, 1] (all lattice weights are >= 0)."""
-        scale = 1.0 / torch.sqrt(self.row_sums + 1e-20)
-        return scale * self.filter(scale[:, None])[:, 0]
-
     def filter(self, values: torch.Tensor, transpose: bool = False) -> torch.Tensor:
         """Gaussian-filter ``values`` (N, C) over the lattice; returns (N, C) float32.
 
