@@ -262,17 +262,25 @@ def mean_field(
     return (q, logits) if return_logits else q
 
 
-_EXP_SAFE = 60.0  # exp(+-60) is far inside float32's range
+_EXP_SAFE = 60.0  # largest message bound for the exp path
+_EXP_RANGE = 80.0  # exp(+-80) is inside float32's normal range (about e^+-87)
 
 
 def _mean_field_exp(logits, q, pairwise, iterations, callback, return_logits):
     """The same iterations when every message is known to lie in [-B, B], B < 60.
 
-    With unaries shifted so that each point's largest is 0, every logit is at most B and
-    each point's largest at least -B, so exp needs no per-point maximum: exponentiate in
-    place and divide by the row sum, a pass less than a softmax.
+    If all unaries lie in [-80 + B, 80 - B] (log-probabilities, pydensecrf's energies),
+    every logit is within [-80, 80]; otherwise the unaries are shifted (a copy) so that
+    each point's largest is 0. Either way exp cannot overflow or underflow to an all-zero
+    row, so it needs no per-point maximum: exponentiate in place and divide by the row
+    sum, a pass less than a softmax.
     """
-    shifted = logits - logits.amax(1, keepdim=True)
+    low, high = (float(v) for v in torch.aminmax(logits))
+    bound = pairwise.message_bound
+    if low - bound >= -_EXP_RANGE and high + bound <= _EXP_RANGE:
+        shifted = logits
+    else:
+        shifted = logits - logits.amax(1, keepdim=True)
     for t in range(iterations):
         logits = pairwise.add_message(shifted, q)
         del q

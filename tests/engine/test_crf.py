@@ -191,3 +191,10 @@ def test_large_weights_fall_back_to_the_softmax_path():
     q = mean_field(torch.from_numpy(unary), pairwise, 5)
     assert torch.isfinite(q).all()
     torch.testing.assert_close(q, mean_field(torch.from_numpy(unary), _NoBound(pairwise), 5))
+
+
+def test_exp_path_with_unaries_far_from_zero_is_shifted_and_correct():
+    unary, f1, _ = small_problem()
+    u = torch.from_numpy(unary) - 500.0  # outside exp's range unless shifted
+    pairwise = Pairwise([Kernel(torch.from_numpy(f1), 3.0)], 4)
+    torch.testing.assert_close(mean_field(u, pairwise, 4), mean_field(u, _NoBound(pairwise), 4))
