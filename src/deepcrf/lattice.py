@@ -27,7 +27,7 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 
-from deepcrf.allocator import LARGE_POINTS, tune_allocator
+from deepcrf.allocator import tune_allocator
 from deepcrf.arrays import transpose_copy
 
 __all__ = ["Lattice", "build_lattice", "stack_lattices"]
@@ -355,8 +355,7 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
     n, d = features.shape
     if n == 0 or d == 0:
         raise ValueError(f"features: need at least one point and one dimension, got {(n, d)}")
-    if n > LARGE_POINTS:
-        tune_allocator()
+    tune_allocator()
     coords = transpose_copy(features.detach().float())
     if not torch.isfinite(coords).all():
         raise ValueError("features: contain NaN or infinite values")
