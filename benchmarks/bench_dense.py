@@ -3,8 +3,8 @@
 Prints markdown tables (paste them into README):
   1. per photo at VOC size, 21 labels, sxy=3/compat=3 + sxy=80/srgb=13/compat=10, T=10:
      total time (lattice build + inference) and per-iteration time as ratios to
-     pydensecrf measured in the same run (median of interleaved repeats), label agreement
-     and max |dQ|; with 2 threads and 1 thread;
+     pydensecrf measured in the same run (medians of repeats interleaved round-robin over
+     photos and libraries), label agreement and max |dQ|; with 2 threads and 1 thread;
   2. peak memory of one refinement (child processes, ru_maxrss growth);
   3. time against image size from 0.1 to 4 megapixels (per-pixel cost = linearity);
   4. with --device cuda: latency per image and batched throughput.
@@ -93,28 +93,44 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(samples)
 
 
-def compare(reference, image, unary, repeats: int) -> dict:
-    """Interleaved timings of both libraries on one input, plus agreement."""
-    q_ref = run_crf(reference, image, unary, 10)
-    q = run_crf(ours, image, unary, 10)
-    times = {"ref": [], "ref0": [], "ours": [], "ours0": []}
+def compare_all(reference, inputs, repeats: int) -> list[dict]:
+    """Interleaved timings of both libraries on every input, plus agreement.
+
+    Repeats go round-robin over the inputs (and over T=10 / T=0 runs of both libraries),
+    so a burst of load from other tenants of a shared machine spreads over all of them
+    instead of skewing one photo; medians per input.
+    """
+    results, times = [], []
+    for image, unary in inputs:
+        q_ref = run_crf(reference, image, unary, 10)
+        q = run_crf(ours, image, unary, 10)
+        results.append(
+            {
+                "agreement": float((q.argmax(0) == q_ref.argmax(0)).mean()),
+                "max_dq": float(np.abs(q - q_ref).max()),
+            }
+        )
+        times.append({"ref": [], "ref0": [], "ours": [], "ours0": []})
     for _ in range(repeats):
-        for key, module, t in (
-            ("ref", reference, 10),
-            ("ours", ours, 10),
-            ("ref0", reference, 0),
-            ("ours0", ours, 0),
-        ):
-            times[key].append(timed(lambda m=module, t=t: run_crf(m, image, unary, t), 1))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    return {
-        "total_ratio": med["ours"] / med["ref"],
-        "iter_ratio": (med["ours"] - med["ours0"]) / max(med["ref"] - med["ref0"], 1e-9),
-        "ref_ms": med["ref"] * 1e3,
-        "ours_ms": med["ours"] * 1e3,
-        "agreement": float((q.argmax(0) == q_ref.argmax(0)).mean()),
-        "max_dq": float(np.abs(q - q_ref).max()),
-    }
+        for (image, unary), samples in zip(inputs, times):
+            for key, module, t in (
+                ("ref", reference, 10),
+                ("ours", ours, 10),
+                ("ref0", reference, 0),
+                ("ours0", ours, 0),
+            ):
+                samples[key].append(
+                    timed(lambda m=module, t=t, i=image, u=unary: run_crf(m, i, u, t), 1)
+                )
+    for result, samples in zip(results, times):
+        med = {k: statistics.median(v) for k, v in samples.items()}
+        result.update(
+            total_ratio=med["ours"] / med["ref"],
+            iter_ratio=(med["ours"] - med["ours0"]) / max(med["ref"] - med["ref0"], 1e-9),
+            ref_ms=med["ref"] * 1e3,
+            ours_ms=med["ours"] * 1e3,
+        )
+    return results
 
 
 def peak_memory_mb(library: str, photo_index: int) -> float:
@@ -197,11 +213,12 @@ def main() -> None:
             " per-iteration ratio | label agreement | max abs dQ |"
         )
         print("|---|---|---|---|---|---|---|---|---|")
+        inputs = [
+            (image, unary_from_softmax(probabilities(image, labels))) for _, image, labels in data
+        ]
         for threads in [int(t) for t in args.threads.split(",")]:
             torch.set_num_threads(threads)
-            for name, image, labels in data:
-                unary = unary_from_softmax(probabilities(image, labels))
-                r = compare(reference, image, unary, args.repeats)
+            for (name, image, _), r in zip(data, compare_all(reference, inputs, args.repeats)):
                 r.update(photo=name, threads=threads)
                 results["photos"].append(r)
                 print(
