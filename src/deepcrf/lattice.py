@@ -7,10 +7,10 @@ that filtered values agree with it to rounding error: same elevation, rounding, 
 tie-breaking, barycentric weights, [1/2, 1, 1/2] blur and the ``alpha`` constant.
 
 Everything is vectorised torch code with no Python loop over points, so the same
-implementation runs on CPU and CUDA tensors. Splatting and slicing are weighted gathers
-(``embedding_bag``, twice as fast as CSR products on CPU); the blur gathers the two
-neighbours of every lattice vertex along each of the d+1 lattice axes (missing
-neighbours read a zero row).
+implementation runs on CPU and CUDA tensors. Splatting, slicing and the blur are all
+weighted gathers (``embedding_bag``, twice as fast as CSR products on CPU); the blur
+gathers every vertex and its two neighbours along each of the d+1 lattice axes (a
+missing neighbour has weight 0).
 
 Several point sets (the images of a batch) are built into one lattice whose vertices
 are tagged with the point set they belong to, so one filter call serves a whole batch
@@ -106,12 +106,8 @@ class Lattice:
         """
         if transpose and self.scaled:
             raise ValueError("transpose: a lattice with folded scales has no transpose here")
-        values = self._checked(values)
         blocks = []
-        for k, ((index, offsets, weight), stencil) in enumerate(
-            zip(self._splat_parts, self.blur_stencils)
-        ):
-            block = F.embedding_bag(index, values, offsets, mode="sum", per_sample_weights=weight)
+        for k, (block, stencil) in enumerate(zip(self._splat_blocks(values), self.blur_stencils)):
             block = _blur_block(block, stencil, transpose)
             if transforms is not None and transforms[k] is not None:
                 block = block @ transforms[k]
@@ -127,12 +123,16 @@ class Lattice:
 
     def splat_values(self, values: torch.Tensor) -> torch.Tensor:
         """Accumulate point values (N, C) onto the lattice vertices: (M, C)."""
+        blocks = self._splat_blocks(values)
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+
+    def _splat_blocks(self, values: torch.Tensor) -> list[torch.Tensor]:
+        """Each block's vertex values of the splatted (N, C) point values."""
         values = self._checked(values)
-        parts = [
+        return [
             F.embedding_bag(index, values, offsets, mode="sum", per_sample_weights=weight)
             for index, offsets, weight in self._splat_parts
         ]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     @cached_property
     def _splat_parts(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -385,17 +385,17 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
     del codes
     is_new = torch.ones_like(sorted_codes, dtype=torch.bool)
     torch.ne(sorted_codes[1:], sorted_codes[:-1], out=is_new[1:])
-    vertex_codes = sorted_codes[is_new]
+    starts = torch.nonzero(is_new).view(-1)  # first sorted entry of every vertex
+    vertex_codes = sorted_codes[starts]
     m = vertex_codes.numel()
     del sorted_codes
     index_dtype = torch.int32 if max(m, n) < 2**31 and num_entries < 2**31 else torch.long
     vertex_of_sorted = torch.cumsum(is_new, 0, dtype=index_dtype).sub_(1)
+    del is_new
     vertex_of_entry = torch.empty_like(vertex_of_sorted)
     vertex_of_entry[order] = vertex_of_sorted
     del vertex_of_sorted
-
-    splat_offsets = torch.nonzero(is_new).view(-1).to(index_dtype)
-    del is_new
+    splat_offsets = starts.to(index_dtype)
     alpha = 1.0 / (1.0 + 2.0 ** (-d))
     stencil = _blur_stencil(vertex_codes, packing, index_dtype)
     return Lattice(
