@@ -250,45 +250,43 @@ def mean_field(
         raise ValueError(f"iterations: expected >= 0, got {iterations}")
     logits = unary_logits if unary_logits.dtype == torch.float64 else unary_logits.float()
     q = torch.softmax(logits, dim=1)
+    unary, normalize = logits, _softmax
     bound = getattr(pairwise, "message_bound", None)
-    if bound is not None and bound < _EXP_SAFE and iterations and not logits.requires_grad:
-        return _mean_field_exp(logits, q, pairwise, iterations, callback, return_logits)
+    if bound is not None and bound < _EXP_SAFE and not logits.requires_grad:
+        unary, normalize = _exp_safe(logits, bound), _normalize_exp_in_place
     for t in range(iterations):
-        logits = pairwise.add_message(unary_logits, q)
-        del q  # consumed: free it before the softmax allocates the next one
-        q = torch.softmax(logits, dim=1)
+        logits = pairwise.add_message(unary, q)
+        del q  # consumed: free it before the next marginals are allocated
+        keep_logits = return_logits and t == iterations - 1
+        q = torch.softmax(logits, dim=1) if keep_logits else normalize(logits)
         if callback is not None:
             callback(t, q)
     return (q, logits) if return_logits else q
 
 
-_EXP_SAFE = 60.0  # largest message bound for the exp path
+_EXP_SAFE = 60.0  # largest message bound for exponentiating without a per-point maximum
 _EXP_RANGE = 80.0  # exp(+-80) is inside float32's normal range (about e^+-87)
 
 
-def _mean_field_exp(logits, q, pairwise, iterations, callback, return_logits):
-    """The same iterations when every message is known to lie in [-B, B], B < 60.
+def _softmax(logits: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(logits, dim=1)
 
-    If all unaries lie in [-80 + B, 80 - B] (log-probabilities, pydensecrf's energies),
-    every logit is within [-80, 80]; otherwise the unaries are shifted (a copy) so that
-    each point's largest is 0. Either way exp cannot overflow or underflow to an all-zero
-    row, so it needs no per-point maximum: exponentiate in place and divide by the row
-    sum, a pass less than a softmax.
+
+def _normalize_exp_in_place(logits: torch.Tensor) -> torch.Tensor:
+    """softmax without its per-point maximum: valid once logits are within exp's range."""
+    q = logits.exp_()
+    return q.div_(q.sum(1, keepdim=True))
+
+
+def _exp_safe(unary: torch.Tensor, bound: float) -> torch.Tensor:
+    """Unary logits whose sum with any message in [-bound, bound] lies within exp's range.
+
+    Log-probabilities and pydensecrf's energies already do (no copy); otherwise the
+    unaries are shifted so that each point's largest is 0 (a per-point constant, so the
+    marginals are unchanged), which leaves every logit in [-bound - spread, bound] with
+    each point's largest at least -bound: no overflow and no all-zero row.
     """
-    low, high = (float(v) for v in torch.aminmax(logits))
-    bound = pairwise.message_bound
+    low, high = (float(v) for v in torch.aminmax(unary))
     if low - bound >= -_EXP_RANGE and high + bound <= _EXP_RANGE:
-        shifted = logits
-    else:
-        shifted = logits - logits.amax(1, keepdim=True)
-    for t in range(iterations):
-        logits = pairwise.add_message(shifted, q)
-        del q
-        if return_logits and t == iterations - 1:
-            q = torch.softmax(logits, dim=1)
-        else:
-            q = logits.exp_()
-            q.div_(q.sum(1, keepdim=True))
-        if callback is not None:
-            callback(t, q)
-    return (q, logits) if return_logits else q
+        return unary
+    return unary - unary.amax(1, keepdim=True)
