@@ -39,6 +39,7 @@ __all__ = [
     "compat_matrix",
     "mean_field",
     "mean_field_step",
+    "normalization_scales",
 ]
 
 NORMALIZATIONS = ("symmetric", "before", "after", "none")
@@ -144,7 +145,7 @@ class Pairwise:
                 ones = kernel.features.new_ones(kernel.features.shape[0], 1)
                 norm = exact_filter(kernel.features.float(), ones, self.segments)[:, 0]
                 lattice = None
-            scales = _normalization_scales(norm, kernel.normalization)
+            scales = normalization_scales(norm, kernel.normalization)
             self._scales.append(scales)
             bound += (
                 _compat_norm(kernel.compat, num_labels)
@@ -204,8 +205,9 @@ class Pairwise:
         return out
 
 
-def _normalization_scales(norm: torch.Tensor, normalization: str):
-    """(before, after) per-point scales of a kernel, as pydensecrf computes them."""
+def normalization_scales(norm: torch.Tensor, normalization: str):
+    """(before, after) per-point scales of a kernel with row sums ``norm``, as pydensecrf
+    computes them (differentiable; None where that side is not scaled)."""
     if normalization == "symmetric":
         s = 1.0 / torch.sqrt(norm + 1e-20)
         return s, s

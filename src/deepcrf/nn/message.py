@@ -28,14 +28,12 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from deepcrf.crf import NORMALIZATIONS
+from deepcrf.crf import NORMALIZATIONS, normalization_scales
 from deepcrf.exact import exact_filter
 from deepcrf.lattice import Lattice, build_lattice
 from deepcrf.nn.filtering import ScaledLatticeFilter, lattice_filter
 
 __all__ = ["CRFMessage", "ScaledKernel", "StackedMessage", "scaled_kernel"]
-
-_EPS = 1e-20
 
 
 @dataclass(frozen=True)
@@ -63,8 +61,7 @@ def scaled_kernel(lattice: Lattice, normalization: str) -> ScaledKernel:
         raise ValueError("lattice: expected an unscaled lattice")
     if len(lattice.blocks) != 2:
         raise ValueError("lattice: expected a single (not stacked) lattice")
-    ones = torch.ones(lattice.num_points, 1, device=lattice.device)
-    before, after = _scales(lattice.filter(ones)[:, 0], normalization)
+    before, after = normalization_scales(lattice.row_sums, normalization)
     forward = lattice.scale(before, after)
     backward = forward if before is after else lattice.scale(after, before)
     return ScaledKernel(forward, backward, 1.0 / (1.0 + 2.0 ** -(lattice.num_axes - 1)))
@@ -118,18 +115,6 @@ class StackedMessage(torch.autograd.Function):
         if grad_w is not None:
             grad_w = torch.stack(grad_w)
         return grad, grad_q, grad_w, grad_t, None
-
-
-def _scales(norm: torch.Tensor, normalization: str):
-    """(before, after) per-point scales from the row sums ``norm`` (differentiable)."""
-    if normalization == "symmetric":
-        s = torch.rsqrt(norm + _EPS)
-        return s, s
-    if normalization == "before":
-        return 1.0 / (norm + _EPS), None
-    if normalization == "after":
-        return None, 1.0 / (norm + _EPS)
-    return None, None
 
 
 class CRFMessage:
@@ -193,7 +178,7 @@ class CRFMessage:
             else:
                 norm = exact_filter(f, f.new_ones(f.shape[0], 1), self.segments)[:, 0]
             self.lattices.append(lattice)
-            self.scales.append(_scales(norm, normalization))
+            self.scales.append(normalization_scales(norm, normalization))
 
     @property
     def fused(self) -> bool:
