@@ -46,7 +46,7 @@ def grid_features(
     spacings = _per_dim(spacing, ndim, "spacing")
     axes = [torch.arange(n, dtype=torch.float32, device=device) for n in shape]
     grids = torch.meshgrid(*axes, indexing="ij")
-    columns = [
+    columns = [  # plain index / sxy without spacing: bit-identical to pydensecrf's features
         (grids[k] * spacings[k] / scales[k]) if spacings[k] != 1.0 else grids[k] / scales[k]
         for k in range(ndim)
     ]
