@@ -1,0 +1,124 @@
+"""Safe file output and file pairing: the library's one atomic-write helper and one rule for
+matching files by name stem.
+
+* ``atomic_write(path, write)``: the output appears complete under its final name or not at
+  all. ``write`` fills a temporary file in the same folder (named ``.<name>.deepcrf-tmp-*``
+  so that ``remove_stale_temps`` finds what a killed run left); the data are fsynced before
+  the rename and the folder after it; the file gets the user's umask (not mkstemp's 0600).
+* ``files_by_stem(folder, suffixes, what)``: stem -> path; two files with one stem (e.g.
+  ``a.png`` and ``a.jpg``) are an error naming both, never a silent choice.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+__all__ = [
+    "TEMP_MARKER",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "files_by_stem",
+    "remove_stale_temps",
+]
+
+#: Part of every temporary file name written by ``atomic_write``.
+TEMP_MARKER = ".deepcrf-tmp-"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows: folders cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object], fsync: bool = True) -> Path:
+    """Write ``path`` through a temporary file in its folder, then rename it into place.
+
+    ``write(tmp_path)`` writes the whole content to ``tmp_path``, which keeps the final
+    suffix so writers that choose the format from it (PIL, numpy) do the right thing.
+    On any error the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp_name = tempfile.mkstemp(
+        dir=folder, prefix=f".{path.name}{TEMP_MARKER}", suffix=path.suffix
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        if fsync:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        if fsync:
+            _fsync_dir(folder)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """``atomic_write`` of raw bytes."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """``atomic_write`` of UTF-8 text."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Remove the temporary files a killed run left in ``folder``; returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in folder.iterdir():
+        if p.name.startswith(".") and TEMP_MARKER in p.name and p.is_file():
+            try:
+                p.unlink()
+                removed.append(p)
+            except FileNotFoundError:  # another worker cleaned it first
+                pass
+    return removed
+
+
+def files_by_stem(folder: str | Path, suffixes: Iterable[str], what: str) -> dict[str, Path]:
+    """Map stem -> file for the files in ``folder`` whose suffix (case-insensitive) is one
+    of ``suffixes``; hidden files are skipped. Two files with the same stem are an error
+    naming both (``what`` names the argument in messages)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{what}: no such folder {folder}")
+    wanted = {s.lower() for s in suffixes}
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or p.suffix.lower() not in wanted or not p.is_file():
+            continue
+        if p.stem in found:
+            raise ValueError(
+                f"{what}: two files with the stem {p.stem!r} in {folder}: "
+                f"{found[p.stem].name} and {p.name}; rename or remove one"
+            )
+        found[p.stem] = p
+    return found

@@ -1,0 +1,109 @@
+"""Work over many files: deterministic shards and spawn-safe worker processes.
+
+* ``parse_shard("i/n")`` and ``shard(names, index, count)``: a split by file name that n
+  machines (SLURM array jobs, torchrun ranks) compute independently, with no overlap and no
+  coordination: a name goes to shard ``crc32(name) % count``.
+* ``process_map(func, items, jobs)``: ``func`` over ``items`` in ``jobs`` worker processes
+  started with the *spawn* method (no fork of a process holding OpenMP threads, which hangs),
+  each worker with its share of the CPU threads (``threads_per_worker``) so workers divide
+  the cores instead of multiplying threads. Results come back as they finish, paired with
+  their item, so callers can commit outputs and update a progress bar. ``jobs=1`` runs in
+  this process (same results, no pickling).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import multiprocessing
+import os
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+__all__ = ["available_cpus", "parse_shard", "process_map", "shard", "threads_per_worker"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask and a cgroup CPU quota, if any."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    try:  # cgroup v2 quota, e.g. "200000 100000" = 2 CPUs
+        with open("/sys/fs/cgroup/cpu.max") as handle:
+            quota, period = handle.read().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
+
+
+def threads_per_worker(jobs: int, cpus: int | None = None) -> int:
+    """Threads each of ``jobs`` workers should use so that together they fill the CPUs."""
+    cpus = available_cpus() if cpus is None else cpus
+    return max(1, cpus // max(1, jobs))
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    """``"i/n"`` (0 <= i < n) -> (i, n); None -> (0, 1). Errors name ``--shard``."""
+    if spec is None:
+        return 0, 1
+    try:
+        index_text, count_text = str(spec).split("/")
+        index, count = int(index_text), int(count_text)
+    except ValueError:
+        raise ValueError(f"--shard: expected i/n with integers 0 <= i < n, got {spec!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"--shard: expected i/n with 0 <= i < n, got {spec!r}")
+    return index, count
+
+
+def shard(names: Iterable[str], index: int, count: int) -> list[str]:
+    """The names that belong to shard ``index`` of ``count`` (stable across machines)."""
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard: expected 0 <= index < count, got {index}/{count}")
+    return [n for n in names if zlib.crc32(str(n).encode("utf-8")) % count == index]
+
+
+def _init_worker(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def process_map(
+    func: Callable[[T], R],
+    items: Sequence[T],
+    jobs: int = 1,
+    threads: int | None = None,
+) -> Iterator[tuple[T, R]]:
+    """Yield ``(item, func(item))`` for every item, in completion order.
+
+    ``func`` must be picklable (a module-level function, or a ``functools.partial`` of one)
+    when ``jobs > 1``. An exception in a worker is raised here, after the pending work is
+    cancelled; results already yielded stay valid.
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"--jobs: expected an integer >= 1, got {jobs!r}")
+    jobs = min(jobs, max(1, len(items)))
+    if jobs == 1:
+        for item in items:
+            yield item, func(item)
+        return
+    per_worker = threads if threads is not None else threads_per_worker(jobs)
+    context = multiprocessing.get_context("spawn")
+    with futures.ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(per_worker,)
+    ) as pool:
+        pending: dict[futures.Future, Any] = {pool.submit(func, item): item for item in items}
+        try:
+            for future in futures.as_completed(pending):
+                yield pending[future], future.result()
+        finally:
+            for future in pending:
+                future.cancel()

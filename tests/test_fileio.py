@@ -1,0 +1,62 @@
+"""Atomic writes and stem pairing."""
+
+import os
+import stat
+
+import pytest
+
+from deepcrf.fileio import (
+    TEMP_MARKER,
+    atomic_write,
+    atomic_write_text,
+    files_by_stem,
+    remove_stale_temps,
+)
+
+
+def test_atomic_write_replaces_whole_file_with_umask(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_failed_write_leaves_old_content_and_no_temp(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+
+    def broken(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, broken)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_temp_keeps_suffix_and_stale_temps_are_removed(tmp_path):
+    seen = []
+    atomic_write(tmp_path / "a.png", lambda tmp: (seen.append(tmp), tmp.write_bytes(b"x")))
+    assert seen[0].suffix == ".png" and TEMP_MARKER in seen[0].name
+    stale = tmp_path / f".b.png{TEMP_MARKER}123.png"
+    stale.write_bytes(b"half")
+    assert remove_stale_temps(tmp_path) == [stale]
+    assert (tmp_path / "a.png").exists()
+
+
+def test_files_by_stem_duplicates_are_an_error(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "b.JPG").write_bytes(b"")
+    (tmp_path / ".hidden.png").write_bytes(b"")
+    (tmp_path / "c.txt").write_bytes(b"")
+    assert set(files_by_stem(tmp_path, [".png", ".jpg"], "images")) == {"a", "b"}
+    (tmp_path / "a.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"images: .*a\.jpg and a\.png"):
+        files_by_stem(tmp_path, [".png", ".jpg"], "images")
+    with pytest.raises(FileNotFoundError, match="images"):
+        files_by_stem(tmp_path / "nope", [".png"], "images")
