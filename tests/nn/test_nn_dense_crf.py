@@ -342,7 +342,9 @@ def test_full_kernel_weights_fused_lattice_gradients_equal_generic(monkeypatch):
     for fused in (True, False):
         crf = DenseCRF(4, iterations=3, learn_compat=True, full_kernel_weights=True)
         with torch.no_grad():
-            crf.kernel_weights.add_(torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(3)))
+            crf.kernel_weights.add_(
+                torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(3))
+            )
         if not fused:
             monkeypatch.setattr(message_module.CRFMessage, "__init__", _generic_init)
         x = unary.clone().requires_grad_(True)

@@ -220,8 +220,12 @@ class CRFMessage:
             if lattice is not None:
                 w = self.weights[k]
                 y = ScaledLatticeFilter.apply(
-                    q, before, after, w if w.dim() == 1 else w.new_ones(w.shape[0]),
-                    f if f.requires_grad else None, lattice,
+                    q,
+                    before,
+                    after,
+                    w if w.dim() == 1 else w.new_ones(w.shape[0]),
+                    f if f.requires_grad else None,
+                    lattice,
                 )
                 if w.dim() == 2:
                     y = _mix(y, w)
