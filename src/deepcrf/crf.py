@@ -59,12 +59,14 @@ class Kernel:
             may require grad (learnable weights and compatibilities).
         normalization: one of ``NORMALIZATIONS``.
         lattice: an already built lattice for ``features`` (reused instead of rebuilding).
+        scale_gradient_only: see ``NormalizedKernel`` (features = raw / bandwidths).
     """
 
     features: torch.Tensor
     compat: float | torch.Tensor = 1.0
     normalization: str = "symmetric"
     lattice: Lattice | None = None
+    scale_gradient_only: bool = False
 
 
 def compat_matrix(compat: float | torch.Tensor, num_labels: int) -> torch.Tensor:
@@ -151,7 +153,9 @@ class Pairwise:
             compat_matrix(kernel.compat, num_labels)  # validates the shape
         self.num_points = n
         self.normalized = [
-            NormalizedKernel(k.features, k.normalization, self.segments, filter, k.lattice)
+            NormalizedKernel(
+                k.features, k.normalization, self.segments, filter, k.lattice, k.scale_gradient_only
+            )
             for k in self.kernels
         ]
         stacked = [

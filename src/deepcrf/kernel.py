@@ -35,6 +35,7 @@ __all__ = [
     "FILTERS",
     "NORMALIZATIONS",
     "NormalizedKernel",
+    "bandwidth_gradient",
     "feature_gradient",
     "lattice_filter",
     "normalization_scales",
@@ -69,6 +70,12 @@ class NormalizedKernel:
         segments: start offsets of independent point sets (images of a batch), length B+1.
         filter: "lattice" (permutohedral, float32) or "exact" (brute force, any dtype).
         lattice: an already built, unscaled lattice of ``features`` (e.g. from a cache).
+        scale_gradient_only: the features' gradient is consumed only through per-dimension
+            scales (features = raw / bandwidths with ``raw`` fixed, as for learnable
+            bandwidths). The lattice backward then computes the exact per-dimension
+            contraction sum_i f_ia dL/df_ia with one pass of d·C channels instead of two
+            (see ``bandwidth_gradient``); the per-point gradient it returns is valid only
+            under that contraction.
     """
 
     def __init__(
@@ -78,6 +85,7 @@ class NormalizedKernel:
         segments: Sequence[int] | None = None,
         filter: str = "lattice",
         lattice: Lattice | None = None,
+        scale_gradient_only: bool = False,
     ) -> None:
         if filter not in FILTERS:
             raise ValueError(f"filter: expected one of {FILTERS}, got {filter!r}")
@@ -92,6 +100,7 @@ class NormalizedKernel:
         self.learnable = features.requires_grad and torch.is_grad_enabled()
         self.features = features if self.learnable else features.detach()
         self.normalization = normalization
+        self.scale_gradient_only = scale_gradient_only
         self.segments = tuple(segments) if segments is not None else None
         self.filter = filter
         self.num_points = features.shape[0]
@@ -143,7 +152,9 @@ class NormalizedKernel:
         for learnable features, the features (through K and the scales)."""
         if self.lattice is not None:
             features = self.features if self.learnable else None
-            return _ScaledFilter.apply(values, self.before, self.after, features, self.lattice)
+            return _ScaledFilter.apply(
+                values, self.before, self.after, features, self.lattice, self.scale_gradient_only
+            )
         x = values if self.before is None else values * self.before[:, None].to(values)
         y = exact_filter(self.features, x, self.segments)
         return y if self.after is None else y * self.after[:, None].to(y)
@@ -261,33 +272,63 @@ def lattice_filter(
     return _LatticeFilter.apply(values, features, lattice)
 
 
+def bandwidth_gradient(
+    lattice: Lattice,
+    features: torch.Tensor,
+    values: torch.Tensor,
+    grad: torch.Tensor,
+    filtered: torch.Tensor,
+    filtered_grad: torch.Tensor,
+) -> torch.Tensor:
+    """A per-point gradient G' (N, d) with sum_i f_ia G'_ia = sum_i f_ia dL/df_ia for every
+    dimension a, for L = <grad, K values>: what a per-dimension feature scale (a bandwidth)
+    needs. By the Gaussian-derivative identity and <u, Kᵀ w> = <K u, w>,
+
+        sum_i f_ia dL/df_ia = 2 <f_a grad, K(f_a values)> - sum_i f_ia^2 r_i,
+        r_i = <grad_i, (K values)_i> + <values_i, (Kᵀ grad)_i>,
+
+    exactly the contraction of ``feature_gradient`` (also on the lattice), with one lattice
+    pass of d·C channels instead of two. G'_ia = 2 grad_i·K(f_a values)_i - f_ia r_i.
+    """
+    f = features.detach().float()
+    n, d = f.shape
+    c = values.shape[1]
+    fv = (f[:, :, None] * values[:, None, :]).reshape(n, d * c)
+    k_fv = lattice.filter(fv).view(n, d, c)
+    del fv
+    r = (grad * filtered).sum(1, keepdim=True) + (values * filtered_grad).sum(1, keepdim=True)
+    return 2 * torch.einsum("nac,nc->na", k_fv, grad) - f * r
+
+
 class _ScaledFilter(torch.autograd.Function):
     """a ⊙ K(b ⊙ q) on an unscaled lattice: gradients w.r.t. q, b, a and the features.
 
-    Saves only q (the loop keeps it anyway), the per-point scales and the features; K(b ⊙ q)
-    is recomputed in the backward pass.
+    Saves q (the loop keeps it anyway), the per-point scales, the features and, when the
+    features or ``a`` need a gradient, K(b ⊙ q) (so the backward does not filter it again).
     """
 
     @staticmethod
-    def forward(ctx, q, before, after, features, lattice: Lattice):
+    def forward(ctx, q, before, after, features, lattice: Lattice, scale_only: bool = False):
         x = q.float() if before is None else q.float() * before.float()[:, None]
-        out = lattice.filter(x)
-        if after is not None:
-            out.mul_(after.float()[:, None])
+        y = lattice.filter(x)
+        out = y if after is None else y * after.float()[:, None]
+        keep = (after is not None and ctx.needs_input_grad[2]) or (
+            features is not None and ctx.needs_input_grad[3]
+        )
         ctx.lattice = lattice
-        ctx.save_for_backward(q, before, after, features)
+        ctx.scale_only = scale_only
+        ctx.save_for_backward(q, before, after, features, y if keep else None)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         lattice: Lattice = ctx.lattice
-        q, before, after, features = ctx.saved_tensors
+        q, before, after, features, y = ctx.saved_tensors
         grad = grad.float().contiguous()
         q32 = q.float()
         need_after = after is not None and ctx.needs_input_grad[2]
         need_features = features is not None and ctx.needs_input_grad[3]
         x = q32 if before is None else q32 * before.float()[:, None]
-        y = lattice.filter(x) if need_after or need_features else None  # K x, recomputed
         grad_after = (grad * y).sum(1) if need_after else None
         gy = grad if after is None else grad * after.float()[:, None]
         dx = lattice.filter(gy, transpose=True)
@@ -297,5 +338,6 @@ class _ScaledFilter(torch.autograd.Function):
             grad_before = (dx * q32).sum(1)
         grad_f = None
         if need_features:
-            grad_f = feature_gradient(lattice, features, x, gy, y, dx).to(features.dtype)
-        return grad_q.to(q.dtype), grad_before, grad_after, grad_f, None
+            gradient = bandwidth_gradient if ctx.scale_only else feature_gradient
+            grad_f = gradient(lattice, features, x, gy, y, dx).to(features.dtype)
+        return grad_q.to(q.dtype), grad_before, grad_after, grad_f, None, None

@@ -329,8 +329,10 @@ class DenseCRF(nn.Module):
         kernels = []
         for k, kind in enumerate(self.kinds):
             lattice = None
+            scale_only = False
             if self.learn_bandwidths:
                 raw = self._raw_features(kind, shapes, images, extras, ndim).to(dtype)
+                scale_only = not raw.requires_grad  # only the bandwidths need f's gradient
                 f = raw / self.bandwidths(kind).to(dtype)
                 if not learned:
                     f = f.detach()
@@ -349,9 +351,8 @@ class DenseCRF(nn.Module):
             else:
                 raw = self._raw_features(kind, shapes, images, extras, ndim)
                 f = raw / self.bandwidths(kind).to(raw)
-            kernels.append(
-                Kernel(f.to(dtype), self.kernel_compat(k, dtype), self.normalization, lattice)
-            )
+            compat = self.kernel_compat(k, dtype)
+            kernels.append(Kernel(f.to(dtype), compat, self.normalization, lattice, scale_only))
         return Pairwise(kernels, self.num_classes, segments, filter=self.filter)
 
     def _fixed_positions(self, kind: str, ndim: int) -> tuple[list[float], list[float]]:
