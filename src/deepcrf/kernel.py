@@ -126,9 +126,18 @@ class NormalizedKernel:
     def scaled_lattices(self, weight: float | None = None) -> tuple[Lattice, Lattice]:
         """(forward, backward) lattices with the scales folded into splat and slice:
         forward computes diag(w·a) K diag(b), backward its transpose diag(b) Kᵀ diag(w·a)
-        (with ``blur(transpose=True)``). ``weight`` w (a Potts weight) is optional."""
+        (with ``blur(transpose=True)``); the same object when the operator is symmetric.
+        ``weight`` w (a Potts weight) is optional. Kernels on fixed features keep the pair
+        with their lattice, so a cached lattice (``features.grid_lattice``) is scaled once."""
         if self.lattice is None:
             raise ValueError("scaled_lattices: an exact kernel has no lattice")
+        cache = None
+        if not self.learnable:  # the scales derive from the lattice's own row sums
+            cache = self.lattice.__dict__.setdefault("_normalized", {})
+            key = (self.normalization, weight)
+            if key in cache:
+                return cache[key]
+        symmetric = self.before is self.after and weight is None
         before = None if self.before is None else self.before.detach()
         after = None if self.after is None else self.after.detach()
         if weight is not None:
@@ -138,9 +147,9 @@ class NormalizedKernel:
                 else after * weight
             )
         forward = self.lattice.scale(before, after)
-        if before is None and after is None:
-            return forward, forward
-        backward = forward if before is after else self.lattice.scale(after, before)
+        backward = forward if symmetric else self.lattice.scale(after, before)
+        if cache is not None:
+            cache[key] = (forward, backward)
         return forward, backward
 
     @cached_property
