@@ -219,22 +219,16 @@ def feature_gradient(
         dL/df_i = Σ_c g_ic [K(f v_c) - f_i K(v_c)]_i + v_ic [Kᵀ(f g_c) - f_i Kᵀ(g_c)]_i,
 
     with ``filtered`` = K values and ``filtered_grad`` = Kᵀ grad (already computed by the
-    caller). All feature dimensions go through one forward and one transposed lattice
-    pass, values and gradients times every feature stacked as channels.
+    caller). One feature dimension at a time, so memory stays at a few (N, C) tensors.
     """
     f = features.detach().float()
-    n, d = f.shape
-    c = values.shape[1]
-    fv = (f[:, :, None] * values[:, None, :]).reshape(n, d * c)
-    fg = (f[:, :, None] * grad[:, None, :]).reshape(n, d * c)
-    k_fv = lattice.filter(fv).view(n, d, c)
-    kt_fg = lattice.filter(fg, transpose=True).view(n, d, c)
-    del fv, fg
-    forward = torch.einsum("nac,nc->na", k_fv, grad) - f * (filtered * grad).sum(1, keepdim=True)
-    backward = torch.einsum("nac,nc->na", kt_fg, values) - f * (filtered_grad * values).sum(
-        1, keepdim=True
-    )
-    return forward + backward
+    columns = []
+    for a in range(f.shape[1]):
+        fa = f[:, a : a + 1]
+        forward = (lattice.filter(fa * values) - fa * filtered).mul_(grad).sum(1)
+        backward = (lattice.filter(fa * grad, transpose=True) - fa * filtered_grad).mul_(values)
+        columns.append(forward + backward.sum(1))
+    return torch.stack(columns, dim=1)
 
 
 class _LatticeFilter(torch.autograd.Function):
@@ -296,17 +290,18 @@ def bandwidth_gradient(
         sum_i f_ia dL/df_ia = 2 <f_a grad, K(f_a values)> - sum_i f_ia^2 r_i,
         r_i = <grad_i, (K values)_i> + <values_i, (Kᵀ grad)_i>,
 
-    exactly the contraction of ``feature_gradient`` (also on the lattice), with one lattice
-    pass of d·C channels instead of two. G'_ia = 2 grad_i·K(f_a values)_i - f_ia r_i.
+    exactly the contraction of ``feature_gradient`` (also on the lattice), with d·C filtered
+    channels instead of 2·d·C. G'_ia = 2 grad_i·K(f_a values)_i - f_ia r_i. One feature
+    dimension per lattice pass: the cost is linear in the channels anyway, and memory stays
+    at a few (N, C) tensors.
     """
     f = features.detach().float()
-    n, d = f.shape
-    c = values.shape[1]
-    fv = (f[:, :, None] * values[:, None, :]).reshape(n, d * c)
-    k_fv = lattice.filter(fv).view(n, d, c)
-    del fv
-    r = (grad * filtered).sum(1, keepdim=True) + (values * filtered_grad).sum(1, keepdim=True)
-    return 2 * torch.einsum("nac,nc->na", k_fv, grad) - f * r
+    r = (grad * filtered).sum(1) + (values * filtered_grad).sum(1)
+    columns = []
+    for a in range(f.shape[1]):
+        fa = f[:, a : a + 1]
+        columns.append(2 * (lattice.filter(fa * values) * grad).sum(1) - fa[:, 0] * r)
+    return torch.stack(columns, dim=1)
 
 
 class _ScaledFilter(torch.autograd.Function):
