@@ -9,7 +9,7 @@ from deepcrf.models import MODELS, build, list_models
 EXPECTED = {
     "deeplab_7x7", "deeplab", "deeplab_4x4", "deeplab_largefov",
     "deeplab_msc_7x7", "deeplab_msc", "deeplab_msc_4x4", "deeplab_msc_largefov",
-    "fcn8s", "featmap_net", "unary_net", "pairwise_net", "refine_net",
+    "fcn8s", "crfasrnn", "featmap_net", "unary_net", "pairwise_net", "refine_net",
 }
 
 
