@@ -31,12 +31,9 @@ from typing import Any
 
 from torch import nn
 
-<<<<<<< HEAD
-from .crfasrnn import CRFasRNN
-=======
 from deepcrf.contextual import RELATIONS, ContextualCRF
 
->>>>>>> core
+from .crfasrnn import CRFasRNN
 from .deeplab import VARIANTS, build_deeplab
 from .fcn import FCN8s
 from .featmap import FeatMapNet, PairwiseNet, UnaryNet
