@@ -7,6 +7,8 @@ architecture and the input convention under ``"normalize"``) and a :class:`Conve
 layer shapes (everything is validated before copying: missing layers, shape mismatches naming
 both shapes, a model of another architecture listing the layers it does not use), once to copy
 the blobs, so memory holds the model plus one layer. The tables live in ``convert_archs``.
+The model's channel multiplier follows the source (conv1_1's filters / 64: 1 for the
+releases), so light test files convert to light models through the same code.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch import nn
 from deepcrf.fileio import atomic_write
 
 from .caffe import CaffeModelError, iter_caffemodel
-from .convert_archs import ARCHS
+from .convert_archs import ARCHS, infer_width
 from .convert_rules import ConversionError, ConversionReport, apply, plan
 from .io import save_safetensors
 
@@ -87,9 +89,13 @@ def convert(
         raise FileNotFoundError(f"source weights not found: {path}")
     reader = _state_dict_source if arch in PYTORCH_ARCHS else _caffemodel_source
     shapes, stream = reader(path)
-    target = ARCHS[arch](shapes, num_classes)
+    width = infer_width(shapes)
+    target = ARCHS[arch](shapes, num_classes, width)
     model = target.model
     report = ConversionReport(str(path), arch, model.config["name"], notes=list(target.notes))
+    if width != 1.0:
+        filters = round(64 * width)
+        report.notes.append(f"conv1_1 has {filters} filters: a light model, width={width:g}")
     the_plan = plan(shapes, target.rules, model, report)
     apply(the_plan, stream(), model)
     model.config["normalize"] = target.normalize

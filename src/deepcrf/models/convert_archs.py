@@ -46,7 +46,7 @@ from torch import nn
 from . import build
 from .convert_rules import Rule, Target, rules_by_prefix
 from .deeplab import MSC_CHANNELS, VARIANTS
-from .vgg import pool_channels
+from .vgg import pool_channels, scaled
 
 Shape = tuple[int, ...]
 Shapes = Mapping[str, Sequence[Shape]]
@@ -67,7 +67,11 @@ CRFASRNN_NORMALIZE = {"mode": "caffe", "mean": [104.007, 116.669, 122.679]}
 CRFASRNN_PYTORCH_NORMALIZE = {"mode": "caffe", "mean": [103.939, 116.779, 123.68]}
 
 #: DenseCRF options of converted CRF-as-RNN models (the rest are CRFasRNN's defaults).
-CONVERTED_CRF: dict[str, Any] = {"full_kernel_weights": True, "normalization": "after"}
+CONVERTED_CRF: dict[str, Any] = {
+    "per_class_weights": False,
+    "full_kernel_weights": True,
+    "normalization": "after",
+}
 
 #: FCN-8s layer names: (CRF-as-RNN / legacy FCN names, official FCN names) -> deepcrf module.
 FCN_HEAD: tuple[tuple[tuple[str, ...], str], ...] = (
@@ -97,13 +101,23 @@ def vgg_rules(prefix: str = "") -> list[Rule]:
     return rules_by_prefix(((name, f"features.{i}") for name, i in VGG_CONVS), prefix)
 
 
+def infer_width(shapes: Shapes, names: Sequence[str] = ("conv1_1", "conv1_1.weight")) -> float:
+    """The channel multiplier of the source: conv1_1's filters / 64 (1.0 for the releases)."""
+    for name in names:
+        shape = _first(shapes, name)
+        if shape is not None and len(shape) == 4 and shape[0] > 0:
+            return 1.0 if shape[0] == 64 else shape[0] / 64
+    return 1.0
+
+
 def _first(shapes: Shapes, name: str) -> Shape | None:
     blobs = shapes.get(name)
     return tuple(blobs[0]) if blobs else None
 
 
-def deeplab_variant(shapes: Shapes, default: str) -> str:
+def deeplab_variant(shapes: Shapes, default: str, width: float = 1.0) -> str:
     """The DeepLab v1 variant whose fc6 fits the source's fc6 blob (``default`` if unknown)."""
+    c5 = scaled(512, width)
     shape = _first(shapes, "fc6")
     if shape is None:
         return default
@@ -113,12 +127,12 @@ def deeplab_variant(shapes: Shapes, default: str) -> str:
     if len(dims) == 4:
         out, kernel = dims[0], dims[2]
     elif len(dims) == 2:  # InnerProduct (out, 512 * k * k)
-        out, kernel = dims[0], round((dims[1] / 512) ** 0.5)
+        out, kernel = dims[0], round((dims[1] / c5) ** 0.5)
     else:
         return default
     for name in (default, *VARIANTS):
         spec = VARIANTS[name]
-        if (spec.kernel, spec.channels) == (kernel, out):
+        if (spec.kernel, scaled(spec.channels, width)) == (kernel, out):
             return name
     return default
 
@@ -131,13 +145,13 @@ def _classifier_name(shapes: Shapes) -> str:
     return candidates[0] if len(candidates) == 1 else "fc8_voc12"
 
 
-def _deeplab_model(variant: str, num_classes: int, msc: bool = False) -> nn.Module:
+def _deeplab_model(variant: str, num_classes: int, width: float, msc: bool = False) -> nn.Module:
     name = variant.replace("deeplab", "deeplab_msc", 1) if msc else variant
-    return build(name, num_classes, pool5a=variant == "deeplab_largefov")
+    return build(name, num_classes, width=width, pool5a=variant == "deeplab_largefov")
 
 
-def _deeplab(shapes: Shapes, num_classes: int, variant: str) -> ArchPlan:
-    model = _deeplab_model(variant, num_classes)
+def _deeplab(shapes: Shapes, num_classes: int, variant: str, width: float) -> ArchPlan:
+    model = _deeplab_model(variant, num_classes, width)
     rules = [
         *vgg_rules(),
         Rule.simple("fc6", "fc6.weight", "fc6.bias"),
@@ -147,23 +161,24 @@ def _deeplab(shapes: Shapes, num_classes: int, variant: str) -> ArchPlan:
     return ArchPlan(model, rules, DEEPLAB_NORMALIZE)
 
 
-def deeplab_largefov(shapes: Shapes, num_classes: int) -> ArchPlan:
+def deeplab_largefov(shapes: Shapes, num_classes: int, width: float = 1.0) -> ArchPlan:
     """DeepLab-LargeFOV (fc6 3x3 dilation 12, 1024 channels; with pool5a)."""
-    return _deeplab(shapes, num_classes, "deeplab_largefov")
+    return _deeplab(shapes, num_classes, "deeplab_largefov", width)
 
 
-def deeplab_any(shapes: Shapes, num_classes: int) -> ArchPlan:
+def deeplab_any(shapes: Shapes, num_classes: int, width: float = 1.0) -> ArchPlan:
     """Any DeepLab v1 variant, chosen by the source's fc6 shape (4x4 -> ``deeplab``)."""
-    return _deeplab(shapes, num_classes, deeplab_variant(shapes, "deeplab"))
+    return _deeplab(shapes, num_classes, deeplab_variant(shapes, "deeplab", width), width)
 
 
-def vgg16_init(shapes: Shapes, num_classes: int) -> ArchPlan:
+def vgg16_init(shapes: Shapes, num_classes: int, width: float = 1.0) -> ArchPlan:
     """DeepLab's ImageNet initialisation (vgg16_20M: LargeFOV's fc6/fc7; vgg16_128: 7x7).
 
     The classifier (fc8, ImageNet's or absent) is left out and keeps its random
     initialisation; use the result as ``backbone_weights`` or ``init`` for training.
     """
-    model = _deeplab_model(deeplab_variant(shapes, "deeplab_largefov"), num_classes)
+    variant = deeplab_variant(shapes, "deeplab_largefov", width)
+    model = _deeplab_model(variant, num_classes, width)
     rules = [
         *vgg_rules(),
         Rule.simple("fc6", "fc6.weight", "fc6.bias"),
@@ -172,12 +187,16 @@ def vgg16_init(shapes: Shapes, num_classes: int) -> ArchPlan:
     return ArchPlan(model, rules, DEEPLAB_NORMALIZE)
 
 
-#: index of each MSc branch by the input channels of its 3x3 layer (image, pool1..pool4)
-_MSC_SOURCES = (3, *pool_channels(1.0)[:4])
+def _msc_sources(width: float) -> tuple[int, ...]:
+    """Input channels of the MSc branches' 3x3 layers: image, pool1..pool4."""
+    return (3, *pool_channels(width)[:4])
 
 
-def _msc_branch_layers(shapes: Shapes, used: set[str]) -> tuple[list[list[str]], list[str]]:
+def _msc_branch_layers(
+    shapes: Shapes, used: set[str], width: float
+) -> tuple[list[list[str]], list[str]]:
     """Per branch [3x3, 1x1, classifier] layer names, found by shape; and problems."""
+    sources, mc = _msc_sources(width), scaled(MSC_CHANNELS, width)
     first: dict[int, str] = {}
     conv1, scores, problems = [], [], []
     for name, blobs in shapes.items():
@@ -186,17 +205,17 @@ def _msc_branch_layers(shapes: Shapes, used: set[str]) -> tuple[list[list[str]],
         dims = tuple(blobs[0])
         if len(dims) != 4 or dims[0] == 0:
             continue
-        if dims[0] == MSC_CHANNELS and dims[2:] == (3, 3) and dims[1] in _MSC_SOURCES:
-            branch = _MSC_SOURCES.index(dims[1])
+        if dims[0] == mc and dims[2:] == (3, 3) and dims[1] in sources:
+            branch = sources.index(dims[1])
             if branch in first:
                 problems.append(
                     f"two MSc 3x3 layers read {dims[1]} channels: {first[branch]}, {name}"
                 )
             first[branch] = name
-        elif dims[1:] == (MSC_CHANNELS, 1, 1):
-            (conv1 if dims[0] == MSC_CHANNELS else scores).append(name)
+        elif dims[1:] == (mc, 1, 1):
+            (conv1 if dims[0] == mc else scores).append(name)
     order = sorted(first, key=lambda b: list(shapes).index(first[b]))
-    branches: list[list[str]] = [[] for _ in _MSC_SOURCES]
+    branches: list[list[str]] = [[] for _ in sources]
     if len(order) == len(conv1) == len(scores):
         for k, branch in enumerate(order):
             branches[branch] = [first[branch], conv1[k], scores[k]]
@@ -208,9 +227,9 @@ def _msc_branch_layers(shapes: Shapes, used: set[str]) -> tuple[list[list[str]],
     return branches, problems
 
 
-def deeplab_msc_largefov(shapes: Shapes, num_classes: int) -> ArchPlan:
+def deeplab_msc_largefov(shapes: Shapes, num_classes: int, width: float = 1.0) -> ArchPlan:
     """DeepLab-MSc-LargeFOV: the LargeFOV trunk plus five MLP branches folded into fc8."""
-    model = _deeplab_model("deeplab_largefov", num_classes, msc=True)
+    model = _deeplab_model("deeplab_largefov", num_classes, width, msc=True)
     fc = model.fc7.out_channels
     classifier = _classifier_name(shapes)
     rules = [
@@ -223,15 +242,16 @@ def deeplab_msc_largefov(shapes: Shapes, num_classes: int) -> ArchPlan:
         ),
     ]
     used = {name for rule in rules for name in rule.names}
-    branches, problems = _msc_branch_layers(shapes, used)
+    branches, problems = _msc_branch_layers(shapes, used, width)
     notes = list(problems)
+    sources, mc = _msc_sources(width), scaled(MSC_CHANNELS, width)
     for i, names in enumerate(branches):
         if not names:
-            missing = f"MSc branch {i} (3x3 conv reading {_MSC_SOURCES[i]} channels)"
+            missing = f"MSc branch {i} (3x3 conv reading {sources[i]} channels)"
             rules.append(Rule((missing,), (Target(f"msc_branches.{i}.0.weight"),)))
             continue
         conv3, conv1, score = names
-        block = (fc + i * MSC_CHANNELS, fc + (i + 1) * MSC_CHANNELS)
+        block = (fc + i * mc, fc + (i + 1) * mc)
         rules += [
             Rule.simple(conv3, f"msc_branches.{i}.0.weight", f"msc_branches.{i}.0.bias"),
             Rule.simple(conv1, f"msc_branches.{i}.2.weight", f"msc_branches.{i}.2.bias"),
@@ -242,7 +262,7 @@ def deeplab_msc_largefov(shapes: Shapes, num_classes: int) -> ArchPlan:
         ]
     for i, names in enumerate(branches):
         if names:
-            notes.append(f"MSc branch {i} ({_MSC_SOURCES[i]} input channels): {', '.join(names)}")
+            notes.append(f"MSc branch {i} ({sources[i]} input channels): {', '.join(names)}")
     return ArchPlan(model, rules, DEEPLAB_NORMALIZE, notes)
 
 
@@ -264,13 +284,14 @@ def _fcn_rules(shapes: Shapes, prefix: str) -> tuple[list[Rule], bool]:
     return rules, bias
 
 
-def fcn8s(shapes: Shapes, num_classes: int) -> ArchPlan:
+def fcn8s(shapes: Shapes, num_classes: int, width: float = 1.0) -> ArchPlan:
     """FCN-8s (Caffe crops 5 / 9 / 31 and conv1_1 pad 100, as deepcrf's FCN8s)."""
     rules, bias = _fcn_rules(shapes, "")
-    return ArchPlan(build("fcn8s", num_classes, upscore2_bias=bias), rules, FCN_NORMALIZE)
+    model = build("fcn8s", num_classes, width=width, upscore2_bias=bias)
+    return ArchPlan(model, rules, FCN_NORMALIZE)
 
 
-def crfasrnn(shapes: Shapes, num_classes: int) -> ArchPlan:
+def crfasrnn(shapes: Shapes, num_classes: int, width: float = 1.0) -> ArchPlan:
     """CRF-as-RNN: FCN-8s + ``inference1``'s spatial / bilateral kernel weights and C."""
     rules, bias = _fcn_rules(shapes, "fcn.")
     rules.append(
@@ -283,11 +304,13 @@ def crfasrnn(shapes: Shapes, num_classes: int) -> ArchPlan:
             ),
         )
     )
-    model = build("crfasrnn", num_classes, upscore2_bias=bias, crf=dict(CONVERTED_CRF))
+    model = build(
+        "crfasrnn", num_classes, width=width, upscore2_bias=bias, crf=dict(CONVERTED_CRF)
+    )
     return ArchPlan(model, rules, CRFASRNN_NORMALIZE)
 
 
-def crfasrnn_pytorch(shapes: Shapes, num_classes: int) -> ArchPlan:
+def crfasrnn_pytorch(shapes: Shapes, num_classes: int, width: float = 1.0) -> ArchPlan:
     """crfasrnn_pytorch's state dict (keys ``conv1_1.weight`` ... ``crfrnn.*``)."""
     pairs = [(f"{name}.{kind}", f"fcn.features.{i}.{kind}") for name, i in VGG_CONVS
              for kind in ("weight", "bias")]  # fmt: skip
@@ -302,12 +325,14 @@ def crfasrnn_pytorch(shapes: Shapes, num_classes: int) -> ArchPlan:
         # logits + C'·message there, logits - mu·message here: mu = -C'
         Rule(("crfrnn.compatibility_matrix",), (Target("crf.compat", scale=-1.0),)),
     ]
-    model = build("crfasrnn", num_classes, upscore2_bias=True, crf=dict(CONVERTED_CRF))
+    model = build(
+        "crfasrnn", num_classes, width=width, upscore2_bias=True, crf=dict(CONVERTED_CRF)
+    )
     return ArchPlan(model, rules, CRFASRNN_PYTORCH_NORMALIZE)
 
 
 #: ``deepcrf convert --arch`` name -> table function.
-ARCHS: dict[str, Callable[[Shapes, int], ArchPlan]] = {
+ARCHS: dict[str, Callable[[Shapes, int, float], ArchPlan]] = {
     "deeplab_largefov": deeplab_largefov,
     "deeplab": deeplab_any,
     "deeplab_msc_largefov": deeplab_msc_largefov,
