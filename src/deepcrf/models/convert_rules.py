@@ -114,7 +114,7 @@ def fit_shape(source: Shape, target: Shape) -> bool:
 
 
 def _fmt(shape: Iterable[int]) -> str:
-    return "(" + ", ".join(str(int(d)) for d in shape) + ")"
+    return str(tuple(int(d) for d in shape))
 
 
 @dataclass
