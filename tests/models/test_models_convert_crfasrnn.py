@@ -123,7 +123,8 @@ def test_crfasrnn_caffemodel_conversion(tmp_path, rng):
 def test_mean_field_equals_caffe_formula_with_original_c(tmp_path, rng):
     path, layers = _crfrnn_file(tmp_path, rng)
     model, _ = convert(path, "crfasrnn", num_classes=K)
-    ws, wb, compat = (torch.from_numpy(b.reshape(K, K)).double() for b in dict(layers)["inference1"])
+    blobs = dict(layers)["inference1"]
+    ws, wb, compat = (torch.from_numpy(b.reshape(K, K)).double() for b in blobs)
     unary, image_rgb, image_bgr = _inputs()
     crf = _exact_copy(model.crf)
     with torch.no_grad():
@@ -145,10 +146,8 @@ def test_mean_field_equals_caffe_formula_with_original_c(tmp_path, rng):
 def _pytorch_state(rng):
     """crfasrnn_pytorch's state dict: Fcn8s keys + crfrnn.* (upscore2 has a bias)."""
     state = {}
-    for name in VGG_INDEX:
-        cin = 3 if name == "conv1_1" else None
-        layer = [n for n in VGG_INDEX].index(name)
-        outs = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    outs = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    for layer, name in enumerate(VGG_INDEX):
         cin = 3 if layer == 0 else c(outs[layer - 1])
         state[f"{name}.weight"] = rand(rng, c(outs[layer]), cin, 3, 3)
         state[f"{name}.bias"] = rand(rng, c(outs[layer]))
@@ -187,8 +186,8 @@ def test_crfasrnn_pytorch_pth(tmp_path, rng):
     unary, image_rgb, image_bgr = _inputs(1)
     with torch.no_grad():
         got = _exact_copy(model.crf)(unary[None], image_rgb[None])[0].reshape(K, -1)
-    ws, wb, cp = (state[f"crfrnn.{k}"].double() for k in
-                  ("spatial_ker_weights", "bilateral_ker_weights", "compatibility_matrix"))  # fmt: skip
+    keys = ("spatial_ker_weights", "bilateral_ker_weights", "compatibility_matrix")
+    ws, wb, cp = (state[f"crfrnn.{k}"].double() for k in keys)
     want = caffe_mean_field(unary.reshape(K, -1), image_bgr, ws, wb, cp, 10, sign=+1.0)
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
     # wrapped checkpoints (DataParallel prefix, {"state_dict": ...}) load too
@@ -203,7 +202,7 @@ def test_pth_errors(tmp_path):
     with pytest.raises(ValueError, match=r"bad\.pth is not a PyTorch state dict"):
         convert(bad, "crfasrnn_pytorch")
     torch.save({"conv1_1.weight": torch.zeros(64, 3, 3, 3)}, bad)
-    with pytest.raises(ValueError, match="layers missing from the source: conv1_1.bias"):
+    with pytest.raises(ValueError, match=r"layers missing from the source: conv1_1\.bias"):
         convert(bad, "crfasrnn_pytorch")
 
 
