@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from caffemodel_writer import write_caffemodel
+from deepcrf.models import load_model
+from deepcrf.models.caffe import CaffeModelError
+from deepcrf.models.convert import ConversionError, convert, convert_file
 from released_layers import (
     WIDTH,
     c,
@@ -17,10 +21,6 @@ from released_layers import (
     rand,
     vgg,
 )
-
-from deepcrf.models import load_model
-from deepcrf.models.caffe import CaffeModelError
-from deepcrf.models.convert import ConversionError, convert, convert_file
 
 
 @pytest.fixture
@@ -240,3 +240,21 @@ def test_convert_file_round_trip_and_atomicity(tmp_path, rng):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.caffemodel", "m.safetensors"]
     with pytest.raises(ValueError, match="safetensors"):
         convert_file(src, "deeplab_largefov", tmp_path / "m.caffemodel")
+
+
+def test_vgg16_init_as_backbone_weights(tmp_path, rng):
+    from deepcrf.models import build, load_imagenet_vgg16
+
+    layers = deeplab_largefov(rng, ip_fc=True)[:-1]
+    src = write_caffemodel(tmp_path / "vgg16_20M.caffemodel", layers, v1=True)
+    out = tmp_path / "vgg16_20M.safetensors"
+    convert_file(src, "vgg16_init", out)
+    model = build("deeplab_largefov", 4, width=WIDTH)
+    fc8 = model.fc8.weight.detach().clone()
+    report = load_imagenet_vgg16(model, out)
+    assert report.normalize == "caffe"
+    assert set(report.initialised) == {"fc8.weight", "fc8.bias"}
+    assert_converted(model, layers, expected_deeplab(classifier=False))
+    assert torch.equal(model.fc8.weight, fc8)
+    with pytest.raises(ValueError, match=r"fc6\.weight: model"):
+        load_imagenet_vgg16(build("deeplab_7x7", 4, width=WIDTH), out)
