@@ -293,3 +293,64 @@ def test_parameters_move_with_the_module_and_state_dict_round_trips():
     assert torch.equal(other(unary, image), crf(unary, image))
     assert crf.compatibility().shape == (4, 4)
     assert torch.allclose(crf.bandwidths("bilateral"), torch.tensor([80.0, 80, 13, 13, 13]))
+
+
+def test_full_kernel_weights_start_as_the_scalar_layer_and_match_finite_differences():
+    unary, image = make_inputs(b=1, num_labels=3, h=5, w=6, dtype=torch.float64, seed=6)
+    kw = dict(filter="exact", learn_compat=True, bilateral_sxy=121.0, bilateral_srgb=5.0)
+    plain = DenseCRF(3, iterations=3, **kw).double()
+    full = DenseCRF(3, iterations=3, full_kernel_weights=True, **kw).double()
+    assert full.kernel_weights.shape == (2, 3, 3)
+    assert torch.allclose(full(unary, image), plain(unary, image), atol=1e-12)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        full.kernel_weights.add_(0.5 * torch.randn(2, 3, 3, generator=g, dtype=torch.float64))
+        full.compat.add_(0.3 * torch.randn(3, 3, generator=g, dtype=torch.float64))
+    # the message is mu · sum_k W_k (K_k Q) per pixel: check one step against that formula
+    one = DenseCRF(3, iterations=1, full_kernel_weights=True, **kw).double()
+    one.load_state_dict(full.state_dict())
+    flat = unary[0].reshape(3, -1).t()
+    q = flat.softmax(1)
+    pos = torch.stack(torch.meshgrid(torch.arange(5.0), torch.arange(6.0), indexing="ij"))
+    pos = pos.flip(0).reshape(2, -1).t().double()  # (x, y)
+    feats = [pos / 3.0, torch.cat([pos / 121.0, image[0].reshape(3, -1).t() / 5.0], 1)]
+    total = torch.zeros_like(q)
+    for k, f in enumerate(feats):
+        kmat = torch.exp(-0.5 * torch.cdist(f, f) ** 2)
+        n = kmat.sum(1) ** -0.5
+        total += (n[:, None] * kmat @ (n[:, None] * q)) @ full.kernel_weights[k].t()
+    expected = flat - total @ full.compat.t()
+    got = one(unary, image)[0].reshape(3, -1).t()
+    assert torch.allclose(got, expected, atol=1e-10)
+    target = torch.randint(0, 3, (1, 5, 6), generator=g)
+    for name in ("kernel_weights", "compat"):
+
+        def loss_of(value, name=name):
+            out = torch.func.functional_call(full, {name: value}, (unary, image))
+            return F.cross_entropy(out, target)
+
+        value = dict(full.named_parameters())[name].detach().clone().requires_grad_(True)
+        assert torch.autograd.gradcheck(loss_of, (value,), eps=1e-6, atol=1e-7), name
+    with pytest.raises(ValueError, match="full_kernel_weights"):
+        DenseCRF(3, per_class_weights=True, full_kernel_weights=True)
+
+
+def test_full_kernel_weights_fused_lattice_gradients_equal_generic(monkeypatch):
+    unary, image = make_inputs(num_labels=4, h=12, w=13, seed=8)
+    target = torch.randint(0, 4, (2, 12, 13), generator=torch.Generator().manual_seed(0))
+    results = []
+    for fused in (True, False):
+        crf = DenseCRF(4, iterations=3, learn_compat=True, full_kernel_weights=True)
+        with torch.no_grad():
+            crf.kernel_weights.add_(
+                torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(3))
+            )
+        if not fused:
+            monkeypatch.setattr(message_module.CRFMessage, "__init__", _generic_init)
+        x = unary.clone().requires_grad_(True)
+        out = crf(x, image)
+        monkeypatch.undo()
+        F.cross_entropy(out, target).backward()
+        results.append([out.detach(), x.grad, crf.kernel_weights.grad, crf.compat.grad])
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, rtol=1e-4, atol=5e-5 * b.abs().max())

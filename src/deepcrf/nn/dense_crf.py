@@ -82,6 +82,10 @@ class DenseCRF(nn.Module):
         bilateral_sxy, bilateral_srgb, bilateral_compat: appearance kernel bandwidths
             (pixels, intensity levels) and weight.
         per_class_weights: one weight per kernel and class instead of per kernel.
+        full_kernel_weights: a full (L, L) weight matrix W_k per kernel, initialised to
+            w_k·I; the message is then -(sum_k (K_k Q) W_k^T) @ mu^T, i.e. per pixel
+            mu·(sum_k W_k (K_k Q)) subtracted from the logits (CRF-as-RNN's released model
+            has full spatial and bilateral 21x21 matrices).
         learn_compat: learn a full (L, L) compatibility initialised to Potts.
         learn_bandwidths: learn the 7 kernel bandwidths (log-parametrised).
         filter: "lattice" (fast, float32) or "exact" (brute force O(N^2), any float dtype,
@@ -102,6 +106,7 @@ class DenseCRF(nn.Module):
         bilateral_srgb: float | Sequence[float] = 13.0,
         bilateral_compat: float = 10.0,
         per_class_weights: bool = False,
+        full_kernel_weights: bool = False,
         learn_compat: bool = False,
         learn_bandwidths: bool = False,
         filter: str = "lattice",
@@ -142,10 +147,15 @@ class DenseCRF(nn.Module):
                 + _pair(bilateral_srgb, 3, "bilateral_srgb")
             )
         self.kinds = tuple(kinds)
+        if per_class_weights and full_kernel_weights:
+            raise ValueError("per_class_weights and full_kernel_weights: choose one of them")
         w = torch.tensor(weights, dtype=torch.float32).reshape(len(kinds), 1)
         if per_class_weights:
             w = w.repeat(1, num_classes)
-        #: (K, 1) or (K, L) kernel weights, K the active kernels in ``kinds`` order
+        if full_kernel_weights:
+            w = w[:, :, None] * torch.eye(num_classes)
+        #: kernel weights, K the active kernels in ``kinds`` order: (K, 1) one per kernel,
+        #: (K, L) per class, or (K, L, L) full matrices W_k (rows = receiving label)
         self.kernel_weights = nn.Parameter(w)
         if learn_compat:
             #: (L, L) compatibility mu, message = -(sum_k w_k K_k Q) @ mu^T
@@ -279,7 +289,9 @@ class DenseCRF(nn.Module):
             features.append(f)
             lattices.append(lattice)
             prepared.append(ready)
-        weights = self.kernel_weights.to(dtype).expand(len(self.kinds), self.num_classes)
+        weights = self.kernel_weights.to(dtype)
+        if weights.dim() == 2:
+            weights = weights.expand(len(self.kinds), self.num_classes)
         compat = None if self.compat is None else self.compat.to(dtype)
         return CRFMessage(
             features,
@@ -365,6 +377,6 @@ class DenseCRF(nn.Module):
         return (
             f"num_classes={self.num_classes}, kernels={self.kinds}, iterations="
             f"{self.iterations}/{self.eval_iterations}, filter={self.filter!r}, "
-            f"per_class_weights={self.kernel_weights.shape[1] > 1}, "
+            f"kernel_weights={tuple(self.kernel_weights.shape)}, "
             f"learn_compat={self.compat is not None}, learn_bandwidths={self.learn_bandwidths}"
         )

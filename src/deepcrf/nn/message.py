@@ -84,7 +84,7 @@ class StackedMessage(torch.autograd.Function):
             lat = kernel.forward
             values = lat.blur(lat.splat_values(q))
             blurred.append(values)
-            mixed = values * weights[k]
+            mixed = _mix(values, weights[k])
             if transform is not None:
                 mixed = mixed @ transform
             sliced = lat.slice_values(mixed)
@@ -104,17 +104,30 @@ class StackedMessage(torch.autograd.Function):
             splatted = kernel.backward.splat_values(grad)  # = slice_k^T grad / alpha_k
             splatted_t = splatted if transform is None else splatted @ transform.t()
             if ctx.needs_input_grad[1]:
-                spread = kernel.blur_transposed(splatted_t * weights[k])
+                spread = kernel.blur_transposed(_mix_transposed(splatted_t, weights[k]))
                 sliced = kernel.backward.slice_values(spread)
                 grad_q = sliced if grad_q is None else grad_q.add_(sliced)
             if grad_w is not None:
-                grad_w.append(kernel.alpha * (splatted_t * blurred[k]).sum(0))
+                if weights.dim() == 3:  # mixed = V W^T: dL/dW = G^T V
+                    grad_w.append(kernel.alpha * splatted_t.t() @ blurred[k])
+                else:
+                    grad_w.append(kernel.alpha * (splatted_t * blurred[k]).sum(0))
             if transform is not None and ctx.needs_input_grad[3]:
-                term = kernel.alpha * (blurred[k] * weights[k]).t() @ splatted
+                term = kernel.alpha * _mix(blurred[k], weights[k]).t() @ splatted
                 grad_t = term if grad_t is None else grad_t + term
         if grad_w is not None:
             grad_w = torch.stack(grad_w)
         return grad, grad_q, grad_w, grad_t, None
+
+
+def _mix(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Kernel weights applied to (M, L) filtered values: per class (L,) or full (L, L) W,
+    whose rows are the output labels (values @ W^T)."""
+    return values * weight if weight.dim() == 1 else values @ weight.t()
+
+
+def _mix_transposed(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return grad * weight if weight.dim() == 1 else grad @ weight
 
 
 class CRFMessage:
@@ -123,7 +136,9 @@ class CRFMessage:
     Args:
         features: per kernel, (N, d) features already divided by the bandwidths; they may
             require grad (learned bandwidths).
-        weights: (K, L) kernel weights (a per-kernel weight expanded over the labels).
+        weights: (K, L) kernel weights (a per-kernel weight expanded over the labels), or
+            (K, L, L) full weight matrices W_k (CRF-as-RNN's released model), applied as
+            (K_k Q) @ W_k^T.
         compat: (L, L) compatibility mu, or None for Potts (mu = -I).
         lattices: per kernel, a prebuilt unscaled lattice of ``features`` or None.
         prepared: per kernel, a ready ``ScaledKernel`` (e.g. cached) or None.
@@ -150,8 +165,11 @@ class CRFMessage:
             )
         if filter not in ("lattice", "exact"):
             raise ValueError(f"filter: expected 'lattice' or 'exact', got {filter!r}")
-        if weights.dim() != 2 or weights.shape[0] != len(features):
-            raise ValueError(f"weights: expected ({len(features)}, L), got {tuple(weights.shape)}")
+        if weights.dim() not in (2, 3) or weights.shape[0] != len(features):
+            raise ValueError(
+                f"weights: expected ({len(features)}, L) or ({len(features)}, L, L), "
+                f"got {tuple(weights.shape)}"
+            )
         self.features = list(features)
         self.weights = weights
         self.transform = None if compat is None else -compat.t()
@@ -200,15 +218,23 @@ class CRFMessage:
             zip(self.features, self.lattices, self.scales)
         ):
             if lattice is not None:
+                w = self.weights[k]
                 y = ScaledLatticeFilter.apply(
-                    q, before, after, self.weights[k], f if f.requires_grad else None, lattice
+                    q,
+                    before,
+                    after,
+                    w if w.dim() == 1 else w.new_ones(w.shape[0]),
+                    f if f.requires_grad else None,
+                    lattice,
                 )
+                if w.dim() == 2:
+                    y = _mix(y, w)
             else:
                 x = q if before is None else q * before[:, None]
                 y = exact_filter(f, x, self.segments)
                 if after is not None:
                     y = y * after[:, None]
-                y = y * self.weights[k]
+                y = _mix(y, self.weights[k])
             total = y if total is None else total + y
         if self.transform is not None:
             total = total @ self.transform
