@@ -20,12 +20,6 @@ from deepcrf.models.convert import convert, convert_file
 from deepcrf.nn import DenseCRF
 from released_layers import VGG_INDEX, c, crfasrnn, expected_fcn, rand
 
-# TEMPORARY until core's full_kernel_weights reaches main (removed at the merge)
-pytestmark = pytest.mark.skipif(
-    "full_kernel_weights" not in __import__("inspect").signature(DenseCRF).parameters,
-    reason="needs nn.DenseCRF(full_kernel_weights=True) (core, not merged yet)",
-)
-
 K = 5  # classes: small, so the matrices are cheap but not trivially symmetric
 H, W = 6, 7
 THETA_ALPHA, THETA_BETA, THETA_GAMMA = 160.0, 3.0, 3.0
