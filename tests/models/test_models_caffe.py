@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from caffemodel_writer import messages, write_caffemodel
 
+from caffemodel_writer import messages, write_caffemodel
 from deepcrf.models import caffe
 from deepcrf.models.caffe import CaffeModelError, iter_caffemodel, read_caffemodel
 
@@ -168,3 +168,21 @@ def test_duplicate_weighted_names(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nope\.caffemodel"):
         read_caffemodel(tmp_path / "nope.caffemodel")
+
+
+def _owner(array: np.ndarray):
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    base = array.base
+    return base.obj if isinstance(base, memoryview) else base
+
+
+def test_packed_blobs_are_views_into_one_buffer_per_layer(tmp_path):
+    layers = _layers()
+    path = write_caffemodel(tmp_path / "m.caffemodel", layers)
+    size = path.stat().st_size
+    read = read_caffemodel(path)
+    for name, blobs in read.items():
+        owners = {id(_owner(b)) for b in blobs}
+        assert len(owners) == 1, name  # no copy per blob: one buffer, the layer message
+        assert len(_owner(blobs[0])) < size  # ... not the whole file
