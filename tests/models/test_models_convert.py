@@ -258,3 +258,35 @@ def test_vgg16_init_as_backbone_weights(tmp_path, rng):
     assert torch.equal(model.fc8.weight, fc8)
     with pytest.raises(ValueError, match=r"fc6\.weight: model"):
         load_imagenet_vgg16(build("deeplab_7x7", 4, width=WIDTH), out)
+
+
+def test_fcn8s_crop_offsets_follow_from_caffe_geometry():
+    """Caffe's Crop offsets, derived from coordinate maps (in = s·out + (k-1)/2 - p for a
+    convolution or pooling, out = (in - (k-1)/2 + p) / s for a deconvolution) of the
+    reference net's layers, are the 5 / 9 / 31 that deepcrf's FCN8s (and the test above) use."""
+    from deepcrf.models.fcn import OFFSET_OUT, OFFSET_POOL3, OFFSET_POOL4, PAD
+
+    def conv(k, s=1, p=0):  # a map x_out -> x_in as (scale, shift)
+        return (s, (k - 1) / 2 - p)
+
+    def deconv(k, s):
+        return (1 / s, -(k - 1) / 2 / s)
+
+    def chain(*maps):  # data coordinate of a blob coordinate, through maps listed data-first
+        a, b = 1.0, 0.0
+        for s, t in maps:
+            a, b = a * s, a * t + b
+        return a, b
+
+    trunk = [conv(3, p=PAD)] + [conv(2, 2)] * 3
+    pool3 = chain(*trunk)
+    pool4 = chain(*trunk, conv(2, 2))
+    score = chain(*trunk, conv(2, 2), conv(2, 2), conv(7))  # pool5, fc6 (fc7 / score 1x1)
+    up2 = chain(*trunk, conv(2, 2), conv(2, 2), conv(7), deconv(4, 2))
+    up4 = chain(*trunk, conv(2, 2), conv(2, 2), conv(7), deconv(4, 2), deconv(4, 2))
+    up8 = chain(*trunk, conv(2, 2), conv(2, 2), conv(7), deconv(4, 2), deconv(4, 2),
+                deconv(16, 8))  # fmt: skip
+    assert score[0] == 32 and up2[0] == pool4[0] == 16 and up4[0] == pool3[0] == 8
+    assert (up2[1] - pool4[1]) / pool4[0] == OFFSET_POOL4 == 5
+    assert (up4[1] - pool3[1]) / pool3[0] == OFFSET_POOL3 == 9
+    assert up8[0] == 1 and -up8[1] == OFFSET_OUT == 31
