@@ -25,11 +25,13 @@ Built models carry ``model.config`` (name, num_classes, options) so ``io.save_mo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 from torch import nn
+
+from deepcrf.contextual import RELATIONS, ContextualCRF
 
 from .crfasrnn import CRFasRNN
 from .deeplab import VARIANTS, build_deeplab
@@ -81,9 +83,33 @@ def build(name: str, num_classes: int | None = None, **options: Any) -> nn.Modul
     return model
 
 
+def build_contextual_crf(
+    num_classes: int,
+    width: float = 1.0,
+    relations: Sequence[str] | None = None,
+    shared_featmap: bool = False,
+    featmap_options: dict[str, Any] | None = None,
+    **options: Any,
+) -> ContextualCRF:
+    """Lin et al.'s contextual deep CRF from the zoo: a FeatMap-Net per potential type (or
+    one shared), Unary-Net and Pairwise-Nets of the given ``width``; ``options`` go to
+    ``deepcrf.contextual.ContextualCRF`` (box, grid, iterations, ...)."""
+    relations = tuple(RELATIONS if relations is None else relations)
+    count = 1 if shared_featmap else 1 + len(relations)
+    featmaps = [build("featmap_net", width=width, **(featmap_options or {})) for _ in range(count)]
+    c = featmaps[0].out_channels
+    unary = build("unary_net", num_classes=num_classes, in_channels=c, width=width)
+    pairwise = [
+        build("pairwise_net", num_classes=num_classes, in_channels=2 * c, width=width)
+        for _ in relations
+    ]
+    return ContextualCRF(featmaps, unary, pairwise, num_classes, relations, **options)
+
+
 __all__ = [
     "MODELS",
     "build",
+    "build_contextual_crf",
     "list_models",
     "load_imagenet_vgg16",
     "load_model",
