@@ -252,7 +252,9 @@ def apply(
                 if target is None:
                     continue
                 dest = target.view(state[target.param])
-                value = _as_tensor(blob).to(dest.dtype).reshape(dest.shape) * target.scale
+                value = _as_tensor(blob).to(dest.dtype).reshape(dest.shape)  # a view if float32
+                if target.scale != 1.0:
+                    value = value * target.scale
                 if target.add:
                     dest.add_(value)
                 else:
