@@ -40,7 +40,9 @@ def assert_converted(model, layers, expected):
     return [name for name, _ in layers if name not in used]
 
 
-@pytest.mark.parametrize("fmt", [{"v1": True}, {}, {"v1": True, "packed": False}])
+@pytest.mark.parametrize(
+    "fmt", [{"v1": True}, {}, {"v1": True, "packed": False}, {"double": True, "packed": False}]
+)
 def test_deeplab_largefov(tmp_path, rng, fmt):
     layers = deeplab_largefov(rng)
     path = write_caffemodel(tmp_path / "train2_iter_8000.caffemodel", layers, **fmt)
