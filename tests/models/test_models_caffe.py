@@ -186,3 +186,36 @@ def test_packed_blobs_are_views_into_one_buffer_per_layer(tmp_path):
         owners = {id(_owner(b)) for b in blobs}
         assert len(owners) == 1, name  # no copy per blob: one buffer, the layer message
         assert len(_owner(blobs[0])) < size  # ... not the whole file
+
+
+@pytest.mark.parametrize("tail", [b"\x2d\x00\x00", b"\x41\x00\x00\x00\x00", b"\x2d"])
+def test_unpacked_value_cut_inside_its_message(tmp_path, tail):
+    """A float / double tag whose value runs past the blob message (not the file): an error."""
+    m = messages()
+    net = m.NetParameter()
+    blob = bytes([0x08, 0x01]) + tail  # num = 1, then the cut value
+    layer = bytes([0x0A, 0x01]) + b"x" + bytes([0x3A, len(blob)]) + blob  # name, blobs
+    data = bytes([0xA2, 0x06, len(layer)]) + layer  # NetParameter.layer (field 100)
+    path = tmp_path / "cut.caffemodel"
+    path.write_bytes(net.SerializeToString() + data)
+    with pytest.raises(CaffeModelError, match="truncated unpacked value"):
+        read_caffemodel(path)
+
+
+def test_mutated_files_parse_or_fail_cleanly(tmp_path):
+    """Random byte changes and cuts: a clean result or a CaffeModelError, nothing else."""
+    rng = np.random.default_rng(7)
+    path = write_caffemodel(tmp_path / "m.caffemodel", _layers(), v1=True, packed=False)
+    data = path.read_bytes()
+    mutated = tmp_path / "mutated.caffemodel"
+    for _ in range(150):
+        d = bytearray(data)
+        for _ in range(int(rng.integers(1, 4))):
+            d[int(rng.integers(len(d)))] = int(rng.integers(256))
+        if rng.random() < 0.3:
+            d = d[: int(rng.integers(len(d)))]
+        mutated.write_bytes(bytes(d))
+        try:
+            read_caffemodel(mutated)
+        except CaffeModelError:
+            pass

@@ -23,6 +23,7 @@ advances, so it never hangs.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections import OrderedDict
@@ -151,6 +152,8 @@ def _unpacked_run(
     tags = np.frombuffer(buf, np.uint8, count=available * stride, offset=pos)[::stride]
     mismatch = np.flatnonzero(tags != tag)
     count = int(mismatch[0]) if mismatch.size else available
+    if count == 0:  # the tag is there but its value runs past the message
+        raise _Bad("truncated unpacked value", pos)
     records = np.frombuffer(
         buf, np.dtype([("tag", "u1"), ("value", dtype)]), count=count, offset=pos
     )
@@ -202,7 +205,7 @@ def _blob(buf, start: int, end: int) -> np.ndarray:
         shape = tuple(dims)
     else:
         shape = (data.size,)
-    if int(np.prod(shape, dtype=np.int64)) != data.size:
+    if math.prod(shape) != data.size:  # Python ints: no overflow on garbage dims
         raise _Bad(f"blob shape {shape} does not match its {data.size} values", start)
     return data.reshape(shape)
 
