@@ -4,17 +4,17 @@ One function per ``deepcrf convert --arch``; each takes the source's layer shape
 blob shapes, file order) and the class count, and returns the deepcrf model to fill, its rules
 and the input convention to record (``model.config["normalize"]``).
 
-=====================  ==========================================  ==========================
-arch                   source                                      deepcrf model
-=====================  ==========================================  ==========================
-deeplab_largefov       DeepLab-LargeFOV caffemodel                 deeplab_largefov (pool5a)
-deeplab                any DeepLab v1 caffemodel (fc6 7x7/4x4/3x3)  deeplab_7x7 / deeplab / ...
-deeplab_msc_largefov   DeepLab-MSc-LargeFOV caffemodel             deeplab_msc_largefov
-vgg16_init             vgg16_20M / vgg16_128 (ImageNet init)       deeplab_* by fc6, fc8 random
-fcn8s                  FCN-8s caffemodel (either naming)           fcn8s
-crfasrnn               TVG_CRFRNN_COCO_VOC.caffemodel              crfasrnn (full CRF weights)
-crfasrnn_pytorch       crfasrnn_pytorch's crfasrnn_weights.pth     crfasrnn
-=====================  ==========================================  ==========================
+====================  ===========================================  ============================
+arch                  source                                       deepcrf model
+====================  ===========================================  ============================
+deeplab_largefov      DeepLab-LargeFOV caffemodel                  deeplab_largefov (pool5a)
+deeplab               any DeepLab v1 caffemodel (fc6 7x7/4x4/3x3)  deeplab_7x7 / deeplab / ...
+deeplab_msc_largefov  DeepLab-MSc-LargeFOV caffemodel              deeplab_msc_largefov
+vgg16_init            vgg16_20M / vgg16_128 (ImageNet init)        deeplab_* by fc6, fc8 random
+fcn8s                 FCN-8s caffemodel (either naming)            fcn8s
+crfasrnn              TVG_CRFRNN_COCO_VOC.caffemodel               crfasrnn (full CRF weights)
+crfasrnn_pytorch      crfasrnn_pytorch's crfasrnn_weights.pth      crfasrnn
+====================  ===========================================  ============================
 
 Conventions carried over:
 
@@ -24,8 +24,9 @@ Conventions carried over:
   summed with fc8's; deepcrf concatenates the 5 x 128 branch features to fc7's and applies
   one fc8, so each branch classifier becomes a column block of fc8 and all biases add up.
   The branch layers are recognised by shape (their 3x3 layer's input channels say which
-  source they read: image 3, pool1 64, pool2 128, pool3 256, pool4 512) and file order, and
-  the report prints the mapping.
+  source they read: image 3, pool1 64, pool2 128, pool3 256, pool4 512) and file order, not
+  by name (the release's branch names are not part of the documented layout), and the report
+  prints the mapping.
 * CRF-as-RNN (Caffe ``MultiStageMeanfield``): output = unary - C·(W_s·S(Q) + W_b·B(Q)) with
   full (L, L) kernel weights and C initialised to -I, each kernel normalised after filtering
   (1/(K·1)). deepcrf's DenseCRF computes logits = unary - mu·(sum_k W_k K_k Q) with the same
