@@ -292,3 +292,18 @@ def test_fcn8s_crop_offsets_follow_from_caffe_geometry():
     assert (up2[1] - pool4[1]) / pool4[0] == OFFSET_POOL4 == 5
     assert (up4[1] - pool3[1]) / pool3[0] == OFFSET_POOL3 == 9
     assert up8[0] == 1 and -up8[1] == OFFSET_OUT == 31
+
+
+def test_deeplab_msc_with_a_4x4_fc6(tmp_path, rng):
+    layers = [*vgg(rng),
+              ("fc6", [rand(rng, c(4096), c(512), 4, 4), rand(rng, c(4096))]),
+              ("fc7", [rand(rng, c(4096), c(4096), 1, 1), rand(rng, c(4096))]),
+              ("fc8_voc12", [rand(rng, 21, c(4096), 1, 1), rand(rng, 21)])]  # fmt: skip
+    for i, cin in enumerate([3, c(64), c(128), c(256), c(512)]):
+        layers += [(f"b{i}a", [rand(rng, c(128), cin, 3, 3), rand(rng, c(128))]),
+                   (f"b{i}b", [rand(rng, c(128), c(128), 1, 1), rand(rng, c(128))]),
+                   (f"b{i}c", [rand(rng, 21, c(128), 1, 1), rand(rng, 21)])]  # fmt: skip
+    path = write_caffemodel(tmp_path / "msc.caffemodel", layers)
+    model, _ = convert(path, "deeplab_msc_largefov")
+    assert model.config["name"] == "deeplab_msc" and model.pool5a is None
+    torch.testing.assert_close(model.msc_branches[3][2].weight, torch.from_numpy(layers[-5][1][0]))

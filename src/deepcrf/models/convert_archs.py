@@ -9,7 +9,7 @@ arch                  source                                       deepcrf model
 ====================  ===========================================  ============================
 deeplab_largefov      DeepLab-LargeFOV caffemodel                  deeplab_largefov (pool5a)
 deeplab               any DeepLab v1 caffemodel (fc6 7x7/4x4/3x3)  deeplab_7x7 / deeplab / ...
-deeplab_msc_largefov  DeepLab-MSc-LargeFOV caffemodel              deeplab_msc_largefov
+deeplab_msc_largefov  DeepLab-MSc(-LargeFOV) caffemodel           deeplab_msc_* by fc6
 vgg16_init            vgg16_20M / vgg16_128 (ImageNet init)        deeplab_* by fc6, fc8 random
 fcn8s                 FCN-8s caffemodel (either naming)            fcn8s
 crfasrnn              TVG_CRFRNN_COCO_VOC.caffemodel               crfasrnn (full CRF weights)
@@ -229,8 +229,12 @@ def _msc_branch_layers(
 
 
 def deeplab_msc_largefov(shapes: Shapes, num_classes: int, width: float = 1.0) -> ArchPlan:
-    """DeepLab-MSc-LargeFOV: the LargeFOV trunk plus five MLP branches folded into fc8."""
-    model = _deeplab_model("deeplab_largefov", num_classes, width, msc=True)
+    """DeepLab-MSc-LargeFOV: the LargeFOV trunk plus five MLP branches folded into fc8.
+
+    A DeepLab-MSc file with another fc6 (4x4, 7x7) gives the matching ``deeplab_msc*`` model.
+    """
+    variant = deeplab_variant(shapes, "deeplab_largefov", width)
+    model = _deeplab_model(variant, num_classes, width, msc=True)
     fc = model.fc7.out_channels
     classifier = _classifier_name(shapes)
     rules = [
