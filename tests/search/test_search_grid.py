@@ -38,11 +38,11 @@ def test_bad_grids_are_refused_with_reasons():
         validate_grid({})
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) w1.*valid: iterations"):
         validate_grid({"w1": [3, 4]})
-    with pytest.raises(ValueError, match="bilateral_sxy.*> 0"):
+    with pytest.raises(ValueError, match=r"bilateral_sxy.*> 0"):
         validate_grid({"bilateral_sxy": [40, 0]})
-    with pytest.raises(ValueError, match="bilateral_srgb.*> 0"):
+    with pytest.raises(ValueError, match=r"bilateral_srgb.*> 0"):
         validate_grid({"bilateral_srgb": [-3]})
-    with pytest.raises(ValueError, match="iterations.*>= 0"):
+    with pytest.raises(ValueError, match=r"iterations.*>= 0"):
         validate_grid({"iterations": [-1]})
     with pytest.raises(ValueError, match="bilateral_compat has an empty list"):
         validate_grid({"bilateral_compat": []})

@@ -21,8 +21,9 @@ def _planted_samples(make_samples):
     """Ground truth = the refined prediction of a known parameter point: that point scores
     mIoU 1 and every other point less."""
     samples = make_samples(4, size=(28, 36), seed=5)
-    params = dict(iterations=10, gaussian_sxy=3.0, gaussian_compat=3.0, bilateral_sxy=40.0,
-                  **PLANTED)
+    params = dict(
+        iterations=10, gaussian_sxy=3.0, gaussian_compat=3.0, bilateral_sxy=40.0, **PLANTED
+    )
     return [
         replace(s, label=refine(s.probs, s.image, **params).argmax(0).astype(np.int64))
         for s in samples
@@ -102,10 +103,10 @@ def test_a_results_file_from_another_search_is_refused(make_samples, tmp_path):
     samples = make_samples(2, size=(16, 20), seed=1)
     path = tmp_path / "r.jsonl"
     grid_search(samples, {"bilateral_compat": [3.0]}, results_file=path)
-    with pytest.raises(ValueError, match="different search.*grid"):
+    with pytest.raises(ValueError, match=r"different search.*grid"):
         grid_search(samples, {"bilateral_compat": [4.0]}, results_file=path)
     other = make_samples(2, size=(16, 20), seed=2)
-    with pytest.raises(ValueError, match="different search.*data"):
+    with pytest.raises(ValueError, match=r"different search.*data"):
         grid_search(other, {"bilateral_compat": [3.0]}, results_file=path)
     foreign = tmp_path / "notes.jsonl"
     foreign.write_text('{"hello": 1}\n')
@@ -118,10 +119,10 @@ def test_bad_inputs(make_samples):
     [s] = make_samples(1, size=(16, 20))
     with pytest.raises(ValueError, match="empty"):
         grid_search([s], {})
-    with pytest.raises(ValueError, match="unknown parameter.*valid"):
+    with pytest.raises(ValueError, match=r"unknown parameter.*valid"):
         grid_search([s], {"sigma": [1]})
     wrong = Sample("cat", s.image, s.probs[:, :15], s.label)
-    with pytest.raises(ValueError, match="cat.*sizes must match"):
+    with pytest.raises(ValueError, match=r"cat.*sizes must match"):
         grid_search([wrong], {"bilateral_compat": [3.0]})
     with pytest.raises(ValueError, match="no images"):
         grid_search([], {"bilateral_compat": [3.0]})

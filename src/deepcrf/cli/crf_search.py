@@ -79,11 +79,12 @@ def run(args: argparse.Namespace) -> int:
     from deepcrf.search import take_first
 
     _check_args(args)
+    grid = _grid_arg(args) if args.method == "grid" else None  # a bad grid fails first
     args.out.parent.mkdir(parents=True, exist_ok=True)
     samples = take_first(_samples(args), args.num_images)
     progress = None if args.quiet else _tqdm_factory()
     if args.method == "grid":
-        result = _grid(args, samples, progress)
+        result = _grid(args, grid, samples, progress)
     else:
         result = _fit(args, samples, progress)
     from deepcrf.fileio import atomic_write_text
@@ -144,10 +145,15 @@ def _model_source(args: argparse.Namespace, cache: Path) -> list:
 model_probabilities: ProbabilitySource = _model_source
 
 
-def _grid(args: argparse.Namespace, samples: list, progress) -> dict:
-    from deepcrf.search import COARSE_TO_FINE, grid_search, load_grid
+def _grid_arg(args: argparse.Namespace):
+    from deepcrf.search import COARSE_TO_FINE, load_grid
 
-    grid = COARSE_TO_FINE if args.grid == COARSE_TO_FINE else load_grid(args.grid)
+    return COARSE_TO_FINE if args.grid == COARSE_TO_FINE else load_grid(args.grid)
+
+
+def _grid(args: argparse.Namespace, grid, samples: list, progress) -> dict:
+    from deepcrf.search import grid_search
+
     result = grid_search(
         samples,
         grid,

@@ -179,7 +179,8 @@ def run_demo(args: argparse.Namespace) -> int:
         f"  pixels changed  {int(changed.sum())} of {changed.size}: "
         f"{fixed} corrected, {broken} broken"
     )
-    print(f"  CRF time        {elapsed * 1e3:.0f} ms ({crf_options(args)['iterations']} mean-field iterations)")
+    iterations = crf_options(args)["iterations"]
+    print(f"  CRF time        {elapsed * 1e3:.0f} ms ({iterations} mean-field iterations)")
     out = args.out or Path(DEMO_DIR)
     out.mkdir(parents=True, exist_ok=True)
     row = [

@@ -59,7 +59,7 @@ def score_params(
     cm = ConfusionMatrix(num_classes, ignore_index)
     for s in samples:
         x = load_sample(s)
-        q = refine(np.asarray(x.probs, np.float32), x.image, **params)
+        q = refine(np.array(x.probs, np.float32), x.image, **params)
         cm.update(q.argmax(0), x.label, name=s.name)
     return cm.scores()
 
@@ -131,7 +131,7 @@ def fit(
         crf.train()
         for step in range(1, steps + 1):
             x = load_sample(samples[int(order[(step - 1) % len(samples)])])
-            unary = unary_from_probs(torch.from_numpy(np.asarray(x.probs, np.float32)))[None]
+            unary = unary_from_probs(torch.from_numpy(np.array(x.probs, np.float32)))[None]
             image = torch.from_numpy(np.ascontiguousarray(x.image)).permute(2, 0, 1)[None]
             target = torch.from_numpy(np.asarray(x.label, np.int64))[None]
             logits = crf(unary, image.float())
@@ -143,7 +143,7 @@ def fit(
             with torch.no_grad():
                 if crf.compat is None and crf.kernel_weights.shape[1] == 1:
                     crf.kernel_weights.clamp_(min=0.0)  # Potts weights stay attractive
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if bar is not None:
                 bar.update(1)
             if step % eval_every == 0 or step == steps:
