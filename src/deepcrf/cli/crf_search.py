@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from deepcrf.parallel import available_cpus
+from deepcrf.search.samples import folder_samples
 
 #: How the --model form gets its probabilities: (args, cache folder) -> list of SampleFiles.
 ProbabilitySource = Callable[[argparse.Namespace, Path], list]
@@ -42,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--model", type=Path, help="trained deepcrf run folder")
     src.add_argument("--data-root", type=Path, help="dataset root for --model")
     src.add_argument("--split", default="val", help="dataset split for --model (default: val)")
+    src.add_argument(
+        "--dataset",
+        default="voc",
+        help="layout of --data-root for --model: voc, cityscapes, folder, synthetic",
+    )
+    src.add_argument("--device", default="cpu", help="torch device that runs --model")
     src.add_argument("--images", type=Path, help="folder of photos")
     src.add_argument("--probs", type=Path, help="folder of .npy (L, H, W) probabilities")
     src.add_argument("--labels", type=Path, help="folder of ground-truth label PNGs")
@@ -103,7 +110,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.model is not None:
         if any(f is not None for f in folders):
             raise ValueError("--model: use either --model or --images/--probs/--labels, not both")
-        if args.data_root is None:
+        if args.data_root is None and args.dataset != "synthetic":
             raise ValueError("--data-root: required with --model")
     elif any(f is None for f in folders):
         raise ValueError("--images, --probs and --labels are all required (or --model RUN)")
@@ -121,8 +128,6 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _samples(args: argparse.Namespace) -> list:
-    from deepcrf.search import folder_samples
-
     if args.model is None:
         return folder_samples(args.images, args.probs, args.labels)
     cache = args.out.with_name(args.out.stem + ".probs")
@@ -130,16 +135,66 @@ def _samples(args: argparse.Namespace) -> list:
 
 
 def _model_source(args: argparse.Namespace, cache: Path) -> list:
-    """The --model form: the model's probabilities on the split, computed once into
-    ``cache`` (reused when the search is resumed)."""
+    """The --model form: the model's probabilities on the first ``--num-images`` images of
+    the split, computed once into ``cache`` (photos, .npy, label PNGs; a resumed search
+    reuses the files already there), then read like the folder form."""
     try:
-        from deepcrf.recipes import model_probabilities as compute  # type: ignore[attr-defined]
+        from deepcrf.recipes.config import DataConfig
+        from deepcrf.recipes.data import build_dataset
+        from deepcrf.recipes.predict import iterate_dataset, load_run, model_probabilities
     except ImportError:
         raise ValueError(
-            "--model: this installation cannot run deepcrf models for a search yet; save the "
-            "model's probabilities (.npy) and use --images/--probs/--labels"
+            "--model: this installation cannot run deepcrf models yet; save the model's "
+            "probabilities (.npy) and use --images/--probs/--labels"
         ) from None
-    return compute(args, cache)
+    import numpy as np
+    from PIL import Image
+
+    from deepcrf.fileio import atomic_write, remove_stale_temps
+    from deepcrf.viz import save_label_png
+
+    loaded = load_run(args.model, args.device)
+    data = DataConfig(
+        dataset=args.dataset,
+        root=str(args.data_root) if args.data_root is not None else None,
+        val_split=args.split,
+    )
+    mode = loaded.model.config.get("normalize", "imagenet")
+    dataset = build_dataset(data, args.split, loaded.num_classes, False, mode)
+    count = min(len(dataset), args.num_images or len(dataset))
+    folders = {k: cache / k for k in ("images", "probs", "labels")}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(folder)
+    done = {p.stem for p in folders["probs"].glob("*.npy")}
+    todo = [i for i in range(count) if _item_name(dataset, i) not in done]
+    items = iterate_dataset(dataset, todo)
+    if not args.quiet and todo:
+        from tqdm import tqdm
+
+        items = tqdm(items, total=len(todo), desc="crf-search probabilities", unit="img")
+    for name, raw, label in items:
+        if label is None:
+            raise ValueError(f"--split {args.split}: image {name} has no ground-truth labels")
+        probs = model_probabilities(loaded.model, raw)
+        atomic_write(folders["images"] / f"{name}.png", lambda t, r=raw: Image.fromarray(r).save(t))
+        lab = np.asarray(label).astype(np.uint8)
+        atomic_write(folders["labels"] / f"{name}.png", lambda t, x=lab: save_label_png(t, x))
+        atomic_write(folders["probs"] / f"{name}.npy", lambda t, q=probs: np.save(t, q))
+    samples = folder_samples(folders["images"], folders["probs"], folders["labels"])
+    wanted = [_item_name(dataset, i) for i in range(count)]
+    by_name = {s.name: s for s in samples}
+    return [by_name[n] for n in wanted]
+
+
+def _item_name(dataset, index: int) -> str:
+    """The name of item ``index`` without loading it where the dataset can tell."""
+    names = getattr(dataset, "names", None)
+    if isinstance(names, list):
+        return str(names[index])
+    if callable(getattr(dataset, "name", None)):
+        return str(dataset.name(index))
+    return str(dataset[index]["name"])
 
 
 model_probabilities: ProbabilitySource = _model_source

@@ -96,7 +96,7 @@ def fit(
     lr: float = 0.05,
     per_class_weights: bool = False,
     learn_compat: bool = False,
-    eval_every: int = 20,
+    eval_every: int = 10,
     seed: int = 0,
     ignore_index: int = 255,
     progress: Callable[[str, int], Any] | None = None,
