@@ -131,3 +131,45 @@ def test_bad_inputs_name_the_problem(folders, capsys):
     (folders / "bad.json").write_text('{"w1": [3]}')
     assert main(_args(folders, "--grid", str(folders / "bad.json"), "--out", out)) == 1
     assert "valid: iterations" in capsys.readouterr().err
+
+
+def test_model_form_computes_probabilities_once(tmp_path):
+    pytest.importorskip("deepcrf.recipes.predict")
+    pytest.importorskip("safetensors")
+    from deepcrf.models import build, save_safetensors
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch_model = build("deeplab_largefov", 7, width=0.0625)
+    save_safetensors(torch_model, run / "model.safetensors")
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"bilateral_compat": [3, 5]}))
+    out = tmp_path / "search.json"
+    argv = [
+        "crf-search",
+        "--model",
+        str(run),
+        "--dataset",
+        "synthetic",
+        "--split",
+        "val",
+        "--num-images",
+        "2",
+        "--grid",
+        str(grid),
+        "--jobs",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["num_images"] == 2 and len(result["results"]) == 2
+    cache = tmp_path / "search.probs"
+    probs = sorted((cache / "probs").glob("*.npy"))
+    assert len(probs) == 2 and np.load(probs[0]).shape[0] == 7
+    stamps = [p.stat().st_mtime_ns for p in probs]
+    assert main(argv) == 0  # resumed: the probabilities are not recomputed
+    assert [p.stat().st_mtime_ns for p in probs] == stamps
+    assert json.loads(out.read_text()) == result
