@@ -137,3 +137,10 @@ def test_selection_prefers_robust_points_within_tolerance():
     ]
     assert select_best(rows, axes, tolerance=1e-3)["params"]["bilateral_compat"] == 4.0
     assert select_best(rows, axes, tolerance=0.0)["params"]["bilateral_compat"] == 2.0
+
+
+def test_logits_instead_of_probabilities_are_refused(make_samples):
+    [s] = make_samples(1, size=(16, 20))
+    logits = Sample("logits", s.image, np.log(s.probs) + 3.0, s.label)
+    with pytest.raises(ValueError, match="not hold probabilities"):
+        grid_search([logits], {"bilateral_compat": [3.0]})

@@ -110,7 +110,8 @@ def fit(
         raise ValueError(f"eval_every: expected an integer >= 1, got {eval_every!r}")
     num_classes = check_samples(samples, ignore_index)
     threads = torch.get_num_threads()
-    bar = progress("fit", steps + len(PRESETS)) if progress is not None else None
+    total = steps + (len(PRESETS) if init is None else 0)
+    bar = progress("fit", total) if progress is not None else None
     try:
         if init is None:
             start_name, start, start_scores = _best_preset(samples, num_classes, ignore_index, bar)

@@ -107,7 +107,8 @@ def grid_search(
         raise ValueError(f"tolerance: expected a number in [0, 1), got {tolerance!r}")
     num_classes = check_samples(samples, ignore_index)
     search = {
-        "grid": grid if isinstance(grid, str) else stages[0][1],
+        "protocol": COARSE_TO_FINE if grid == COARSE_TO_FINE else "grid",
+        "grid": stages[0][1],
         "base": base.to_dict(),
         "images": [s.name for s in samples],
         "data": fingerprint(samples),

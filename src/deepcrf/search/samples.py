@@ -144,6 +144,15 @@ def check_samples(samples: Sequence[Sample | SampleFiles], ignore_index: int = 2
             raise ValueError(
                 f"probs: {where} has {x.probs.shape[0]} classes, earlier files {num_classes}"
             )
+        sums = np.asarray(x.probs, np.float32).sum(0)
+        if not np.all(np.isfinite(sums)) or np.abs(sums - 1).max() > 1e-3:
+            raise ValueError(
+                f"probs: {where} does not hold probabilities (sums over the classes range "
+                f"{np.nanmin(sums):.4g}..{np.nanmax(sums):.4g}, expected 1); save softmax "
+                "outputs, not logits"
+            )
+        if np.asarray(x.probs).min() < 0:
+            raise ValueError(f"probs: {where} has negative values; expected probabilities")
         bad = (x.label != ignore_index) & ((x.label < 0) | (x.label >= num_classes))
         if bad.any():
             values = np.unique(x.label[bad])[:10].tolist()
