@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS: list[str] = ["refine", "eval", "data", "convert"]
+COMMANDS: list[str] = ["refine", "eval", "data", "convert", "crf-search"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepcrf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"deepcrf.cli.{name}").register(sub)
+        importlib.import_module(f"deepcrf.cli.{name.replace('-', '_')}").register(sub)
     return parser
 
 
