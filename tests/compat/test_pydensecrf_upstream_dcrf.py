@@ -63,9 +63,7 @@ def test_compact_wrong_is_accepted_and_computed_correctly():
     for compat in (np.array([1.0, 2.0]), np.array([1.0, 2.0], np.float32)):
         d = dcrf.DenseCRF2D(10, 10, 2)
         d.setUnaryEnergy(-np.log(_get_simple_unary()).astype(np.float32))
-        d.addPairwiseBilateral(
-            sxy=(3, 3), srgb=(3, 3, 3), rgbim=_get_simple_img(), compat=compat
-        )
+        d.addPairwiseBilateral(sxy=(3, 3), srgb=(3, 3, 3), rgbim=_get_simple_img(), compat=compat)
         results.append(np.array(d.inference(2)))
     np.testing.assert_array_equal(results[0], results[1])
     with pytest.raises(ValueError):  # a compatibility of the wrong size is still refused

@@ -62,7 +62,9 @@ def _checked(arr, ndim: int) -> np.ndarray:
         raise TypeError("Argument 'arr' must not be None")
     data = np.asarray(arr)
     if data.ndim != ndim:
-        raise ValueError(f"Buffer has wrong number of dimensions (expected {ndim}, got {data.ndim})")
+        raise ValueError(
+            f"Buffer has wrong number of dimensions (expected {ndim}, got {data.ndim})"
+        )
     if data.dtype != np.float32:
         raise ValueError(f"Buffer dtype mismatch, expected 'float' but got {data.dtype}")
     return data
