@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,6 @@ from tqdm import tqdm
 from deepcrf.dense import refine, refine_labels
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp"}
-DEMO_DIR = "refine-demo"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -155,47 +153,11 @@ def run_folder(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Refine an embedded synthetic scene and report what the CRF changed."""
-    from deepcrf.data import SyntheticScenes, coarse_probabilities
-    from deepcrf.metrics import ConfusionMatrix
-    from deepcrf.viz import colorize
+    """The main job: refine the embedded sample and explain what the CRF did."""
+    from deepcrf.cli.demo import run_demo as demo
+    from deepcrf.params import CRFParams
 
-    scenes = SyntheticScenes(1, size=(240, 320), seed=0)
-    image, label = scenes.generate(0)
-    k = scenes.num_classes
-    probs = coarse_probabilities(label, k, stride=8, noise=1.0, seed=0)
-    start = time.perf_counter()
-    refined = refine(probs, image, **crf_options(args))
-    elapsed = time.perf_counter() - start
-    before, after = probs.argmax(0), refined.argmax(0)
-    scores = [ConfusionMatrix(k).update(p, label).scores() for p in (before, after)]
-    changed = before != after
-    fixed = int((changed & (after == label)).sum())
-    broken = int((changed & (before == label)).sum())
-    print(
-        "deepcrf refine: embedded sample (synthetic 320x240 scene, coarse stride-8 probabilities)"
-    )
-    print(
-        f"  pixel accuracy  before {scores[0]['pixel_acc']:6.2%}   "
-        f"after {scores[1]['pixel_acc']:6.2%}"
-    )
-    print(f"  mean IoU        before {scores[0]['miou']:6.2%}   after {scores[1]['miou']:6.2%}")
-    print(
-        f"  pixels changed  {int(changed.sum())} of {changed.size}: "
-        f"{fixed} corrected, {broken} broken"
-    )
-    print(f"  CRF time        {elapsed * 1e3:.0f} ms ({args.iterations} mean-field iterations)")
-    out = args.out or Path(DEMO_DIR)
-    out.mkdir(parents=True, exist_ok=True)
-    row = [
-        image,
-        np.asarray(colorize(before).convert("RGB")),
-        np.asarray(colorize(after).convert("RGB")),
-    ]
-    from PIL import Image
-
-    Image.fromarray(np.concatenate(row, axis=1)).save(out / "comparison.png")
-    print(f"  wrote {out / 'comparison.png'} (image | coarse | refined)")
+    demo(CRFParams.from_dict(crf_options(args)), args.out, args.device)
     return 0
 
 
