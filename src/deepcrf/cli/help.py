@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 import re
+import textwrap
 from collections.abc import Callable, Iterator
 from importlib import metadata
 
@@ -50,7 +51,19 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
 
     def _format_text(self, text: str) -> str:
-        return super()._format_text(plain_text(text))
+        """Paragraphs of prose are re-wrapped to the terminal; indented blocks and lists
+        (a line starting with a space, ``*`` or ``-``) keep their lines."""
+        text = plain_text(text % {"prog": self._prog} if "%(prog)" in text else text)
+        width = max(self._width - self._current_indent, 11)
+        paragraphs = []
+        for block in text.strip("\n").split("\n\n"):
+            lines = block.splitlines()
+            if any(line[:1] in (" ", "*", "-", "\t") for line in lines):
+                paragraphs.append(block)
+            else:
+                paragraphs.append(textwrap.fill(" ".join(lines), width))
+        indent = " " * self._current_indent
+        return textwrap.indent("\n\n".join(paragraphs), indent) + "\n\n"
 
     def _expand_help(self, action: argparse.Action) -> str:
         return plain_text(super()._expand_help(action))
