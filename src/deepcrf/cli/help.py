@@ -13,7 +13,6 @@ import functools
 import re
 import textwrap
 from collections.abc import Callable, Iterator
-from importlib import metadata
 
 __all__ = ["HelpFormatter", "Parser", "cli_flavoured", "plain_text", "translate_errors", "version"]
 
@@ -28,11 +27,10 @@ def plain_text(text: str) -> str:
 
 
 def version() -> str:
-    """The installed deepcrf version (``unknown`` when run from an uninstalled tree)."""
-    try:
-        return metadata.version("deepcrf")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    """deepcrf's version (``deepcrf.__version__``, the one pyproject.toml declares)."""
+    from deepcrf import __version__
+
+    return __version__
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
