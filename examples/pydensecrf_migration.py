@@ -6,6 +6,7 @@ IMAGE is a photo, ANNO a colour-coded rough annotation of it (full black = unkno
 refined annotation. With pydensecrf's own example images (im1.png, anno1.png, ...) the outputs
 are those its repository ships (tests/compat/test_pydensecrf_upstream_examples.py checks it).
 The original reads and writes images with OpenCV or scikit-image; this copy uses Pillow.
+Adapted from pydensecrf's examples/inference.py (MIT licence, (c) 2015 Lucas Beyer).
 """
 
 import sys
