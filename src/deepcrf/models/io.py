@@ -233,8 +233,17 @@ def load_safetensors(model: nn.Module, path: str | Path, strict: bool = True) ->
     return model
 
 
+#: Keys of ``model.config`` that describe how to use the model, not constructor options:
+#: ``normalize`` is the input convention (a mode of ``deepcrf.data.transforms.normalize``).
+RECORDED_KEYS = ("normalize",)
+
+
 def load_model(path: str | Path, device: str | torch.device | None = None) -> nn.Module:
-    """Rebuild the model saved by ``save_safetensors`` from its stored config, then load it."""
+    """Rebuild the model saved by ``save_safetensors`` from its stored config, then load it.
+
+    Config keys in ``RECORDED_KEYS`` (e.g. ``normalize``) are kept in ``model.config``
+    without being passed to the constructor.
+    """
     from . import build
 
     path = Path(path)
@@ -245,7 +254,11 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> nn
     if "deepcrf.config" not in metadata:
         raise ValueError(f"{path} has no deepcrf.config metadata; use load_safetensors instead")
     config = json.loads(metadata["deepcrf.config"])
+    if not isinstance(config, dict) or "name" not in config or "num_classes" not in config:
+        raise ValueError(f"{path}: deepcrf.config metadata must hold name and num_classes")
+    recorded = {k: config.pop(k) for k in RECORDED_KEYS if k in config}
     model = build(config.pop("name"), config.pop("num_classes"), **config)
+    model.config.update(recorded)
     load_safetensors(model, path)
     return model.to(device) if device is not None else model
 
