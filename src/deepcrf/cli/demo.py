@@ -84,7 +84,15 @@ def _fmt(value) -> str:
 
 
 def _percent(x: float | None) -> str:
-    return "   -  " if x is None else f"{100 * x:5.1f}%"
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, 92, initial_indent="  ", subsequent_indent="    ")
+
+
+def _row(label: str, before: str, after: str) -> str:
+    return f"  {label:<20}{before:>11}{after:>12}"
 
 
 def run_demo(
@@ -130,30 +138,28 @@ def report(result: DemoResult, params: CRFParams) -> str:
     b, a = result.scores
     c = result.changes
     lines = [
-        f"deepcrf refine: no input given, so here is the embedded sample "
-        f"(a synthetic {w}x{h} scene with its ground truth).",
-        f"  CRF input: class probabilities as a stride-{STRIDE} network predicts them "
-        f"(coarse grid, noisy, upsampled).",
-        f"  CRF: {_params_line(params)}; took {result.seconds * 1e3:.0f} ms.",
+        f"deepcrf refine: no input given; refining the embedded sample, a synthetic {w}x{h} "
+        "scene",
+        "  with its ground truth, to show what the dense CRF does.",
+        _wrap(
+            f"CRF input: class probabilities as a stride-{STRIDE} network predicts them "
+            "(coarse grid, noisy, upsampled)."
+        ),
+        _wrap(f"CRF: {_params_line(params)}; took {result.seconds * 1e3:.0f} ms."),
         "",
-        "                      before CRF   after CRF",
-        f"  pixel accuracy        {_percent(b['pixel_acc'])}      {_percent(a['pixel_acc'])}",
-        f"  mean IoU              {_percent(b['miou'])}      {_percent(a['miou'])}",
+        _row("", "before CRF", "after CRF"),
+        _row("pixel accuracy", _percent(b["pixel_acc"]), _percent(a["pixel_acc"])),
+        _row("mean IoU", _percent(b["miou"]), _percent(a["miou"])),
     ]
     for i, name in enumerate(result.class_names):
         if b["gt_pixels"][i]:
-            lines.append(
-                f"    IoU {name:<16}  {_percent(b['iou'][i])}      {_percent(a['iou'][i])}"
-            )
+            lines.append(_row(f"  IoU {name}", _percent(b["iou"][i]), _percent(a["iou"][i])))
     lines += [
         "",
         f"  pixels changed: {c.changed} of {c.total} = {c.corrected} corrected "
         f"+ {c.broken} broken + {c.wrong_to_wrong} from one wrong label to another",
         "",
-        *(
-            textwrap.fill(text, 96, initial_indent="  ", subsequent_indent="    ")
-            for text in can_and_cannot(result)
-        ),
+        *(_wrap(text) for text in can_and_cannot(result)),
         f"  Picture: {result.figure}",
         "    (image | ground truth | before | after | changed pixels, then a zoom on a boundary)",
     ]
