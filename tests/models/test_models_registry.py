@@ -16,6 +16,7 @@ EXPECTED = {
     "deeplab_msc_4x4",
     "deeplab_msc_largefov",
     "fcn8s",
+    "crfasrnn",
     "featmap_net",
     "unary_net",
     "pairwise_net",

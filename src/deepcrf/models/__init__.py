@@ -11,6 +11,7 @@ deeplab_4x4,
 deeplab_largefov,
 deeplab_msc*  (same)
 fcn8s                    scores (B, K, H, W)                                          1
+crfasrnn                 forward(x, image 0..255) -> CRF logits (B, K, H, W)          1
 featmap_net              features (B, out_channels, ceil(round(1.2H)/16), ...)         16*
 unary_net                node features (B, C, h, w) or (N, C) -> (B, K, h, w) / (N, K)  -
 pairwise_net             edge features (E, 2C) -> (E, K*K), index y_p*K + y_q           -
@@ -32,6 +33,7 @@ from torch import nn
 
 from deepcrf.contextual import RELATIONS, ContextualCRF
 
+from .crfasrnn import CRFasRNN
 from .deeplab import VARIANTS, build_deeplab
 from .fcn import FCN8s
 from .featmap import FeatMapNet, PairwiseNet, UnaryNet
@@ -50,6 +52,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
         for name in VARIANTS
     },
     "fcn8s": FCN8s,
+    "crfasrnn": CRFasRNN,
     "featmap_net": _featmap,
     "unary_net": UnaryNet,
     "pairwise_net": PairwiseNet,
