@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-COMMANDS: list[str] = ["refine", "eval", "data"]
+COMMANDS: list[str] = ["refine", "eval", "data", "convert", "crf-search"]
 
 
 DESCRIPTION = """\
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"deepcrf {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMANDS:
-        importlib.import_module(f"deepcrf.cli.{name}").register(sub)
+        importlib.import_module(f"deepcrf.cli.{name.replace('-', '_')}").register(sub)
     install_error_translation(parser)
     return parser
 

@@ -22,6 +22,7 @@ import torch
 from deepcrf.cli.progress import progress, summary
 from deepcrf.cli.refine_options import check_conflicts, default_output, label_png_path
 from deepcrf.dense import refine, refine_labels
+from deepcrf.params import CRFParams
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp"}
 
@@ -50,33 +51,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--save-probs", action="store_true", help="also write the marginals (.npy)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     p.add_argument("--palette", default="voc", help="palette of the output PNG (voc, cityscapes)")
-    g = p.add_argument_group("CRF parameters (DeepLab names in brackets)")
-    g.add_argument("--iterations", type=int, default=10)
-    g.add_argument("--gaussian-sxy", type=float, default=3.0, help="[σγ]")
-    g.add_argument("--gaussian-compat", type=float, default=3.0, help="[w2]")
-    g.add_argument("--bilateral-sxy", type=float, default=80.0, help="[σα]")
-    g.add_argument("--bilateral-srgb", type=float, default=13.0, help="[σβ]")
-    g.add_argument("--bilateral-compat", type=float, default=10.0, help="[w1]")
+    g = p.add_argument_group(
+        "CRF parameters (DeepLab names in brackets; choose them with deepcrf crf-search)"
+    )
+    CRFParams.add_arguments(g)
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.set_defaults(func=run)
 
 
 def crf_options(args: argparse.Namespace) -> dict:
-    return {
-        "iterations": args.iterations,
-        "gaussian_sxy": args.gaussian_sxy,
-        "gaussian_compat": args.gaussian_compat,
-        "bilateral_sxy": args.bilateral_sxy,
-        "bilateral_srgb": args.bilateral_srgb,
-        "bilateral_compat": args.bilateral_compat,
-    }
+    """refine() keyword arguments: ``--crf-params`` (or the defaults) and single-value flags."""
+    if getattr(args, "_crf_options", None) is None:
+        args._crf_options = CRFParams.from_args(args).to_dict()
+    return args._crf_options
 
 
 def run(args: argparse.Namespace) -> int:
     check_conflicts(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    crf_options(args)  # a bad --crf-params file or flag fails before any work
     if args.image is None:
         return run_demo(args)
     if args.probs is None and args.labels is None:

@@ -49,6 +49,8 @@ class ImportReport:
     copied: list[str] = field(default_factory=list)
     converted: list[str] = field(default_factory=list)
     initialised: list[str] = field(default_factory=list)
+    #: input convention the imported weights expect (``deepcrf.data.transforms.normalize``)
+    normalize: str | dict = "imagenet"
 
 
 def spatial_taps(kernel: int, source: int = 7) -> list[int]:
@@ -143,7 +145,15 @@ def load_imagenet_vgg16(
     ``source`` is a ``.pth`` file (``torch.load``-able state dict), a ``.safetensors`` file or a
     state dict. Raises ``ValueError`` listing missing / unexpected / mis-shaped keys, and when
     the model's own layers do not fit (e.g. built with ``width`` != 1).
+
+    A deepcrf model file (``.safetensors`` with a ``deepcrf.config``, e.g. the output of
+    ``deepcrf convert --arch vgg16_init`` for DeepLab's vgg16_20M) is also accepted: its VGG-16
+    convolutions and fc6 / fc7 are copied by name (shapes must match) and
+    ``report.normalize`` says which input convention they expect (Caffe's BGR for those).
     """
+    converted = _converted_backbone(source)
+    if converted is not None:
+        return _load_converted_backbone(model, *converted)
     state = _read_state_dict(source)
     _check_torchvision_layout(state)
     target = model.state_dict()
@@ -194,6 +204,48 @@ def load_imagenet_vgg16(
         for key, value in new.items():
             target[key].copy_(value)
     return report
+
+
+def _converted_backbone(source) -> tuple[Path, dict, dict[str, torch.Tensor]] | None:
+    """(path, config, tensors) when ``source`` is a deepcrf model file, else None."""
+    if isinstance(source, Mapping) or Path(source).suffix != ".safetensors":
+        return None
+    path = Path(source)
+    if not path.is_file():
+        return None  # the torchvision path reports the missing file
+    with _safetensors_open(path) as f:
+        metadata = f.metadata() or {}
+    if "deepcrf.config" not in metadata:
+        return None
+    return path, json.loads(metadata["deepcrf.config"]), _safetensors().load_file(str(path))
+
+
+def _load_converted_backbone(
+    model: nn.Module, path: Path, config: dict, state: dict[str, torch.Tensor]
+) -> ImportReport:
+    """Copy ``features.*``, ``fc6.*``, ``fc7.*`` of a deepcrf model file into ``model``."""
+    target = model.state_dict()
+    wanted = [k for k in target if k.split(".")[0] in ("features", "fc6", "fc7")]
+    missing = [k for k in wanted if k not in state]
+    wrong = [
+        f"{k}: model {tuple(target[k].shape)}, file {tuple(state[k].shape)}"
+        for k in wanted
+        if k in state and state[k].shape != target[k].shape
+    ]
+    if not wanted or missing or wrong:
+        problems = ([f"missing: {', '.join(missing)}"] if missing else []) + wrong
+        raise ValueError(
+            f"{path} ({config.get('name')}) does not fit the model's VGG-16 backbone: "
+            + ("; ".join(problems) or "the model has no features.* / fc6 / fc7 parameters")
+        )
+    with torch.no_grad():
+        for key in wanted:
+            target[key].copy_(state[key])
+    return ImportReport(
+        copied=wanted,
+        initialised=[k for k in target if k not in wanted],
+        normalize=config.get("normalize", "imagenet"),
+    )
 
 
 def _safetensors():
