@@ -155,7 +155,6 @@ def run_folder(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     """The main job: refine the embedded sample and explain what the CRF did."""
     from deepcrf.cli.demo import run_demo as demo
-    from deepcrf.params import CRFParams
 
     demo(CRFParams.from_dict(crf_options(args)), args.out, args.device)
     return 0
