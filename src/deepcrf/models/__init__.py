@@ -11,6 +11,8 @@ deeplab_4x4,
 deeplab_largefov,
 deeplab_msc*  (same)
 fcn8s                    scores (B, K, H, W)                                          1
+crfasrnn                 FCN-8s + DenseCRF logits (B, K, H, W); forward(x, image)     1
+joint_deeplab_crf        DeepLab up-sampled + DenseCRF (learned bandwidths), same     1
 featmap_net              features (B, out_channels, ceil(round(1.2H)/16), ...)         16*
 unary_net                node features (B, C, h, w) or (N, C) -> (B, K, h, w) / (N, K)  -
 pairwise_net             edge features (E, 2C) -> (E, K*K), index y_p*K + y_q           -
@@ -30,10 +32,12 @@ from typing import Any
 
 from torch import nn
 
+from .crfasrnn import CRFasRNN
 from .deeplab import VARIANTS, build_deeplab
 from .fcn import FCN8s
 from .featmap import FeatMapNet, PairwiseNet, UnaryNet
 from .io import load_imagenet_vgg16, load_model, load_safetensors, save_safetensors
+from .joint import JointDeepLabCRF
 from .refine_net import RefineNet
 
 
@@ -48,6 +52,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
         for name in VARIANTS
     },
     "fcn8s": FCN8s,
+    "crfasrnn": CRFasRNN,
+    "joint_deeplab_crf": JointDeepLabCRF,
     "featmap_net": _featmap,
     "unary_net": UnaryNet,
     "pairwise_net": PairwiseNet,
@@ -56,6 +62,11 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 #: Models whose output does not depend on num_classes (None is accepted).
 CLASS_FREE = frozenset({"featmap_net"})
+
+
+#: Keys a model config may carry that are not constructor options (``normalize``: the input
+#: mode of ``deepcrf.data.transforms.normalize`` that commands running the model apply).
+CONFIG_ONLY = frozenset({"normalize"})
 
 
 def list_models() -> list[str]:
@@ -70,11 +81,12 @@ def build(name: str, num_classes: int | None = None, **options: Any) -> nn.Modul
     valid = isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes > 0
     if not valid and not (name in CLASS_FREE and num_classes is None):
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    extra = {k: options.pop(k) for k in CONFIG_ONLY if k in options}
     try:
         model = MODELS[name](num_classes=num_classes, **options)
     except TypeError as exc:
         raise TypeError(f"bad options for model {name!r}: {exc}") from exc
-    model.config = {"name": name, "num_classes": num_classes, **options}
+    model.config = {"name": name, "num_classes": num_classes, **options, **extra}
     return model
 
 
