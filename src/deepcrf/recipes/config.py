@@ -47,6 +47,7 @@ class ModelConfig:
     name: str = "deeplab_largefov"
     num_classes: int | None = None  # None: the dataset's
     normalize: str = "imagenet"  # deepcrf.data.transforms.normalize mode
+    init: str = "default"  # default | kaiming (He init of the VGG body, training from scratch)
     options: dict = field(default_factory=dict)  # constructor options (width, dropout, crf)
 
 
@@ -230,9 +231,13 @@ def _build(cls, values: Any, prefix: str, where: str):
 
 def _validate(config: Config) -> None:
     """Cross-field checks with messages naming the key."""
-    CRFParams.from_dict(config.crf, source="crf")  # raises naming the bad parameter
+    try:
+        CRFParams.from_dict(config.crf, source="crf")
+    except ValueError as exc:  # names the bad parameter
+        raise ConfigError(str(exc)) from None
     checks = [
         ("optim.name", config.optim.name in ("sgd", "adam"), "sgd or adam"),
+        ("model.init", config.model.init in ("default", "kaiming"), "default or kaiming"),
         ("optim.groups", config.optim.groups in ("caffe", "two_stage"), "caffe or two_stage"),
         ("optim.lr", config.optim.lr > 0, "a positive number"),
         ("optim.accumulate", config.optim.accumulate >= 1, "an integer >= 1"),
@@ -307,17 +312,27 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
     data = config.to_dict()
     for text in overrides:
         parts, value = parse_override(text)
-        node = data
+        key = ".".join(parts)
+        node, cls = data, Config
         for i, part in enumerate(parts[:-1]):
-            if not isinstance(node, dict) or part not in node:
-                where = ".".join(parts[: i + 1])
-                valid = ", ".join(sorted(node)) if isinstance(node, dict) else "none"
-                raise ConfigError(f"--set {'.'.join(parts)}: unknown key {where}; valid: {valid}")
-            if node[part] is None:
+            if cls is not None:  # a section: only its fields
+                hints = _hints(cls)
+                if part not in hints:
+                    where = ".".join(parts[: i + 1])
+                    raise ConfigError(
+                        f"--set {key}: unknown key {where}; valid: {', '.join(hints)}"
+                    )
+                hint = hints[part]
+                cls = hint if dataclasses.is_dataclass(hint) else None
+                if cls is None and typing.get_origin(hint) is None and hint is not dict:
+                    raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is a value")
+            if not isinstance(node.get(part), dict):  # free-form dicts (model.options, stage1)
                 node[part] = {}
             node = node[part]
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {'.'.join(parts)}: {'.'.join(parts[:-1])} is not a section")
+        if cls is not None and parts[-1] not in _hints(cls):
+            prefix = ".".join(parts[:-1])
+            valid = ", ".join(f"{prefix}.{k}" if prefix else k for k in _hints(cls))
+            raise ConfigError(f"--set {key}: unknown key {key}; valid keys: {valid}")
         node[parts[-1]] = value
     return Config.from_dict(data, where="--set")
 

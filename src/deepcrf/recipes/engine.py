@@ -90,6 +90,8 @@ def build_run_model(config: Config, num_classes: int) -> nn.Module:
         model = build(name, num_classes, normalize=config.model.normalize, **options)
     except TypeError as exc:
         raise ValueError(f"model.options: {exc}") from None
+    if config.model.init == "kaiming":
+        kaiming_body(getattr(model, getattr(model, "unary_attr", ""), model))
     if config.backbone_weights:
         path = Path(config.backbone_weights)
         if not path.is_file():
@@ -102,6 +104,19 @@ def build_run_model(config: Config, num_classes: int) -> nn.Module:
     if config.init:
         load_init(model, config.init)
     return model
+
+
+def kaiming_body(model: nn.Module) -> None:
+    """He-initialise the VGG body (``features.*``, fc6, fc7) for training from scratch: the
+    default initialisation shrinks the signal through 15 ReLU layers without batch norm.
+    Layers a model initialises on purpose (classifier, score layers, up-samplers) keep theirs."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and (
+            name.startswith("features.") or name in ("fc6", "fc7")
+        ):
+            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 def _forward(model: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
@@ -162,37 +177,55 @@ def _set_lr(optimizer: torch.optim.Optimizer, config: Config, step: int) -> floa
     return config.optim.lr * factor
 
 
+def _groups_of(loader, size: int):
+    """Lists of ``size`` consecutive batches (a shorter last list at the epoch's end)."""
+    group = []
+    for batch in loader:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
 def train_one_epoch(model: nn.Module, loader, loop: _Loop, stop_at: int) -> bool:
     """Train on the rest of the current epoch, or until step ``stop_at``; True when the
-    epoch's batches ran out (the caller moves to the next epoch)."""
+    epoch's batches ran out (the caller moves to the next epoch).
+
+    One optimiser step takes ``optim.accumulate`` micro-batches; the loss is the mean over
+    the valid pixels of all of them on all processes (counted before the forward passes), so
+    any split of one effective batch into processes and micro-batches gives its gradient.
+    An incomplete group of micro-batches at the end of an epoch is skipped.
+    """
     cfg, ctx, state = loop.config, loop.ctx, loop.state
     accumulate = cfg.optim.accumulate
     device = ctx.device
     params = [p for g in loop.optimizer.param_groups for p in g["params"]]
-    micro, loss_sum, images, tick = 0, 0.0, 0, time.perf_counter()
     model.train()
-    for batch in loader:
-        label = batch["label"].to(device)
-        valid = (_stride_label(label, cfg.data.label_stride) != IGNORE).sum().reshape(1)
-        global_valid = all_reduce_sum(valid.clone(), ctx)
-        last = micro + 1 == accumulate
-        sync = nullcontext() if (last or not ctx.active) else model.no_sync()
-        with sync:
-            with _autocast(cfg, device):
-                logits = _forward(model, batch, device)
-            loss = segmentation_loss(logits, label, cfg.data.label_stride, global_valid)
-            # DDP averages gradients over processes: scale so the sum is the global mean
-            scaled = loss * ctx.world / accumulate
-            finite = torch.isfinite(loss.detach()).float().reshape(1)
-            if not bool(all_reduce_sum(finite, ctx).item() == ctx.world):
-                _nan_stop(loop)
-            loop.scaler.scale(scaled).backward()
-        state.position += 1
-        micro += 1
-        loss_sum += float(loss.detach()) * ctx.world / accumulate
-        images += batch["image"].shape[0] * ctx.world
-        if not last:
-            continue
+    for group in _groups_of(loader, accumulate):
+        state.position += len(group)
+        if len(group) < accumulate:
+            break
+        tick = time.perf_counter()
+        labels = [b["label"].to(device) for b in group]
+        valid = sum((_stride_label(lab, cfg.data.label_stride) != IGNORE).sum() for lab in labels)
+        global_valid = all_reduce_sum(valid.reshape(1).clone(), ctx)
+        loss_sum, images = 0.0, 0
+        for i, (batch, label) in enumerate(zip(group, labels)):
+            last = i + 1 == accumulate
+            sync = nullcontext() if (last or not ctx.active) else model.no_sync()
+            with sync:
+                with _autocast(cfg, device):
+                    logits = _forward(model, batch, device)
+                loss = segmentation_loss(logits, label, cfg.data.label_stride, global_valid)
+                finite = torch.isfinite(loss.detach()).float().reshape(1)
+                if not bool(all_reduce_sum(finite, ctx).item() == ctx.world):
+                    _nan_stop(loop)
+                # DDP averages gradients over processes: scale so they sum to the global mean
+                loop.scaler.scale(loss * ctx.world).backward()
+            loss_sum += float(loss.detach()) * ctx.world
+            images += batch["image"].shape[0] * ctx.world
         lr = _set_lr(loop.optimizer, cfg, state.step)
         if cfg.optim.clip_grad_norm:
             loop.scaler.unscale_(loop.optimizer)
@@ -202,11 +235,8 @@ def train_one_epoch(model: nn.Module, loader, loop: _Loop, stop_at: int) -> bool
         loop.optimizer.zero_grad(set_to_none=True)
         state.step += 1
         _after_step(model, loop, loss_sum, lr, images, time.perf_counter() - tick)
-        micro, loss_sum, images, tick = 0, 0.0, 0, time.perf_counter()
         if state.step >= stop_at:
             return False
-    if micro:  # an unfinished accumulation at the end of an epoch is dropped
-        loop.optimizer.zero_grad(set_to_none=True)
     return True
 
 

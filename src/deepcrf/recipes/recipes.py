@@ -77,7 +77,8 @@ RECIPES: dict[str, Recipe] = {
                 "crf": _DEEPLAB_CRF,
             },
             "tiny": {
-                "model": {"name": "deeplab_largefov", "options": {"width": 0.125}},
+                "model": {"name": "deeplab_largefov", "init": "kaiming",
+                          "options": {"width": 0.125}},
                 "data": {**_TINY_DATA, "label_stride": 8},
                 "optim": {**_TINY_ADAM, "lr": 2e-3, "head": ["fc8"]},
                 "schedule": {"name": "poly", "warmup_steps": 20},
@@ -117,7 +118,7 @@ RECIPES: dict[str, Recipe] = {
                 "crf": _CRFASRNN_CRF,
             },
             "tiny": {
-                "model": {"name": "fcn8s", "options": {"width": 0.0625}},
+                "model": {"name": "fcn8s", "init": "kaiming", "options": {"width": 0.0625}},
                 "data": {**_TINY_DATA},
                 "optim": {**_TINY_ADAM, "lr": 2e-3, "head": ["score_"], "freeze": ["upscore8"]},
                 "schedule": {"name": "poly", "warmup_steps": 20},
