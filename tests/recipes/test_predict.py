@@ -109,8 +109,12 @@ def test_crf_models_keep_float32_under_autocast():
         model = build(name, 3, width=1 / 16).eval()
         x = torch.randn(1, 3, 24, 24)
         image = torch.rand(1, 3, 24, 24) * 255
-        seen = {}
-        model.crf.register_forward_hook(lambda m, a, out: seen.update(dtype=out.dtype))
+        seen: dict = {}
+
+        def hook(module, args, out, seen=seen):
+            seen["dtype"] = out.dtype
+
+        model.crf.register_forward_hook(hook)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = model(x, image)
         assert seen["dtype"] == torch.float32 and out.dtype == torch.float32, name
