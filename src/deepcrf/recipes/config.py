@@ -278,6 +278,14 @@ def _get(config: Config, key: str) -> Any:
     return obj
 
 
+def _yaml():
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("deepcrf train needs PyYAML: pip install 'deepcrf[train]'") from None
+    return yaml
+
+
 # ------------------------------------------------------------------ overrides
 def merge_dict(base: dict, changes: dict) -> dict:
     """``base`` updated recursively by ``changes`` (nested dicts merged, others replaced)."""
@@ -292,8 +300,7 @@ def merge_dict(base: dict, changes: dict) -> dict:
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"a.b=value"`` -> (["a", "b"], YAML-parsed value)."""
-    import yaml
-
+    yaml = _yaml()
     if "=" not in text:
         raise ConfigError(f"--set: expected key=value, got {text!r}")
     key, raw = text.split("=", 1)
@@ -340,8 +347,7 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
 # ------------------------------------------------------------------ YAML files
 def load_yaml(path: str | Path) -> dict:
     """The mapping in a YAML file, with errors naming the file."""
-    import yaml
-
+    yaml = _yaml()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config: no such file {path}")
@@ -356,9 +362,8 @@ def load_yaml(path: str | Path) -> dict:
 
 def save_yaml(config: Config, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically)."""
-    import yaml
-
     from deepcrf.fileio import atomic_write_text
 
+    yaml = _yaml()
     text = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
     return atomic_write_text(Path(path), text)
