@@ -39,3 +39,43 @@ def test_train_command_writes_a_run(tmp_path, capsys):
     assert (tmp_path / "run" / "model.safetensors").is_file()
     text = (tmp_path / "run" / "config.yaml").read_text()
     assert "recipe: deeplab" in text and "crop_size: 32" in text
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import load_file
+
+    from deepcrf.recipes import main, resolve_config
+
+    write_voc_tree(SyntheticScenes(8, size=(40, 40), seed=2), tmp_path / "data", 0.25)
+    sets = ["train.steps=8", "train.batch_size=2", "data.crop_size=32", "train.save_every=2",
+            "train.progress=false"]  # fmt: skip
+    args = ["train", "deeplab", "--preset", "tiny", "--data-root", str(tmp_path / "data"),
+            "--out", str(tmp_path / "killed"), "--quiet"]  # fmt: skip
+    args += [x for s in sets for x in ("--set", s)]
+    src = Path(__file__).resolve().parents[2] / "src"
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "deepcrf", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    ckpt = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ckpt.is_file() and torch.load(ckpt, weights_only=False)["step"] >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "model.safetensors").exists()
+    assert cli([*args, "--resume"]) == 0
+    config = resolve_config("deeplab", "tiny", sets, data_root=str(tmp_path / "data"))
+    main(config, tmp_path / "whole")
+    a = load_file(str(tmp_path / "killed" / "model.safetensors"))
+    b = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5

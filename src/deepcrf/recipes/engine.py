@@ -493,6 +493,8 @@ def _main(config: Config, out: Path | None, resume: bool, stop_after, ctx: Dist)
         bar = tqdm(total=config.train.steps, initial=state.step, desc="train", unit="step")
     loop = _Loop(config, ctx, optimizer, scaler, state, out, num_classes, val_set, log, bar)
     stop_at = config.train.steps if stop_after is None else min(stop_after, config.train.steps)
+    if checkpoint is None:
+        _save(model, loop)  # step 0: a run killed at any time can be resumed
     try:
         while state.step < stop_at:
             if hasattr(train_set, "set_epoch"):

@@ -35,7 +35,7 @@ _TINY_DATA = {
 _TINY_TRAIN = {
     "batch_size": 8,
     "eval_every": 0,
-    "save_every": 50,
+    "save_every": 20,
     "log_every": 10,
 }
 _TINY_ADAM = {"name": "adam", "weight_decay": 0.0, "bias_lr_mult": 1.0, "head_lr_mult": 1.0}
