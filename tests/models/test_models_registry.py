@@ -10,6 +10,7 @@ EXPECTED = {
     "deeplab_7x7", "deeplab", "deeplab_4x4", "deeplab_largefov",
     "deeplab_msc_7x7", "deeplab_msc", "deeplab_msc_4x4", "deeplab_msc_largefov",
     "fcn8s", "featmap_net", "unary_net", "pairwise_net", "refine_net",
+    "crfasrnn", "joint_deeplab_crf",
 }
 
 

@@ -437,6 +437,11 @@ def _main(config: Config, out: Path | None, resume: bool, stop_after, ctx: Dist)
                 f"this job has {ctx.world}; resume with the same --nproc_per_node"
             )
     config, num_classes = _resolve_classes(config)
+    if ctx.is_main and config.preset == "paper" and not (config.init or config.backbone_weights):
+        print(
+            "note: training from scratch; the paper starts from ImageNet VGG-16: "
+            "--set backbone_weights=vgg16.pth (torchvision's vgg16 state dict)"
+        )
     torch.manual_seed(config.seed * 1000 + ctx.rank)
 
     model = build_run_model(config, num_classes).to(ctx.device)
