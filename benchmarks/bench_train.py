@@ -27,14 +27,14 @@ import torch
 
 from deepcrf.models import build
 from deepcrf.recipes import RECIPES, resolve_config
-from deepcrf.recipes.engine import segmentation_loss
+from deepcrf.recipes.engine import run_crf_options, segmentation_loss
 from deepcrf.recipes.optim import build_optimizer
 
 
 def _model(config, num_classes: int, device):
     options = dict(config.model.options)
     if config.model.name in ("crfasrnn", "joint_deeplab_crf"):
-        options["crf"] = {**config.crf, **dict(options.get("crf") or {})}
+        options["crf"] = run_crf_options(config)
     return build(config.model.name, num_classes, **options).to(device).train()
 
 

@@ -11,8 +11,8 @@ deeplab_4x4,
 deeplab_largefov,
 deeplab_msc*  (same)
 fcn8s                    scores (B, K, H, W)                                          1
-crfasrnn                 FCN-8s + DenseCRF logits (B, K, H, W); forward(x, image)     1
-joint_deeplab_crf        DeepLab up-sampled + DenseCRF (learned bandwidths), same     1
+crfasrnn                 forward(x, image 0..255) -> CRF logits (B, K, H, W)          1
+joint_deeplab_crf        forward(x, image): DeepLab up-sampled + learned DenseCRF       1
 featmap_net              features (B, out_channels, ceil(round(1.2H)/16), ...)         16*
 unary_net                node features (B, C, h, w) or (N, C) -> (B, K, h, w) / (N, K)  -
 pairwise_net             edge features (E, 2C) -> (E, K*K), index y_p*K + y_q           -
@@ -26,11 +26,13 @@ Built models carry ``model.config`` (name, num_classes, options) so ``io.save_mo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 from torch import nn
+
+from deepcrf.contextual import RELATIONS, ContextualCRF
 
 from .crfasrnn import CRFasRNN
 from .deeplab import VARIANTS, build_deeplab
@@ -64,11 +66,6 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 CLASS_FREE = frozenset({"featmap_net"})
 
 
-#: Keys a model config may carry that are not constructor options (``normalize``: the input
-#: mode of ``deepcrf.data.transforms.normalize`` that commands running the model apply).
-CONFIG_ONLY = frozenset({"normalize"})
-
-
 def list_models() -> list[str]:
     """Names accepted by ``build``, sorted."""
     return sorted(MODELS)
@@ -81,18 +78,41 @@ def build(name: str, num_classes: int | None = None, **options: Any) -> nn.Modul
     valid = isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes > 0
     if not valid and not (name in CLASS_FREE and num_classes is None):
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    extra = {k: options.pop(k) for k in CONFIG_ONLY if k in options}
     try:
         model = MODELS[name](num_classes=num_classes, **options)
     except TypeError as exc:
         raise TypeError(f"bad options for model {name!r}: {exc}") from exc
-    model.config = {"name": name, "num_classes": num_classes, **options, **extra}
+    model.config = {"name": name, "num_classes": num_classes, **options}
     return model
+
+
+def build_contextual_crf(
+    num_classes: int,
+    width: float = 1.0,
+    relations: Sequence[str] | None = None,
+    shared_featmap: bool = False,
+    featmap_options: dict[str, Any] | None = None,
+    **options: Any,
+) -> ContextualCRF:
+    """Lin et al.'s contextual deep CRF from the zoo: a FeatMap-Net per potential type (or
+    one shared), Unary-Net and Pairwise-Nets of the given ``width``; ``options`` go to
+    ``deepcrf.contextual.ContextualCRF`` (box, grid, iterations, ...)."""
+    relations = tuple(RELATIONS if relations is None else relations)
+    count = 1 if shared_featmap else 1 + len(relations)
+    featmaps = [build("featmap_net", width=width, **(featmap_options or {})) for _ in range(count)]
+    c = featmaps[0].out_channels
+    unary = build("unary_net", num_classes=num_classes, in_channels=c, width=width)
+    pairwise = [
+        build("pairwise_net", num_classes=num_classes, in_channels=2 * c, width=width)
+        for _ in relations
+    ]
+    return ContextualCRF(featmaps, unary, pairwise, num_classes, relations, **options)
 
 
 __all__ = [
     "MODELS",
     "build",
+    "build_contextual_crf",
     "list_models",
     "load_imagenet_vgg16",
     "load_model",

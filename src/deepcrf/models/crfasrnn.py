@@ -1,58 +1,50 @@
-"""CRF-as-RNN (Zheng et al., ICCV 2015): FCN-8s followed by a trainable dense CRF.
+"""CRF-as-RNN (Zheng et al., ICCV 2015): FCN-8s scores refined by a trainable dense CRF.
 
-The CRF is ``deepcrf.nn.DenseCRF`` with CRF-as-RNN's choices by default: per-class kernel
-weights, a learned (asymmetric) compatibility initialised to Potts, T = 5 mean-field
-iterations in training and 10 at test, and the public prototxt's kernels (spatial 3 px,
-weight 3; bilateral 160 px / 3 levels, weight 5: ``deepcrf.params.PRESETS["crfasrnn"]``).
-``crf`` overrides any of these (keyword arguments of ``DenseCRF``).
+``CRFasRNN(num_classes)`` = ``.fcn`` (:class:`deepcrf.models.fcn.FCN8s`, full-resolution
+scores) followed by ``.crf`` (:class:`deepcrf.nn.DenseCRF`, mean field unrolled as an RNN).
+The CRF's defaults are the paper's public prototxt: 5 iterations in training and 10 at test,
+a learnable full compatibility (initialised to Potts), per-class kernel weights, bilateral
+kernel θα = 160, θβ = 3 with weight 5, spatial kernel θγ = 3 with weight 3. The ``crf`` dict
+overrides any :class:`~deepcrf.nn.DenseCRF` keyword (e.g. ``{"normalization": "after"}``).
+
+The model needs the raw image for the bilateral kernel: ``forward(x, image)`` takes the
+normalised network input ``x`` and the 0..255 pixels ``image`` of the same size; the class
+attribute ``needs_image`` tells callers (training loop, predict, eval) to pass it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..nn import DenseCRF
-from ..params import PRESETS
+from deepcrf.nn import DenseCRF
+
 from .fcn import FCN8s
 
-__all__ = ["CRFasRNN", "crf_options"]
-
-
-def crf_options(defaults: dict[str, Any], crf: dict[str, Any] | None) -> dict[str, Any]:
-    """``DenseCRF`` keyword arguments: ``defaults`` updated by ``crf``; a CRFParams-style
-    ``iterations`` (test-time iterations) is read as ``eval_iterations``."""
-    options = dict(defaults)
-    for key, value in (crf or {}).items():
-        options["eval_iterations" if key == "iterations" else key] = value
-    return options
-
-
-def _crfasrnn_defaults() -> dict[str, Any]:
-    params = PRESETS["crfasrnn"].to_dict()
-    params.pop("iterations")
-    return {
-        **params,
-        "iterations": 5,
-        "eval_iterations": 10,
-        "per_class_weights": True,
-        "learn_compat": True,
-    }
+#: DenseCRF keywords of CRF-as-RNN (public prototxt / RECIPES.md); ``crf`` overrides them.
+CRFASRNN_DEFAULTS: dict[str, Any] = {
+    "iterations": 5,
+    "eval_iterations": 10,
+    "learn_compat": True,
+    "per_class_weights": True,
+    "bilateral_sxy": 160.0,
+    "bilateral_srgb": 3.0,
+    "bilateral_compat": 5.0,
+    "gaussian_sxy": 3.0,
+    "gaussian_compat": 3.0,
+}
 
 
 class CRFasRNN(nn.Module):
-    """Logits (B, K, H, W) of FCN-8s refined by the dense CRF layer.
-
-    ``forward(x, image)``: ``x`` the normalised network input, ``image`` the raw pixels
-    (B, 3, H, W), values 0..255 (what the bilateral kernel compares).
-    """
+    """FCN-8s + trainable dense CRF: logits (B, K, H, W) for images (B, 3, H, W)."""
 
     output_stride = 1
-    needs_image = True
-    #: the unary network (what ``init=`` from an FCN-8s run and ImageNet weights load into)
-    unary_attr = "fcn"
+    #: forward needs the raw 0..255 image besides the normalised input
+    needs_image: ClassVar[bool] = True
+    #: the unary network (where ``init=`` from an FCN-8s run and ImageNet weights load)
+    unary_attr: ClassVar[str] = "fcn"
 
     def __init__(
         self,
@@ -62,9 +54,28 @@ class CRFasRNN(nn.Module):
         **fcn_options: Any,
     ) -> None:
         super().__init__()
+        if crf is not None and not isinstance(crf, dict):
+            raise TypeError(f"crf: expected a dict of DenseCRF options, got {type(crf).__name__}")
+        if crf and "num_classes" in crf:
+            raise ValueError("crf: num_classes is the model's, not a CRF option")
         self.num_classes = num_classes
         self.fcn = FCN8s(num_classes, width=width, **fcn_options)
-        self.crf = DenseCRF(num_classes, **crf_options(_crfasrnn_defaults(), crf))
+        self.crf = DenseCRF(num_classes, **{**CRFASRNN_DEFAULTS, **(crf or {})})
 
-    def forward(self, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        return self.crf(self.fcn(x), image)
+    def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        """Refined logits for the normalised input ``x`` and raw pixels ``image`` (0..255)."""
+        if image is None:
+            raise ValueError(
+                "CRFasRNN.forward: image is required: pass the raw 0..255 pixels "
+                "(B, 3, H, W) besides the normalised input (the bilateral kernel needs them)"
+            )
+        if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[1] != 3:
+            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image)
+            raise ValueError(f"CRFasRNN.forward: image: expected (B, 3, H, W), got {shape}")
+        if image.shape[0] != x.shape[0] or image.shape[-2:] != x.shape[-2:]:
+            raise ValueError(
+                f"CRFasRNN.forward: image {tuple(image.shape)} does not match the input "
+                f"{tuple(x.shape)} (same batch and spatial size expected)"
+            )
+        scores = self.fcn(x)
+        return self.crf(scores, image.to(scores.device))

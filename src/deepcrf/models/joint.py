@@ -18,7 +18,6 @@ from torch import nn
 
 from ..nn import DenseCRF
 from ..params import CRFParams
-from .crfasrnn import crf_options
 from .deeplab import VARIANTS, build_deeplab
 
 __all__ = ["JointDeepLabCRF"]
@@ -26,7 +25,7 @@ __all__ = ["JointDeepLabCRF"]
 
 def _joint_defaults() -> dict[str, Any]:
     params = CRFParams().to_dict()
-    params.pop("iterations")
+    params.pop("iterations")  # refine()'s iterations are the test-time ones here
     return {**params, "iterations": 5, "eval_iterations": 10, "learn_bandwidths": True}
 
 
@@ -54,7 +53,9 @@ class JointDeepLabCRF(nn.Module):
             raise ValueError(f"variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
         self.num_classes = num_classes
         self.cnn = build_deeplab(variant, num_classes, width=width, **deeplab_options)
-        self.crf = DenseCRF(num_classes, **crf_options(_joint_defaults(), crf))
+        if crf is not None and not isinstance(crf, dict):
+            raise TypeError(f"crf: expected a dict of DenseCRF options, got {type(crf).__name__}")
+        self.crf = DenseCRF(num_classes, **{**_joint_defaults(), **(crf or {})})
 
     def forward(self, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         scores = self.cnn(x)

@@ -83,13 +83,13 @@ def build_run_model(config: Config, num_classes: int) -> nn.Module:
     name = config.model.name
     if name not in MODELS:
         raise ValueError(f"model.name: unknown model {name!r}; choose one of {sorted(MODELS)}")
-    if name in ("crfasrnn", "joint_deeplab_crf"):
-        # the CRF starts from the run's CRF parameters (options.crf adds or overrides)
-        options["crf"] = {**config.crf, **dict(options.get("crf") or {})}
+    if getattr(MODELS[name], "needs_image", False):
+        options["crf"] = run_crf_options(config)
     try:
-        model = build(name, num_classes, normalize=config.model.normalize, **options)
+        model = build(name, num_classes, **options)
     except TypeError as exc:
         raise ValueError(f"model.options: {exc}") from None
+    model.config["normalize"] = config.model.normalize  # recorded, applied by eval/predict
     if config.model.init == "kaiming":
         kaiming_body(getattr(model, getattr(model, "unary_attr", ""), model))
     if config.backbone_weights:
@@ -104,6 +104,14 @@ def build_run_model(config: Config, num_classes: int) -> nn.Module:
     if config.init:
         load_init(model, config.init)
     return model
+
+
+def run_crf_options(config: Config) -> dict[str, Any]:
+    """``DenseCRF`` options of a model that ends in a CRF: the run's ``crf`` section (its
+    ``iterations`` are the test-time ones) under ``model.options.crf``."""
+    params = config.crf_params().to_dict()
+    params["eval_iterations"] = params.pop("iterations")
+    return {**params, **dict(config.model.options.get("crf") or {})}
 
 
 def kaiming_body(model: nn.Module) -> None:
