@@ -119,3 +119,27 @@ def test_gradient_accumulation_equals_the_large_batch(voc_tree, tmp_path):
          tmp_path / "acc")  # fmt: skip
     a, b = _weights(tmp_path / "big"), _weights(tmp_path / "acc")
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_on_cuda_keeps_the_crf_in_float32(voc_tree, tmp_path, amp):
+    from deepcrf.models import CRFasRNN
+
+    seen = []
+    original = CRFasRNN.forward
+
+    def forward(self, x, image=None):
+        out = original(self, x, image)
+        seen.append(out.dtype)
+        return out
+
+    CRFasRNN.forward = forward
+    try:
+        config = _config("crfasrnn", voc_tree, "train.device=cuda", f"train.amp={amp}",
+                         *(f"stage1.{s}" for s in FAST), "stage1.train.device=cuda")  # fmt: skip
+        result = main(config, tmp_path / amp)
+    finally:
+        CRFasRNN.forward = original
+    assert result["step"] == 2 and seen and all(d == torch.float32 for d in seen)
