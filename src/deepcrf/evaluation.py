@@ -17,7 +17,7 @@ from .data.io import read_label
 from .data.lists import read_list
 from .metrics import ConfusionMatrix, TrimapConfusion
 
-__all__ = ["evaluate_folders", "match_label_files", "width_key"]
+__all__ = ["evaluate_folders", "match_label_files", "scores_result", "width_key"]
 
 
 def _pngs(folder: Path, what: str) -> dict[str, Path]:
@@ -133,11 +133,18 @@ def evaluate_folders(
         cm.update(pred, gt, name=label)
         if tri is not None:
             tri.update(pred, gt, name=label)
+    return scores_result(cm, tri, classes, len(pairs))
+
+
+def scores_result(
+    cm: ConfusionMatrix, tri: TrimapConfusion | None, classes: Sequence[str], num_images: int
+) -> dict:
+    """The ``deepcrf eval`` JSON result of accumulated matrices (fractions in [0, 1])."""
     s = cm.scores()
     out = {
-        "num_images": len(pairs),
-        "num_classes": num_classes,
-        "ignore_index": ignore_index,
+        "num_images": num_images,
+        "num_classes": cm.num_classes,
+        "ignore_index": cm.ignore_index,
         "classes": list(classes),
         "miou": s["miou"],
         "pixel_acc": s["pixel_acc"],

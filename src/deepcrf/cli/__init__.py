@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-COMMANDS: list[str] = ["refine", "eval", "data", "convert", "crf-search"]
+COMMANDS: list[str] = ["refine", "eval", "data", "convert", "crf-search", "train", "predict"]
 
 
 DESCRIPTION = """\
