@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS: list[str] = ["refine", "eval", "data"]
+COMMANDS: list[str] = ["refine", "eval", "data", "pseudo_label"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ Three modes:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 import time
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from deepcrf.dense import refine, refine_labels
 
@@ -45,6 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="output PNG (or folder in folder mode)")
     p.add_argument("--save-probs", action="store_true", help="also write the marginals (.npy)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    p.add_argument("--jobs", type=int, default=1, help="folder mode: worker processes")
+    p.add_argument("--shard", metavar="i/n", help="folder mode: only shard i of n (by name)")
     p.add_argument("--palette", default="voc", help="palette of the output PNG (voc, cityscapes)")
     g = p.add_argument_group("CRF parameters (DeepLab names in brackets)")
     g.add_argument("--iterations", type=int, default=10)
@@ -142,16 +144,27 @@ def run_folder(args: argparse.Namespace) -> int:
         raise FileNotFoundError(
             f"{source_dir}: no {suffix} file for {len(missing)} images: {shown}"
         )
-    done = skipped = 0
-    for image_path in tqdm(images, desc="refine", unit="img"):
-        out = args.out / (image_path.stem + ".png")
-        if out.exists() and not args.overwrite:
-            skipped += 1
-            continue
-        refine_one(args, image_path, source_dir / (image_path.stem + suffix), out)
-        done += 1
-    print(f"refined {done} images into {args.out} ({skipped} already done, skipped)")
+    from deepcrf.cli.batch import BatchItem, run_batch, summary_line
+
+    items = [
+        BatchItem(p.stem, (p, source_dir / (p.stem + suffix)), args.out / (p.stem + ".png"))
+        for p in images
+    ]
+    summary = run_batch(
+        items,
+        functools.partial(_refine_item, args),
+        jobs=args.jobs,
+        shard_spec=args.shard,
+        overwrite=args.overwrite,
+        desc="refine",
+    )
+    print(summary_line("refine", summary, args.shard, args.out))
     return 0
+
+
+def _refine_item(args: argparse.Namespace, item) -> None:
+    """One folder-mode image (runs in a worker process with --jobs)."""
+    refine_one(args, item.inputs[0], item.inputs[1], item.output)
 
 
 def run_demo(args: argparse.Namespace) -> int:
