@@ -124,7 +124,7 @@ def test_without_crf_the_rules_match_numpy_exactly():
 
 def test_dual_run_side_by_side_equals_two_separate_crf_runs():
     image, cams, keys = _scene(3)
-    labels, probs = pseudo_labels(cams, image, keys, return_probs=True, **PRESETS["irn"])
+    _, probs = pseudo_labels(cams, image, keys, return_probs=True, **PRESETS["irn"])
     assert probs.shape == (2, 3, H, W)
     crf = {k: v for k, v in PRESETS["irn"].items() if k.startswith(("gauss", "bilat", "iter"))}
     for run, threshold in enumerate((0.30, 0.05)):
@@ -203,7 +203,7 @@ def test_bad_inputs_name_the_argument(change, match):
 
 def test_bad_options_name_the_argument():
     image, cams, keys = _scene()
-    with pytest.raises(ValueError, match="keys: .*num_classes"):
+    with pytest.raises(ValueError, match=r"keys: .*num_classes"):
         pseudo_labels(cams, image, keys, num_classes=10, threshold=0.3, background="constant")
     with pytest.raises(ValueError, match="threshold"):
         pseudo_labels(cams, image, keys, background="constant")

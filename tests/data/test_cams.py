@@ -112,7 +112,7 @@ def test_array_subclasses_are_refused(tmp_path):
 
 def test_bad_files_name_the_file(tmp_path):
     (tmp_path / "text.npy").write_text("not numpy")
-    with pytest.raises(ValueError, match="text.npy is not an .npy file"):
+    with pytest.raises(ValueError, match=r"text\.npy is not an \.npy file"):
         read_cams(tmp_path / "text.npy")
     np.save(tmp_path / "nokeys.npy", {"high_res": np.zeros((1, 2, 2))})
     with pytest.raises(ValueError, match="needs 'keys' and 'high_res'"):
