@@ -113,12 +113,12 @@ def run_batch(
     return BatchSummary(len(items), len(selected), done, skipped, time.perf_counter() - start)
 
 
-def summary_line(command: str, summary: BatchSummary, shard_spec: str | None, out: Path) -> str:
-    """The end-of-run summary printed by the batch commands."""
+def summary_line(verb: str, summary: BatchSummary, shard_spec: str | None, out: Path) -> str:
+    """The end-of-run summary of a batch command, e.g. "refined 3 images into out/ ..."."""
     part = ""
     if shard_spec is not None:
-        part = f" (shard {shard_spec}: {summary.selected} of {summary.total} files)"
+        part = f"; shard {shard_spec}: {summary.selected} of {summary.total} files"
     return (
-        f"{command}: {summary.done} written to {out}, {summary.skipped} already present"
-        f"{part}, {summary.seconds:.1f} s, {summary.rate:.2f} images/s"
+        f"{verb} {summary.done} images into {out} ({summary.skipped} already done, skipped"
+        f"{part}) in {summary.seconds:.1f} s, {summary.rate:.2f} images/s"
     )

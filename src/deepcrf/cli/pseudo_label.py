@@ -153,5 +153,5 @@ def run(args: argparse.Namespace) -> int:
         desc="pseudo-label",
         progress=not args.quiet,
     )
-    print(summary_line("pseudo-label", summary, args.shard, args.out))
+    print(summary_line("pseudo-labelled", summary, args.shard, args.out))
     return 0

@@ -158,7 +158,7 @@ def run_folder(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         desc="refine",
     )
-    print(summary_line("refine", summary, args.shard, args.out))
+    print(summary_line("refined", summary, args.shard, args.out))
     return 0
 
 
