@@ -171,7 +171,7 @@ def pseudo_labels(
         scores = [torch.cat([_background(peak, kind, value), q], 1) for kind, value in backgrounds]
         logits = [_unary(s, unary, gt_prob) for s in scores]
         marginals = _crf_runs(logits, img, params)  # (B, R, K+1, H, W)
-        channel = marginals.argmax(2)  # first maximum, as numpy's argmax
+        channel = marginals.max(2).indices  # the first maximum, as numpy's argmax
         lut = torch.cat([key_t.new_zeros(b, 1), key_t + 1], 1)  # channel -> label
         mapped = torch.gather(lut, 1, channel[:, 0].reshape(b, -1)).reshape(b, h, w)
         labels = mapped.to(torch.uint8)
@@ -347,16 +347,17 @@ def _unary(scores: torch.Tensor, unary: str, gt_prob: float) -> torch.Tensor:
     """(B, L, H, W) unary logits (higher = more likely) of one run's scores."""
     if unary == "softmax":
         return torch.log(scores.clamp(min=_CLIP))
-    labels = scores.argmax(1)  # ties go to the first channel, as numpy's argmax
+    labels = scores.max(1).indices  # ties go to the first channel, as numpy's argmax
     return unary_from_labels(labels, scores.shape[1], gt_prob).movedim(0, 1)
 
 
 class _SideBySide:
     """R mean-field runs with the same kernels on the same pixels as one message passing.
 
-    The runs' marginals arrive stacked along the points, (R*N, L); they are filtered side by
-    side as (N, R*L) channels (Potts kernels act on each channel alone), so all runs share
-    one lattice and one splat/blur/slice per iteration.
+    The runs' marginals arrive as (N*R, L) rows, point-major (row p*R + r is run r at point
+    p), which is the same memory as (N, R*L): filtered side by side as R*L channels (Potts
+    kernels act on each channel alone), all runs share one lattice and one splat/blur/slice
+    per iteration, with no copy; the mean-field softmax over L still sees each run alone.
     """
 
     def __init__(self, pairwise: Pairwise, runs: int) -> None:
@@ -365,11 +366,9 @@ class _SideBySide:
         self.message_bound = pairwise.message_bound
 
     def add_message(self, logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        if self.runs == 1:
-            return self.pairwise.add_message(logits, q)
-        n, num_labels = q.shape[0] // self.runs, q.shape[1]
-        message = self.pairwise.message(torch.cat(q.split(n), 1))
-        return torch.cat(message.split(num_labels, 1)).add_(logits)
+        n, width = q.shape[0] // self.runs, q.shape[1] * self.runs
+        out = self.pairwise.add_message(logits.view(n, width), q.view(n, width))
+        return out.view(q.shape)
 
 
 def _crf_runs(logits: list[torch.Tensor], img: torch.Tensor, params: CRFParams) -> torch.Tensor:
@@ -378,9 +377,9 @@ def _crf_runs(logits: list[torch.Tensor], img: torch.Tensor, params: CRFParams) 
     runs = len(logits)
     b, num_labels, h, w = logits[0].shape
     n = h * w
-    # (R, B, L, H, W) -> points (R*B*N, L): run-major, then image, then pixel
-    unary = transpose_copy(torch.stack(logits).reshape(runs * b, num_labels, n))
-    unary = unary.reshape(runs * b * n, num_labels)
+    # (B, R, L, H, W) -> points (B*N*R, L): image, then pixel, then run
+    unary = transpose_copy(torch.stack(logits, 1).reshape(b, runs * num_labels, n))
+    unary = unary.view(b * n * runs, num_labels)
     kernels = []
     if params.gaussian_compat != 0:
         lattice = grid_lattice((h, w), params.gaussian_sxy, 1.0, img.device, copies=b)
@@ -396,5 +395,5 @@ def _crf_runs(logits: list[torch.Tensor], img: torch.Tensor, params: CRFParams) 
         q = mean_field(unary, _SideBySide(pairwise, runs), params.iterations)
     else:
         q = torch.softmax(unary.float(), 1)
-    q = transpose_copy(q.reshape(runs * b, n, num_labels)).reshape(runs, b, num_labels, h, w)
-    return q.transpose(0, 1)
+    q = transpose_copy(q.view(b, n, runs * num_labels))
+    return q.view(b, runs, num_labels, h, w)
