@@ -11,15 +11,13 @@ show a progress bar whose images/s counts only the items processed, and print a 
 from __future__ import annotations
 
 import functools
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
+from deepcrf.cli.progress import progress, summary
 from deepcrf.fileio import remove_stale_temps
 from deepcrf.parallel import parse_shard, process_map, shard
 
@@ -81,7 +79,7 @@ def run_batch(
     shard_spec: str | None = None,
     overwrite: bool = False,
     desc: str = "images",
-    progress: bool = True,
+    show: bool = True,
 ) -> BatchSummary:
     """Run ``work`` (picklable, writes ``item.output`` atomically) over this shard's items.
 
@@ -102,23 +100,30 @@ def run_batch(
     todo = [item for item in selected if overwrite or not item.output.exists()]
     skipped = len(selected) - len(todo)
     start = time.perf_counter()
-    bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress, file=sys.stderr)
-    done = 0
-    with bar:
-        for _item, _result in process_map(
-            functools.partial(_named, work), todo, jobs, help_locally=True
-        ):
-            done += 1
-            bar.update(1)
+    results = process_map(functools.partial(_named, work), todo, jobs, help_locally=True)
+    if show:
+        results = progress(_Counted(results, len(todo)), desc, skipped)
+    done = sum(1 for _ in results)
     return BatchSummary(len(items), len(selected), done, skipped, time.perf_counter() - start)
 
 
-def summary_line(verb: str, summary: BatchSummary, shard_spec: str | None, out: Path) -> str:
-    """The end-of-run summary of a batch command, e.g. "refined 3 images into out/ ..."."""
-    part = ""
+class _Counted:
+    """An iterator with a known length (the progress bar's total)."""
+
+    def __init__(self, iterator: Iterator, length: int) -> None:
+        self.iterator, self.length = iterator, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator:
+        return self.iterator
+
+
+def summary_line(verb: str, result: BatchSummary, shard_spec: str | None, out: Path) -> str:
+    """The end-of-run summary, e.g. ``refined 3 images into out/ (...); shard 0/2: 3 of 5
+    files; 2.1 s, 1.43 images/s``."""
+    text = summary(verb, result.done, result.skipped, out)
     if shard_spec is not None:
-        part = f"; shard {shard_spec}: {summary.selected} of {summary.total} files"
-    return (
-        f"{verb} {summary.done} images into {out} ({summary.skipped} already done, skipped"
-        f"{part}) in {summary.seconds:.1f} s, {summary.rate:.2f} images/s"
-    )
+        text += f"; shard {shard_spec}: {result.selected} of {result.total} files"
+    return text + f"; {result.seconds:.1f} s, {result.rate:.2f} images/s"

@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         shard_spec=args.shard,
         overwrite=args.overwrite,
         desc="pseudo-label",
-        progress=not args.quiet,
+        show=not args.quiet,
     )
     print(summary_line("pseudo-labelled", summary, args.shard, args.out))
     return 0
