@@ -152,7 +152,7 @@ def run_folder(args: argparse.Namespace) -> int:
     ]
     summary = run_batch(
         items,
-        functools.partial(_refine_item, args),
+        functools.partial(_refine_item, _plain_args(args)),
         jobs=args.jobs,
         shard_spec=args.shard,
         overwrite=args.overwrite,
@@ -160,6 +160,11 @@ def run_folder(args: argparse.Namespace) -> int:
     )
     print(summary_line("refined", summary, args.shard, args.out))
     return 0
+
+
+def _plain_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The options without the callables argparse carries (workers receive a pickled copy)."""
+    return argparse.Namespace(**{k: v for k, v in vars(args).items() if not callable(v)})
 
 
 def _refine_item(args: argparse.Namespace, item) -> None:
