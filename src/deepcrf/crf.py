@@ -30,6 +30,7 @@ import torch
 
 from deepcrf.exact import exact_filter
 from deepcrf.lattice import Lattice, build_lattice, stack_lattices
+from deepcrf.threads import adaptive
 
 __all__ = [
     "NORMALIZATIONS",
@@ -233,6 +234,7 @@ def mean_field_step(unary_logits: torch.Tensor, q: torch.Tensor, pairwise: Messa
     return torch.softmax(logits, dim=1), logits
 
 
+@adaptive
 def mean_field(
     unary_logits: torch.Tensor,
     pairwise: MessagePassing,

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from deepcrf.allocator import tune_allocator
 from deepcrf.arrays import transpose_copy
+from deepcrf.threads import adaptive
 
 __all__ = ["Lattice", "build_lattice", "stack_lattices"]
 
@@ -344,6 +345,7 @@ def _vertex_codes(reduced: torch.Tensor, rank: torch.Tensor, set_index: torch.Te
     return codes, _Packing(strides, total, d)
 
 
+@adaptive
 def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> Lattice:
     """Build the permutohedral lattice of ``features`` (N, d), scaled by the bandwidths.
 
