@@ -194,7 +194,7 @@ class Pairwise:
         if self._fused is not None:
             fused, transforms = self._fused
             values = fused.splat_blur(q, transforms=transforms)
-            return fused.slice_values(values).add_(logits)
+            return fused.slice_values(values, add=logits)
         out = logits.float().clone()
         for kernel, (before, after) in zip(self.kernels, self._scales):
             x = q if before is None else q * before[:, None]

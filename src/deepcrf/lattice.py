@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, replace
+import threading
+import weakref
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import torch
@@ -69,6 +71,10 @@ class Lattice:
     blur_stencils: tuple[tuple[torch.Tensor, torch.Tensor], ...]
     blocks: tuple[int, ...]
     scaled: bool = False
+    _slice_table: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _slice_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     @property
     def device(self) -> torch.device:
@@ -148,14 +154,61 @@ class Lattice:
             parts.append((self.splat_index[start:stop], offsets, self.splat_weight[start:stop]))
         return parts
 
-    def slice_values(self, lattice_values: torch.Tensor) -> torch.Tensor:
-        """Interpolate vertex values (M, C) back at the points: (N, C)."""
-        return F.embedding_bag(
-            self.slice_index,
-            lattice_values.contiguous(),
-            mode="sum",
-            per_sample_weights=self.slice_weight,
+    def slice_values(
+        self, lattice_values: torch.Tensor, add: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Interpolate vertex values (M, C) back at the points: (N, C).
+
+        ``add`` (N, C) is added to the result in the same pass (a mean-field step's unary
+        logits): it is kept as N extra rows of the table the slice gathers from, each point
+        taking its own row with weight 1, which saves a read and a write of the (N, C)
+        result. The copy of ``add`` is reused while ``add`` is unchanged (same storage and
+        version); with gradients, or other dtypes, it is a plain addition.
+        """
+        if add is None or not self._can_fuse_add(lattice_values, add):
+            out = F.embedding_bag(
+                self.slice_index,
+                lattice_values.contiguous(),
+                mode="sum",
+                per_sample_weights=self.slice_weight,
+            )
+            return out if add is None else out + add
+        index, weight = self._slice_plus_own_row
+        with self._slice_lock:
+            table = self._table_with(add)
+            table[: self.num_vertices].copy_(lattice_values)
+            return F.embedding_bag(index, table, mode="sum", per_sample_weights=weight)
+
+    def _can_fuse_add(self, lattice_values: torch.Tensor, add: torch.Tensor) -> bool:
+        return (
+            not (lattice_values.requires_grad or add.requires_grad)
+            and add.dtype == lattice_values.dtype == torch.float32
+            and add.shape == (self.num_points, lattice_values.shape[1])
+            and add.device == lattice_values.device
+            and lattice_values.shape[0] == self.num_vertices
         )
+
+    def _table_with(self, add: torch.Tensor) -> torch.Tensor:
+        """(M + N, C) buffer whose last N rows hold ``add``; refilled when ``add`` is another
+        tensor or was modified in place (its version changed)."""
+        cached = self._slice_table.get("add")
+        if cached is not None:
+            ref, version, table = cached
+            if ref() is add and version == add._version:
+                return table
+        self._slice_table.clear()  # one table at a time: it is as large as ``add``
+        table = add.new_empty(self.num_vertices + self.num_points, add.shape[1])
+        table[self.num_vertices :].copy_(add)
+        self._slice_table["add"] = (weakref.ref(add), add._version, table)
+        return table
+
+    @cached_property
+    def _slice_plus_own_row(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slice index/weight (N, r + 1) with each point's own table row, weight 1, last."""
+        own = torch.arange(self.num_points, device=self.device, dtype=self.slice_index.dtype)
+        index = torch.cat([self.slice_index, (own + self.num_vertices)[:, None]], dim=1)
+        weight = torch.cat([self.slice_weight, self.slice_weight.new_ones(self.num_points, 1)], 1)
+        return index.contiguous(), weight.contiguous()
 
     def blur(self, lattice_values: torch.Tensor, transpose: bool = False) -> torch.Tensor:
         """Apply the [1/2, 1, 1/2] blur along each lattice axis to (M, C) vertex values.
