@@ -348,8 +348,8 @@ def _simplex_coordinates(coords: torch.Tensor):
 class _Packing:
     """How vertex keys are packed into integer codes (see ``_vertex_codes``)."""
 
-    strides: list[int]  # of the reduced coordinates a_i
-    remainder_stride: int  # R: codes of remainder r start at r * R
+    strides: list[int]  # of the reduced coordinates a_i (multiples of d+1)
+    remainder_stride: int  # R: the remainder r adds r * R to a code (1: the lowest digit)
     dim: int
 
 
@@ -361,7 +361,12 @@ def _vertex_codes(reduced: torch.Tensor, rank: torch.Tensor, set_index: torch.Te
     so k_i = (d+1) a_i + r and the key is packed as (a_0, ..., a_{d-1}, r) in mixed radix:
     about log2(d+1) fewer bits per coordinate than the raw key, which lets typical images
     sort int32 codes. The a_i ranges are padded by one step either side so that neighbour
-    codes (see ``_blur_stencil``) never alias another vertex. Returns codes and packing.
+    codes (see ``_blur_stencil``) never alias another vertex. The remainder is the lowest
+    digit, so vertices are numbered (and the splat visits them) region by region: the d+1
+    vertices around a point get neighbouring numbers and its values stay in cache while
+    they are splatted, rather than the image being swept once per remainder. The vertex
+    order changes nothing else (each vertex's entries keep their order). Returns codes
+    and packing.
     """
     d = rank.shape[0] - 1
     low = reduced.amin(1) - 2  # vertex a_i is reduced_i or reduced_i - 1; neighbours one more
@@ -379,6 +384,7 @@ def _vertex_codes(reduced: torch.Tensor, rank: torch.Tensor, set_index: torch.Te
             "probably scaled far too finely (bandwidths too small for their range)"
         )
     dtype = torch.int32 if num_codes < 2**31 else torch.long
+    strides = [stride * (d + 1) for stride in strides]  # the remainder is the lowest digit
     stride_t = torch.tensor(strides, dtype=torch.long, device=rank.device)
     base = ((reduced - low[:, None]) * stride_t[:, None]).sum(0)
     if set_index is not None:
@@ -394,8 +400,8 @@ def _vertex_codes(reduced: torch.Tensor, rank: torch.Tensor, set_index: torch.Te
     codes = torch.empty(d + 1, rank.shape[1], dtype=dtype, device=rank.device)
     codes[0] = base
     for r in range(1, d + 1):
-        codes[r] = (base - suffix[d + 1 - r]).add_(r * total)
-    return codes, _Packing(strides, total, d)
+        codes[r] = (base - suffix[d + 1 - r]).add_(r)
+    return codes, _Packing(strides, 1, d)
 
 
 @adaptive
