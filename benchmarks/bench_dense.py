@@ -45,6 +45,7 @@ from deepcrf.crf import normalization_scales
 from deepcrf.data import coarse_probabilities
 from deepcrf.features import bilateral_features, grid_features
 from deepcrf.lattice import build_lattice, stack_lattices
+from deepcrf.threads import choose_threads, use_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 VOC_SAMPLES = ROOT.parent / "shared" / "data" / "voc-samples"
@@ -325,27 +326,35 @@ def iteration_steps(lattice, unary: torch.Tensor) -> dict:
         "slice": lambda: lattice.slice_values(blurred),
         "unary add": lambda: logits.add(unary),
         "normalise": lambda: normalise(copy.copy_(logits)),
-        "iteration": lambda: normalise(lattice.slice_values(lattice.splat_blur(q)).add_(unary)),
+        "iteration": lambda: normalise(lattice.slice_values(lattice.splat_blur(q), add=unary)),
     }
 
 
 def iteration_breakdown(data, repeats: int) -> list[dict]:
     """Per photo: ms of each step of one mean-field iteration and of an (N, L) copy
-    (``normalise`` includes one copy of the logits, subtracted when printed)."""
+    (``normalise`` includes one copy of the logits, subtracted when printed), on the
+    threads deepcrf's policy picks now (``deepcrf.threads``)."""
     rows = []
     for name, image, labels in data:
-        lattice = fused_lattice(image)
-        probs = torch.from_numpy(probabilities(image, labels)).reshape(NUM_LABELS, -1)
-        unary = torch.log(probs.clamp(min=1e-5)).t().contiguous()
-        steps = iteration_steps(lattice, unary)
-        samples = {key: [] for key in steps}
-        for _ in range(repeats):
-            for key, fn in steps.items():
-                samples[key].append(timed(fn, 3))
-        med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
-        med["normalise"] = max(med["normalise"] - med["copy (N, L)"], 0.0)
-        rows.append({"photo": name, "points": unary.shape[0], **med})
+        with use_threads(choose_threads()):
+            rows.append(_breakdown_row(name, image, labels, repeats))
     return rows
+
+
+def _breakdown_row(name: str, image: np.ndarray, labels, repeats: int) -> dict:
+    """One photo's row of ``iteration_breakdown``."""
+    lattice = fused_lattice(image)
+    probs = torch.from_numpy(probabilities(image, labels)).reshape(NUM_LABELS, -1)
+    unary = torch.log(probs.clamp(min=1e-5)).t().contiguous()
+    steps = iteration_steps(lattice, unary)
+    samples = {key: [] for key in steps}
+    for _ in range(repeats):
+        for key, fn in steps.items():
+            samples[key].append(timed(fn, 3))
+    med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
+    med["normalise"] = max(med["normalise"] - med["copy (N, L)"], 0.0)
+    threads = torch.get_num_threads()
+    return {"photo": name, "threads": threads, "points": unary.shape[0], **med}
 
 
 def print_breakdown(rows: list[dict]) -> None:
@@ -359,7 +368,7 @@ def print_breakdown(rows: list[dict]) -> None:
         gbs = 2 * row["points"] * NUM_LABELS * 4 / (copy * 1e-3) / 1e9
         floor = 1.5 * copy
         print(
-            f"| {row['photo']} | {torch.get_num_threads()} | {copy:.2f} | {gbs:.1f} | "
+            f"| {row['photo']} | {row['threads']} | {copy:.2f} | {gbs:.1f} | "
             + " | ".join(
                 f"{row[k]:.2f}" for k in ("splat", "blur", "slice", "unary add", "normalise")
             )
