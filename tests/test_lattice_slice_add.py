@@ -82,3 +82,15 @@ def test_concurrent_slices_of_one_lattice_do_not_mix_tables():
     for w in workers:
         w.join()
     assert not errors
+
+
+def test_lattices_with_a_table_still_copy_and_pickle():
+    import copy
+    import pickle
+
+    lattice, g = _stack(80, seed=3)
+    values = torch.randn(lattice.num_vertices, 2, generator=g)
+    add = torch.randn(lattice.num_points, 2, generator=g)
+    expected = lattice.slice_values(values, add=add)  # the table now exists
+    for clone in (copy.deepcopy(lattice), pickle.loads(pickle.dumps(lattice))):
+        torch.testing.assert_close(clone.slice_values(values, add=add), expected)

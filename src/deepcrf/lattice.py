@@ -39,6 +39,34 @@ _MAX_PACKED_BITS = 62
 _MAX_FEATURE = 1e7  # keeps integer lattice keys exact in float32 arithmetic
 
 
+class _SliceCache:
+    """The (M + N, C) gather table of ``Lattice.slice_values(..., add=...)``: vertex rows,
+    then ``add``'s rows. Copies and pickles of a lattice start with an empty one."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._entry: tuple[weakref.ref, int, torch.Tensor] | None = None
+
+    def table_with(self, add: torch.Tensor, num_vertices: int) -> torch.Tensor:
+        """The table with ``add`` in its last rows; refilled when ``add`` is another tensor
+        or was modified in place (its version changed)."""
+        if self._entry is not None:
+            ref, version, table = self._entry
+            if ref() is add and version == add._version:
+                return table
+        self._entry = None  # one table at a time: it is as large as ``add``
+        table = add.new_empty(num_vertices + add.shape[0], add.shape[1])
+        table[num_vertices:].copy_(add)
+        self._entry = (weakref.ref(add), add._version, table)
+        return table
+
+    def __reduce__(self):
+        return (_SliceCache, ())
+
+    def __deepcopy__(self, memo: dict) -> _SliceCache:
+        return _SliceCache()
+
+
 @dataclass(frozen=True)
 class Lattice:
     """A permutohedral lattice for ``num_points`` points (or a block stack of such lattices).
@@ -71,9 +99,8 @@ class Lattice:
     blur_stencils: tuple[tuple[torch.Tensor, torch.Tensor], ...]
     blocks: tuple[int, ...]
     scaled: bool = False
-    _slice_table: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-    _slice_lock: threading.Lock = field(
-        default_factory=threading.Lock, init=False, repr=False, compare=False
+    _slice_cache: _SliceCache = field(
+        default_factory=_SliceCache, init=False, repr=False, compare=False
     )
 
     @property
@@ -174,8 +201,8 @@ class Lattice:
             )
             return out if add is None else out + add
         index, weight = self._slice_plus_own_row
-        with self._slice_lock:
-            table = self._table_with(add)
+        with self._slice_cache.lock:
+            table = self._slice_cache.table_with(add, self.num_vertices)
             table[: self.num_vertices].copy_(lattice_values)
             return F.embedding_bag(index, table, mode="sum", per_sample_weights=weight)
 
@@ -187,20 +214,6 @@ class Lattice:
             and add.device == lattice_values.device
             and lattice_values.shape[0] == self.num_vertices
         )
-
-    def _table_with(self, add: torch.Tensor) -> torch.Tensor:
-        """(M + N, C) buffer whose last N rows hold ``add``; refilled when ``add`` is another
-        tensor or was modified in place (its version changed)."""
-        cached = self._slice_table.get("add")
-        if cached is not None:
-            ref, version, table = cached
-            if ref() is add and version == add._version:
-                return table
-        self._slice_table.clear()  # one table at a time: it is as large as ``add``
-        table = add.new_empty(self.num_vertices + self.num_points, add.shape[1])
-        table[self.num_vertices :].copy_(add)
-        self._slice_table["add"] = (weakref.ref(add), add._version, table)
-        return table
 
     @cached_property
     def _slice_plus_own_row(self) -> tuple[torch.Tensor, torch.Tensor]:
