@@ -14,17 +14,17 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from deepcrf.cli.progress import progress, summary
+from deepcrf.cli.refine_options import check_conflicts, default_output, label_png_path
 from deepcrf.dense import refine, refine_labels
+from deepcrf.params import CRFParams
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp"}
-DEMO_DIR = "refine-demo"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,39 +39,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--probs", type=Path, help=".npy (L, H, W) probabilities, or a folder")
     src.add_argument("--labels", type=Path, help="label map PNG (class indices), or a folder")
     p.add_argument("--num-labels", type=int, help="number of classes (with --labels)")
-    p.add_argument("--gt-prob", type=float, default=0.5, help="confidence in --labels")
-    p.add_argument("--ignore-index", type=int, default=255, help="unsure label in --labels")
+    p.add_argument("--gt-prob", type=float, help="confidence in --labels (default: 0.5)")
+    p.add_argument("--ignore-index", type=int, help="unsure label in --labels (default: 255)")
     p.add_argument("--logits", action="store_true", help="--probs holds scores, not probabilities")
-    p.add_argument("--out", type=Path, help="output PNG (or folder in folder mode)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output .png (default: refined/<image name>.png), or the output folder in folder "
+        "mode (required there)",
+    )
     p.add_argument("--save-probs", action="store_true", help="also write the marginals (.npy)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     p.add_argument("--palette", default="voc", help="palette of the output PNG (voc, cityscapes)")
-    g = p.add_argument_group("CRF parameters (DeepLab names in brackets)")
-    g.add_argument("--iterations", type=int, default=10)
-    g.add_argument("--gaussian-sxy", type=float, default=3.0, help="[σγ]")
-    g.add_argument("--gaussian-compat", type=float, default=3.0, help="[w2]")
-    g.add_argument("--bilateral-sxy", type=float, default=80.0, help="[σα]")
-    g.add_argument("--bilateral-srgb", type=float, default=13.0, help="[σβ]")
-    g.add_argument("--bilateral-compat", type=float, default=10.0, help="[w1]")
+    g = p.add_argument_group(
+        "CRF parameters (DeepLab names in brackets; choose them with deepcrf crf-search)"
+    )
+    CRFParams.add_arguments(g)
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.set_defaults(func=run)
 
 
 def crf_options(args: argparse.Namespace) -> dict:
-    return {
-        "iterations": args.iterations,
-        "gaussian_sxy": args.gaussian_sxy,
-        "gaussian_compat": args.gaussian_compat,
-        "bilateral_sxy": args.bilateral_sxy,
-        "bilateral_srgb": args.bilateral_srgb,
-        "bilateral_compat": args.bilateral_compat,
-    }
+    """refine() keyword arguments: ``--crf-params`` (or the defaults) and single-value flags."""
+    if getattr(args, "_crf_options", None) is None:
+        args._crf_options = CRFParams.from_args(args).to_dict()
+    return args._crf_options
 
 
 def run(args: argparse.Namespace) -> int:
+    check_conflicts(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    crf_options(args)  # a bad --crf-params file or flag fails before any work
     if args.image is None:
         return run_demo(args)
     if args.probs is None and args.labels is None:
@@ -82,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
         return run_folder(args)
     if not args.image.exists():
         raise FileNotFoundError(f"image: {args.image} does not exist")
-    out = args.out or args.image.with_name(args.image.stem + "_crf.png")
     source = args.probs if args.probs is not None else args.labels
+    out = label_png_path(args.out) if args.out else default_output(args.image, [args.image, source])
     refine_one(args, args.image, source, out)
     print(f"wrote {out}")
     return 0
@@ -142,60 +142,22 @@ def run_folder(args: argparse.Namespace) -> int:
         raise FileNotFoundError(
             f"{source_dir}: no {suffix} file for {len(missing)} images: {shown}"
         )
-    done = skipped = 0
-    for image_path in tqdm(images, desc="refine", unit="img"):
+    todo = [p for p in images if args.overwrite or not (args.out / (p.stem + ".png")).exists()]
+    done, skipped = 0, len(images) - len(todo)
+    for image_path in progress(todo, "refine", skipped):
         out = args.out / (image_path.stem + ".png")
-        if out.exists() and not args.overwrite:
-            skipped += 1
-            continue
         refine_one(args, image_path, source_dir / (image_path.stem + suffix), out)
         done += 1
-    print(f"refined {done} images into {args.out} ({skipped} already done, skipped)")
+    print(summary("refined", done, skipped, args.out))
     return 0
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Refine an embedded synthetic scene and report what the CRF changed."""
-    from deepcrf.data import SyntheticScenes, coarse_probabilities
-    from deepcrf.metrics import ConfusionMatrix
-    from deepcrf.viz import colorize
+    """The main job: refine the embedded sample and explain what the CRF did."""
+    from deepcrf.cli.demo import run_demo as demo
+    from deepcrf.params import CRFParams
 
-    scenes = SyntheticScenes(1, size=(240, 320), seed=0)
-    image, label = scenes.generate(0)
-    k = scenes.num_classes
-    probs = coarse_probabilities(label, k, stride=8, noise=1.0, seed=0)
-    start = time.perf_counter()
-    refined = refine(probs, image, **crf_options(args))
-    elapsed = time.perf_counter() - start
-    before, after = probs.argmax(0), refined.argmax(0)
-    scores = [ConfusionMatrix(k).update(p, label).scores() for p in (before, after)]
-    changed = before != after
-    fixed = int((changed & (after == label)).sum())
-    broken = int((changed & (before == label)).sum())
-    print(
-        "deepcrf refine: embedded sample (synthetic 320x240 scene, coarse stride-8 probabilities)"
-    )
-    print(
-        f"  pixel accuracy  before {scores[0]['pixel_acc']:6.2%}   "
-        f"after {scores[1]['pixel_acc']:6.2%}"
-    )
-    print(f"  mean IoU        before {scores[0]['miou']:6.2%}   after {scores[1]['miou']:6.2%}")
-    print(
-        f"  pixels changed  {int(changed.sum())} of {changed.size}: "
-        f"{fixed} corrected, {broken} broken"
-    )
-    print(f"  CRF time        {elapsed * 1e3:.0f} ms ({args.iterations} mean-field iterations)")
-    out = args.out or Path(DEMO_DIR)
-    out.mkdir(parents=True, exist_ok=True)
-    row = [
-        image,
-        np.asarray(colorize(before).convert("RGB")),
-        np.asarray(colorize(after).convert("RGB")),
-    ]
-    from PIL import Image
-
-    Image.fromarray(np.concatenate(row, axis=1)).save(out / "comparison.png")
-    print(f"  wrote {out / 'comparison.png'} (image | coarse | refined)")
+    demo(CRFParams.from_dict(crf_options(args)), args.out, args.device)
     return 0
 
 
