@@ -250,7 +250,7 @@ def under_load(reference, data, repeats: int, busy: int) -> list[dict]:
     }
     inputs = [(name, image, probabilities(image, labels)) for name, image, labels in data]
     rows = []
-    for condition, count in (("quiet", 0), (f"{busy} busy", busy)):
+    for condition, count in (("none started", 0), (f"{busy} busy started", busy)):
         samples = {name: {key: [] for key in [*variants, "pydensecrf"]} for name, _, _ in inputs}
         with busy_processes(count):
             for _, image, probs in inputs:  # warm-up
@@ -267,24 +267,27 @@ def under_load(reference, data, repeats: int, busy: int) -> list[dict]:
                         samples[name]["pydensecrf"].append(
                             timed(lambda i=image, u=unary: run_crf(reference, i, u, 10), 1)
                         )
+            load = os.getloadavg()[0]  # the machine's 1-minute load at the end of the condition
         for name, _, _ in inputs:
             med = {k: statistics.median(v) * 1e3 for k, v in samples[name].items() if v}
-            rows.append({"condition": condition, "photo": name, **med})
+            rows.append({"condition": condition, "load": load, "photo": name, **med})
     return rows
 
 
 def print_load_table(rows: list[dict]) -> None:
-    keys = [k for k in rows[0] if k not in ("condition", "photo")]
+    keys = [k for k in rows[0] if k not in ("condition", "load", "photo")]
     print(
-        "| condition | photo | " + " | ".join(f"{k} ms" for k in keys) + " | default / 1 thread |"
+        "| busy processes | load avg | photo | "
+        + " | ".join(f"{k} ms" for k in keys)
+        + " | default / 1 thread |"
         " default / pydensecrf |"
     )
-    print("|---" * (len(keys) + 4) + "|")
+    print("|---" * (len(keys) + 5) + "|")
     for row in rows:
         ref = row.get("pydensecrf")
         ratio = f"{row['default'] / ref:.2f}x" if ref else "-"
         print(
-            f"| {row['condition']} | {row['photo']} | "
+            f"| {row['condition']} | {row['load']:.1f} | {row['photo']} | "
             + " | ".join(f"{row[k]:.0f}" for k in keys)
             + f" | {row['default'] / row['1 thread']:.2f}x | {ratio} |"
         )
