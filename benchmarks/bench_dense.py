@@ -206,10 +206,20 @@ def gpu_rows(image, unary_probs, batch_sizes=(1, 4, 16)) -> list[dict]:
     return rows
 
 
+# spins until its parent ends, so a killed benchmark leaves no busy process behind
+_SPIN = """
+import os
+parent = os.getppid()
+while os.getppid() == parent:
+    for _ in range(1_000_000):
+        pass
+"""
+
+
 @contextlib.contextmanager
 def busy_processes(count: int):
     """``count`` competing processes spinning on the CPU while the body runs."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    procs = [subprocess.Popen([sys.executable, "-c", _SPIN]) for _ in range(count)]
     try:
         time.sleep(0.5)  # let them start spinning
         yield
