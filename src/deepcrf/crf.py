@@ -33,6 +33,7 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from deepcrf.kernel import FILTERS, NORMALIZATIONS, NormalizedKernel, normalization_scales
 from deepcrf.lattice import Lattice, stack_lattices
+from deepcrf.threads import adaptive
 
 __all__ = [
     "NORMALIZATIONS",
@@ -241,7 +242,7 @@ class _Stack:
             None if t is None else (torch.diag(t) if t.dim() == 1 else t) for t in self.transforms
         ]
         values = self.stacked.splat_blur(q, transforms=matrices)
-        return self.stacked.slice_values(values).add_(logits)
+        return self.stacked.slice_values(values, add=logits)
 
 
 class _StackedMessage(torch.autograd.Function):
@@ -259,8 +260,11 @@ class _StackedMessage(torch.autograd.Function):
         for lattice, t in zip(stack.forward, transforms):
             values = lattice.blur(lattice.splat_values(q))
             blurred.append(values)
-            sliced = lattice.slice_values(values if t is None else _transform(values, t))
-            out = sliced.add_(logits) if out is None else out.add_(sliced)
+            mixed = values if t is None else _transform(values, t)
+            if out is None:
+                out = lattice.slice_values(mixed, add=logits)
+            else:
+                out.add_(lattice.slice_values(mixed))
         ctx.stack = stack
         ctx.save_for_backward(*blurred, *transforms)
         return out
@@ -305,6 +309,7 @@ def mean_field_step(unary_logits: torch.Tensor, q: torch.Tensor, pairwise: Messa
     return torch.softmax(logits, dim=1), logits
 
 
+@adaptive
 def mean_field(
     unary_logits: torch.Tensor,
     pairwise: MessagePassing,
