@@ -143,13 +143,21 @@ def evaluate_folders(
         cm.update(pred, gt, name=label)
         if tri is not None:
             tri.update(pred, gt, name=label)
-    return scores_result(cm, tri, classes, len(pairs))
+    void = (left_out, labelled) if ignore_pred_void else None
+    return scores_result(cm, tri, classes, len(pairs), pred_void=void)
 
 
 def scores_result(
-    cm: ConfusionMatrix, tri: TrimapConfusion | None, classes: Sequence[str], num_images: int
+    cm: ConfusionMatrix,
+    tri: TrimapConfusion | None,
+    classes: Sequence[str],
+    num_images: int,
+    pred_void: tuple[int, int] | None = None,
 ) -> dict:
-    """The ``deepcrf eval`` JSON result of accumulated matrices (fractions in [0, 1])."""
+    """The ``deepcrf eval`` JSON result of accumulated matrices (fractions in [0, 1]).
+
+    ``pred_void`` = (labelled pixels the predictions marked void, labelled pixels), reported
+    as ``pred_void_pixels`` / ``pred_void_fraction`` when given."""
     s = cm.scores()
     out = {
         "num_images": num_images,
@@ -166,7 +174,8 @@ def scores_result(
         "num_pixels": s["num_pixels"],
         "confusion": cm.mat.tolist(),
     }
-    if ignore_pred_void:
+    if pred_void is not None:
+        left_out, labelled = pred_void
         out["pred_void_pixels"] = left_out
         out["pred_void_fraction"] = left_out / labelled if labelled else None
     if tri is not None:
