@@ -81,12 +81,18 @@ def process_map(
     items: Sequence[T],
     jobs: int = 1,
     threads: int | None = None,
+    help_locally: bool = False,
 ) -> Iterator[tuple[T, R]]:
     """Yield ``(item, func(item))`` for every item, in completion order.
 
     ``func`` must be picklable (a module-level function, or a ``functools.partial`` of one)
     when ``jobs > 1``. An exception in a worker is raised here, after the pending work is
     cancelled; results already yielded stay valid.
+
+    ``help_locally=True`` makes this process one of the ``jobs``: it starts ``jobs - 1``
+    workers and works through the items from the end of the list while they start (a
+    worker's start-up, importing torch, costs seconds) and take items from the front. No
+    item runs twice: this process only takes items no worker has claimed.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"--jobs: expected an integer >= 1, got {jobs!r}")
@@ -97,13 +103,38 @@ def process_map(
         return
     per_worker = threads if threads is not None else threads_per_worker(jobs)
     context = multiprocessing.get_context("spawn")
+    workers = jobs - 1 if help_locally else jobs
     with futures.ProcessPoolExecutor(
-        max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(per_worker,)
+        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(per_worker,)
     ) as pool:
         pending: dict[futures.Future, Any] = {pool.submit(func, item): item for item in items}
         try:
-            for future in futures.as_completed(pending):
+            left = list(pending)
+            if help_locally:
+                yield from _work_locally(func, pending, left, per_worker)
+            for future in futures.as_completed(left):
                 yield pending[future], future.result()
         finally:
             for future in pending:
                 future.cancel()
+
+
+def _work_locally(func, pending: dict, left: list, threads: int) -> Iterator[tuple[Any, Any]]:
+    """Run unclaimed items here, from the back of ``left``; finished worker results are
+    yielded in between. Leaves in ``left`` the futures the workers still own."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        while left:
+            for future in [f for f in left if f.done()]:
+                left.remove(future)
+                yield pending[future], future.result()
+            mine = next((f for f in reversed(left) if f.cancel()), None)
+            if mine is None:
+                return
+            left.remove(mine)
+            yield pending[mine], func(pending[mine])
+    finally:
+        torch.set_num_threads(saved)

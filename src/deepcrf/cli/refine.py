@@ -13,6 +13,7 @@ Three modes:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -20,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepcrf.cli.progress import progress, summary
 from deepcrf.cli.refine_options import check_conflicts, default_output, label_png_path
 from deepcrf.dense import refine, refine_labels
 from deepcrf.params import CRFParams
@@ -51,6 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--save-probs", action="store_true", help="also write the marginals (.npy)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    p.add_argument("--jobs", type=int, default=1, help="folder mode: worker processes")
+    p.add_argument("--shard", metavar="i/n", help="folder mode: only shard i of n (by name)")
     p.add_argument("--palette", default="voc", help="palette of the output PNG (voc, cityscapes)")
     g = p.add_argument_group(
         "CRF parameters (DeepLab names in brackets; choose them with deepcrf crf-search)"
@@ -143,14 +145,32 @@ def run_folder(args: argparse.Namespace) -> int:
         raise FileNotFoundError(
             f"{source_dir}: no {suffix} file for {len(missing)} images: {shown}"
         )
-    todo = [p for p in images if args.overwrite or not (args.out / (p.stem + ".png")).exists()]
-    done, skipped = 0, len(images) - len(todo)
-    for image_path in progress(todo, "refine", skipped):
-        out = args.out / (image_path.stem + ".png")
-        refine_one(args, image_path, source_dir / (image_path.stem + suffix), out)
-        done += 1
-    print(summary("refined", done, skipped, args.out))
+    from deepcrf.cli.batch import BatchItem, run_batch, summary_line
+
+    items = [
+        BatchItem(p.stem, (p, source_dir / (p.stem + suffix)), args.out / (p.stem + ".png"))
+        for p in images
+    ]
+    summary = run_batch(
+        items,
+        functools.partial(_refine_item, _plain_args(args)),
+        jobs=args.jobs,
+        shard_spec=args.shard,
+        overwrite=args.overwrite,
+        desc="refine",
+    )
+    print(summary_line("refined", summary, args.shard, args.out))
     return 0
+
+
+def _plain_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The options without the callables argparse carries (workers receive a pickled copy)."""
+    return argparse.Namespace(**{k: v for k, v in vars(args).items() if not callable(v)})
+
+
+def _refine_item(args: argparse.Namespace, item) -> None:
+    """One folder-mode image (runs in a worker process with --jobs)."""
+    refine_one(args, item.inputs[0], item.inputs[1], item.output)
 
 
 def run_demo(args: argparse.Namespace) -> int:
