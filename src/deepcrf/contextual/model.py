@@ -96,6 +96,7 @@ class ContextualCRF(nn.Module):
         self.featmaps = nn.ModuleList(distinct)
         self.featmap_index = [next(i for i, d in enumerate(distinct) if d is m) for m in featmaps]
         self.unary_nets = nn.ModuleList(unary_nets)
+        self.output_stride = getattr(featmaps[0], "output_stride", None)
         self.pairwise_nets = nn.ModuleList(pairwise_nets)
         self.num_classes = num_classes
         self.relations = relations
