@@ -13,6 +13,7 @@ on every process).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -80,6 +81,10 @@ def build_contextual_optimizer(model: ContextualCRF, cfg: OptimConfig) -> Contex
     under ``optim.head`` and ``head_lr_mult=10``)."""
     if cfg.groups != "caffe":
         raise ValueError("optim.groups: the contextual recipe uses caffe groups")
+    if not model.relations:  # unary only: the recipe's head list names absent Pairwise-Nets
+        cfg = dataclasses.replace(
+            cfg, head=[h for h in cfg.head if not h.startswith("pairwise_nets")]
+        )
     groups = param_groups(model, cfg)
     pair = {id(p) for p in model.pairwise_parameters()}
     main_groups = _split_groups(groups, pair, inside=False)
