@@ -4,13 +4,15 @@ A 35 x 35 map has ~30,000 edges per relation: one Pairwise-Net update over all o
 huge batch and holds every edge feature in memory. Instead, per SGD step:
 
 1. the FeatMap-Nets run once; their outputs are detached into leaves that collect gradients;
-2. the Unary-Net loss (mean over valid nodes) is back-propagated once;
+2. the Unary-Net loss (mean over valid nodes; summed over an ensemble's nets) is
+   back-propagated once;
 3. for each relation the valid edges (both ends labelled) are shuffled and split into
    ``ceil(E / edges_per_update)`` subsets (E: the relation's edges in the batch's graph, so
-   subsets hold up to ``edges_per_update`` edges, fewer where nodes are void); each subset's mean NLL is back-propagated and the Pairwise-Net is
-   updated at once (``pairwise_optimizer.step()``) — later subsets see the updated net. The
-   subset's gradient w.r.t. the node features is weighted by its share of the edges, so the
-   leaves accumulate exactly the gradient of the relation's mean NLL (for a frozen net);
+   subsets hold up to ``edges_per_update`` edges, fewer where nodes are void); each subset's
+   mean NLL is back-propagated and the Pairwise-Net is updated at once
+   (``pairwise_optimizer.step()``) — later subsets see the updated net. The subset's
+   gradient w.r.t. the node features is weighted by its share of the edges, so the leaves
+   accumulate exactly the gradient of the relation's mean NLL (for a frozen net);
 4. the accumulated feature gradients are back-propagated through the FeatMap-Nets once and
    ``optimizer`` (FeatMap-Nets + Unary-Net) steps once.
 
@@ -76,9 +78,7 @@ def asynchronous_step(
     y = model.node_labels(labels, (h, w)).to(feats[0].device)
     valid = y != model.ignore_index
 
-    unary_loss = sum(
-        _mean(unary_nll_terms(u, y, valid)) for u in model.unary_scores(feats)
-    )
+    unary_loss = sum(_mean(unary_nll_terms(u, y, valid)) for u in model.unary_scores(feats))
     unary_loss.backward()
     result = AsyncStepResult(unary_loss=unary_loss.item())
 

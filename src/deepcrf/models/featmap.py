@@ -168,9 +168,7 @@ class PairwiseNet(PointwiseMLP):
         """``(W_p f + b, W_q f)`` for node features (N, C = in_channels / 2), each (N, hidden)."""
         c = self.in_channels // 2
         if node_features.dim() != 2 or node_features.shape[1] != c:
-            raise ValueError(
-                f"expected node features (N, {c}), got {tuple(node_features.shape)}"
-            )
+            raise ValueError(f"expected node features (N, {c}), got {tuple(node_features.shape)}")
         hidden = self.fc1.weight.shape[0]
         # one GEMM for both products: rows [W_p; W_q] (2 hidden, C)
         weight = self.fc1.weight.view(hidden, 2, c).transpose(0, 1).reshape(2 * hidden, c)
