@@ -48,6 +48,10 @@ class ContextualCRF(nn.Module):
         relations: names from ``RELATIONS``; ``()`` gives the unary-only model.
         box, grid: range-box geometry (see ``range_box_edges``).
         iterations: mean-field iterations for inference (the paper uses 3).
+        pairwise_weight: multiplies the pairwise scores in mean field (1: the paper). The
+            piecewise-trained tables each carry the pair's joint likelihood, so a node hears
+            its ~48 neighbours' opinions; a weight below 1 tempers that when the Pairwise-Nets
+            are weak (short trainings). Training is unaffected.
         chunk_size: edges per Pairwise-Net call.
         ignore_index: void label.
     """
@@ -62,6 +66,7 @@ class ContextualCRF(nn.Module):
         box: float = 0.4,
         grid: int = 5,
         iterations: int = 3,
+        pairwise_weight: float = 1.0,
         chunk_size: int = 8192,
         ignore_index: int = 255,
     ) -> None:
@@ -102,6 +107,9 @@ class ContextualCRF(nn.Module):
         self.relations = relations
         self.box, self.grid = box, grid
         self.iterations = iterations
+        if not isinstance(pairwise_weight, (int, float)) or not pairwise_weight >= 0:
+            raise ValueError(f"pairwise_weight must be a number >= 0, got {pairwise_weight!r}")
+        self.pairwise_weight = float(pairwise_weight)
         self.chunk_size = chunk_size
         self.ignore_index = ignore_index
         self._graphs: dict[tuple, list[torch.Tensor]] = {}
@@ -203,7 +211,10 @@ class ContextualCRF(nn.Module):
         """Coarse mean-field marginals (B, K, h, w)."""
         pot = self.potentials(self.feature_maps(images))
         its = self.iterations if iterations is None else iterations
-        q = mean_field(pot.unary, pot.edges, pot.pairwise, its)
+        tables = pot.pairwise
+        if self.pairwise_weight != 1.0:
+            tables = [t * self.pairwise_weight for t in tables]
+        q = mean_field(pot.unary, pot.edges, tables, its)
         b, h, w = pot.shape
         return q.view(b, h, w, -1).permute(0, 3, 1, 2)
 
