@@ -17,7 +17,7 @@ from .data.io import read_label
 from .data.lists import read_list
 from .metrics import ConfusionMatrix, TrimapConfusion
 
-__all__ = ["evaluate_folders", "match_label_files", "width_key"]
+__all__ = ["evaluate_folders", "match_label_files", "scores_result", "width_key"]
 
 
 def _pngs(folder: Path, what: str) -> dict[str, Path]:
@@ -143,11 +143,26 @@ def evaluate_folders(
         cm.update(pred, gt, name=label)
         if tri is not None:
             tri.update(pred, gt, name=label)
+    void = (left_out, labelled) if ignore_pred_void else None
+    return scores_result(cm, tri, classes, len(pairs), pred_void=void)
+
+
+def scores_result(
+    cm: ConfusionMatrix,
+    tri: TrimapConfusion | None,
+    classes: Sequence[str],
+    num_images: int,
+    pred_void: tuple[int, int] | None = None,
+) -> dict:
+    """The ``deepcrf eval`` JSON result of accumulated matrices (fractions in [0, 1]).
+
+    ``pred_void`` = (labelled pixels the predictions marked void, labelled pixels), reported
+    as ``pred_void_pixels`` / ``pred_void_fraction`` when given."""
     s = cm.scores()
     out = {
-        "num_images": len(pairs),
-        "num_classes": num_classes,
-        "ignore_index": ignore_index,
+        "num_images": num_images,
+        "num_classes": cm.num_classes,
+        "ignore_index": cm.ignore_index,
         "classes": list(classes),
         "miou": s["miou"],
         "pixel_acc": s["pixel_acc"],
@@ -159,7 +174,8 @@ def evaluate_folders(
         "num_pixels": s["num_pixels"],
         "confusion": cm.mat.tolist(),
     }
-    if ignore_pred_void:
+    if pred_void is not None:
+        left_out, labelled = pred_void
         out["pred_void_pixels"] = left_out
         out["pred_void_fraction"] = left_out / labelled if labelled else None
     if tri is not None:

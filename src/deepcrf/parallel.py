@@ -20,26 +20,77 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["available_cpus", "parse_shard", "process_map", "shard", "threads_per_worker"]
+__all__ = [
+    "available_cpus",
+    "cgroup_cpu_quota",
+    "parse_shard",
+    "process_map",
+    "shard",
+    "threads_per_worker",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
 def available_cpus() -> int:
-    """CPUs this process may use: its affinity mask and a cgroup CPU quota, if any."""
+    """CPUs this process may use: its affinity mask and a cgroup CPU quota (v1 or v2), if any."""
     try:
         count = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         count = os.cpu_count() or 1
-    try:  # cgroup v2 quota, e.g. "200000 100000" = 2 CPUs
-        with open("/sys/fs/cgroup/cpu.max") as handle:
-            quota, period = handle.read().split()[:2]
-        if quota != "max":
-            count = min(count, max(1, int(int(quota) // int(period))))
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        count = min(count, max(1, int(quota)))
+    return max(1, count)
+
+
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
+    """CPUs' worth of time per period that this process's cgroup may use, or None.
+
+    Reads cgroup v2 ``cpu.max`` ("200000 100000" = 2 CPUs) or v1 ``cpu.cfs_quota_us`` /
+    ``cpu.cfs_period_us`` (quota -1 = none), in the process's own cgroup (from
+    ``/proc/self/cgroup``) and at the hierarchy's root, the tighter one winning.
+    """
+    v2_paths, v1_paths = [""], [""]
+    try:
+        with open("/proc/self/cgroup") as handle:
+            for line in handle:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if controllers == "":
+                    v2_paths.append(path.strip("/"))
+                elif "cpu" in controllers.split(","):
+                    v1_paths.append(path.strip("/"))
     except (OSError, ValueError):
         pass
-    return max(1, count)
+    limits = []
+    for path in dict.fromkeys(v2_paths):
+        text = _read(os.path.join(root, path, "cpu.max")) or "max"
+        limits.append(_ratio(*[*text.split(), "100000"][:2]))
+    for path in dict.fromkeys(v1_paths):
+        for folder in ("cpu", "cpu,cpuacct"):
+            quota = _read(os.path.join(root, folder, path, "cpu.cfs_quota_us"))
+            period = _read(os.path.join(root, folder, path, "cpu.cfs_period_us"))
+            limits.append(_ratio(quota or "max", period or "100000"))
+    found = [limit for limit in limits if limit is not None]
+    return min(found) if found else None
+
+
+def _ratio(quota: str, period: str) -> float | None:
+    """quota / period, or None for no limit ("max", -1) or unreadable text."""
+    try:
+        q, p = int(quota), int(period)
+    except ValueError:
+        return None
+    return q / p if q > 0 and p > 0 else None
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except (OSError, ValueError):
+        return None
 
 
 def threads_per_worker(jobs: int, cpus: int | None = None) -> int:

@@ -6,7 +6,8 @@ Three modes:
   * a folder: ``deepcrf refine images/ --probs probs/ --out refined/`` matches files by
     name stem, shows a progress bar and skips outputs that already exist, so a killed run
     resumes where it stopped (outputs are written atomically);
-  * no input: refines an embedded synthetic sample and prints what the CRF changed.
+  * no input: the demo. Refines an embedded synthetic scene, prints what the CRF changed
+    and draws refine-demo/comparison.png.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out",
         type=Path,
-        help="output .png (default: refined/<image name>.png), or the output folder in folder "
-        "mode (required there)",
+        help="output .png (default: refined/<image name>.png); in folder mode the output "
+        "folder (required); in the demo its folder (default: refine-demo)",
     )
     p.add_argument("--save-probs", action="store_true", help="also write the marginals (.npy)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
@@ -175,7 +176,6 @@ def _refine_item(args: argparse.Namespace, item) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     """The main job: refine the embedded sample and explain what the CRF did."""
     from deepcrf.cli.demo import run_demo as demo
-    from deepcrf.params import CRFParams
 
     demo(CRFParams.from_dict(crf_options(args)), args.out, args.device)
     return 0
