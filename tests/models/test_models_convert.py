@@ -307,3 +307,13 @@ def test_deeplab_msc_with_a_4x4_fc6(tmp_path, rng):
     model, _ = convert(path, "deeplab_msc_largefov")
     assert model.config["name"] == "deeplab_msc" and model.pool5a is None
     torch.testing.assert_close(model.msc_branches[3][2].weight, torch.from_numpy(layers[-5][1][0]))
+
+
+def test_wrong_kind_of_file_gets_a_hint(tmp_path, rng):
+    pth = tmp_path / "crfasrnn_weights.pth"
+    torch.save({"conv1_1.weight": torch.zeros(2)}, pth)
+    with pytest.raises(CaffeModelError, match="need --arch crfasrnn_pytorch"):
+        convert(pth, "crfasrnn")
+    caffemodel = write_caffemodel(tmp_path / "m.caffemodel", deeplab_largefov(rng))
+    with pytest.raises(ConversionError, match="use --arch crfasrnn for"):
+        convert(caffemodel, "crfasrnn_pytorch")

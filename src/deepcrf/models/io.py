@@ -258,11 +258,14 @@ def _safetensors():
     return safetensors.torch
 
 
-def save_safetensors(model: nn.Module, path: str | Path) -> Path:
-    """Write ``model``'s state dict (and its ``config``, if built by ``build``) to ``path``."""
+def save_safetensors(
+    model: nn.Module, path: str | Path, metadata: Mapping[str, str] | None = None
+) -> Path:
+    """Write ``model``'s state dict (and its ``config``, if built by ``build``) to ``path``;
+    ``metadata`` adds string entries (e.g. a training run's CRF parameters)."""
     path = Path(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    metadata = {}
+    metadata = dict(metadata or {})
     config = getattr(model, "config", None)
     if config is not None:
         metadata["deepcrf.config"] = json.dumps(config)
@@ -313,6 +316,15 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> nn
     model.config.update(recorded)
     load_safetensors(model, path)
     return model.to(device) if device is not None else model
+
+
+def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a .safetensors file (empty when it has none)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"safetensors file not found: {path}")
+    with _safetensors_open(path) as f:
+        return dict(f.metadata() or {})
 
 
 def _safetensors_open(path: Path):
