@@ -43,6 +43,7 @@ def test_finds_a_planted_optimum(make_samples):
     assert json.loads(json.dumps(result.to_json()))["best"] == planted
 
 
+@pytest.mark.slow
 def test_same_results_with_one_and_two_jobs(make_samples, tmp_path):
     samples = make_samples(4, size=(24, 32), seed=7)
     grid = {**GRID, "bilateral_sxy": [20.0, 50.0]}
