@@ -256,11 +256,15 @@ def _fit(args: argparse.Namespace, samples: list, progress) -> dict:
                 "params": c["params"],
                 "miou": c["miou"],
                 "pixel_acc": c["pixel_acc"],
-                "stage": f"step {c['step']}",
+                "stage": _fit_stage(c["step"]),
             }
             for c in fitted.checkpoints
         ],
     }
+
+
+def _fit_stage(step) -> str:
+    return f"step {step}" if isinstance(step, int) else f"weights {step}"
 
 
 def _tqdm_factory():

@@ -98,17 +98,17 @@ def grid_search(
             ``close()`` (e.g. a tqdm factory), or None.
     """
     if grid == COARSE_TO_FINE:
-        stages = [("coarse", validate_grid(COARSE_GRID, base, "grid"))]
+        stage_name, axes = "coarse", validate_grid(COARSE_GRID, base, "grid")
     elif isinstance(grid, str):
         raise ValueError(f"grid: expected {COARSE_TO_FINE!r} or a mapping, got {grid!r}")
     else:
-        stages = [("grid", validate_grid(grid, base, "grid"))]
+        stage_name, axes = "grid", validate_grid(grid, base, "grid")
     if not 0 <= tolerance < 1:
         raise ValueError(f"tolerance: expected a number in [0, 1), got {tolerance!r}")
     num_classes = check_samples(samples, ignore_index)
     search = {
         "protocol": COARSE_TO_FINE if grid == COARSE_TO_FINE else "grid",
-        "grid": stages[0][1],
+        "grid": axes,
         "base": base.to_dict(),
         "images": [s.name for s in samples],
         "data": fingerprint(samples),
@@ -132,16 +132,13 @@ def grid_search(
     baseline_rows = run("baseline", list(baseline_points.values()))
     baseline = {name: row["miou"] for name, row in zip(baseline_points, baseline_rows)}
 
-    results: list[dict] = []
-    stage_name, axes = stages[0]
-    rows = run(stage_name, expand_grid(axes, base))
-    results += rows
+    results = rows = run(stage_name, expand_grid(axes, base))
     best = select_best(rows, axes, tolerance)
     if grid == COARSE_TO_FINE:
         axes = fine_grid(axes, best["params"])
         fine_rows = run("fine", expand_grid(axes, base))
-        seen = {r["key"] for r in results}
-        results += [r for r in fine_rows if r["key"] not in seen]
+        seen = {r["key"] for r in rows}
+        results = rows + [r for r in fine_rows if r["key"] not in seen]
         best = select_best(fine_rows, axes, tolerance)
     return SearchResult(
         best=best["params"],
