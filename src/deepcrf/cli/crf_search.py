@@ -118,6 +118,8 @@ def _check_args(args: argparse.Namespace) -> None:
         args.jobs = available_cpus()
     if args.jobs < 1:
         raise ValueError(f"--jobs: expected an integer >= 1, got {args.jobs}")
+    if args.plot is not None and args.method == "fit":
+        raise ValueError("--plot: draws a grid search's mIoU over (σα, σβ); not with --method fit")
     if args.plot is not None:
         try:
             import matplotlib  # noqa: F401
