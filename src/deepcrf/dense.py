@@ -28,6 +28,13 @@ import torch
 from deepcrf.arrays import tensor_from_numpy, transpose_copy
 from deepcrf.crf import Kernel, Pairwise, mean_field
 from deepcrf.features import bilateral_features, grid_features, grid_lattice
+from deepcrf.inputs import (
+    batch_items,
+    check_integer,
+    check_labels,
+    needs_batch_loop,
+    prepare_refine,
+)
 
 __all__ = ["refine", "refine_labels", "unary_from_labels", "unary_from_probs"]
 
@@ -47,10 +54,12 @@ def unary_from_labels(
     Each pixel's label gets probability ``gt_prob``, every other label an equal share of
     the rest; pixels equal to ``ignore_index`` get a uniform distribution ("unsure").
     """
+    if isinstance(gt_prob, bool) or not isinstance(gt_prob, (int, float, np.floating)):
+        raise TypeError(f"gt_prob: expected a probability in (0, 1), got {gt_prob!r}")
     if not 0.0 < gt_prob < 1.0:
         raise ValueError(f"gt_prob: expected a probability in (0, 1), got {gt_prob}")
-    if num_labels < 2:
-        raise ValueError(f"num_labels: expected at least 2 labels, got {num_labels}")
+    num_labels = check_integer(num_labels, "num_labels", minimum=2)
+    labels = check_labels(labels if isinstance(labels, torch.Tensor) else np.asarray(labels))
     labels = torch.as_tensor(labels).long()
     unsure = (
         labels == ignore_index
@@ -86,6 +95,10 @@ def refine(
     filter: str = "lattice",
     clip: float = 1e-5,
     logits: bool = False,
+    strict: bool = False,
+    batched: bool | None = None,
+    tile: bool | int | None = None,
+    force: bool = False,
 ):
     """Refine class probabilities with a fully connected CRF; returns the marginals.
 
@@ -101,7 +114,20 @@ def refine(
     bandwidths (depth, user features). ``logits=True`` treats ``probs`` as unnormalised
     scores (higher = more likely) instead of probabilities; probabilities are clipped
     below at ``clip`` before taking logs, as pydensecrf's ``unary_from_softmax`` does.
+
+    Inputs are checked as ``deepcrf.inputs`` states (``strict=True`` turns its warnings
+    about unlikely pixel units into errors; ``batched=True`` refines numpy (B, L, *spatial)
+    item by item; ``force=True`` allows ``filter="exact"`` on large inputs). Inputs beyond
+    the memory budget are refined in overlapping tiles (``deepcrf.tiling``; ``tile=False``
+    never tiles, ``tile=True`` always, ``tile=<int>`` sets the tile core size).
     """
+    options = dict(locals())
+    routed = prepare_refine(refine, options)  # checks every argument; batch loop, tiles
+    if routed is not None:
+        return routed
+    probs, image, iterations = options["probs"], options["image"], options["iterations"]
+    gaussian_compat, bilateral_compat = options["gaussian_compat"], options["bilateral_compat"]
+    extra_kernels = options["extra_kernels"]
     is_numpy = isinstance(probs, np.ndarray)
     q, img, batched = _as_batched(probs, image)
     _check_probs(q, logits)
@@ -164,7 +190,18 @@ def refine_labels(
     ``labels`` is (*spatial) numpy or (B, H, W) / (H, W) torch; ``ignore_index`` pixels
     start uniform. Other keyword arguments are those of ``refine``.
     """
+    labels = check_labels(labels)  # integers only (never truncated), detached
+    num_labels = check_integer(num_labels, "num_labels", minimum=2)
+    if needs_batch_loop(labels, image, kwargs.get("batched"), spatial_axis=0):
+        kwargs.pop("batched")
+        images = batch_items(image, labels.shape[0], "image")
+        opts = {"gt_prob": gt_prob, "ignore_index": ignore_index, **kwargs}
+        return np.stack(
+            [refine_labels(lab, im, num_labels, **opts) for lab, im in zip(labels, images)]
+        )
     is_numpy = isinstance(labels, np.ndarray)
+    if is_numpy:
+        kwargs["batched"] = False  # decided above: one image or volume
     lab = tensor_from_numpy(labels) if is_numpy else labels
     if not is_numpy and lab.dim() == 3:
         unary = unary_from_labels(lab, num_labels, gt_prob, ignore_index).movedim(0, 1)

@@ -1,0 +1,365 @@
+"""Checks of what users hand to ``refine`` / ``refine_labels``: clear errors naming the
+argument, or a warning (an error with ``strict=True``) where an input is legal but most
+likely a mistake. Nothing here modifies the caller's arrays.
+
+The rules, stated once:
+
+* ``probs``: a floating-point numpy array or torch tensor, no zero-size axis, finite, and
+  within float32's range (larger values would overflow inside the CRF: an error, not a
+  silent all-NaN result). Tensors that require grad are detached: ``refine`` is inference,
+  ``deepcrf.nn.DenseCRF`` is the differentiable layer.
+* ``image``: the raw pixels (uint8 0..255 for photos). A float image within 0..1, an image
+  with negative values (a normalised network input), a bool image or an integer image
+  beyond 0..255 (16-bit) is most likely in the wrong units for ``bilateral_srgb``: a
+  ``UserWarning`` (``ValueError`` with ``strict=True``). NaN/inf is always an error.
+* batches: torch probs (B, L, H, W) are a batch and (L, H, W) one image; numpy probs
+  (L, *spatial) are one image or volume. ``batched=True`` makes numpy probs (B, L, *spatial)
+  with images (B, *spatial, C) a batch refined image by image. numpy probs with three
+  spatial axes and an RGB image (A, H, W, 3) could be either, so they need ``batched``.
+* ``iterations`` is an integer >= 0; ``*_compat`` are finite numbers (numpy/torch scalars
+  included), vectors or matrices; bandwidths are finite and positive.
+* ``filter="exact"`` costs N^2 memory and time per image: refused above
+  ``EXACT_MAX_POINTS`` points per image unless ``force=True``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "EXACT_MAX_POINTS",
+    "FLOAT32_MAX",
+    "check_bandwidth",
+    "check_compat",
+    "check_image",
+    "check_integer",
+    "check_labels",
+    "check_probs",
+    "needs_batch_loop",
+    "prepare_refine",
+]
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: Points per image above which ``filter="exact"`` needs ``force=True`` (its N x N kernel
+#: matrix is streamed in bounded chunks, but the time is O(N^2): 65536 points ~ minutes).
+EXACT_MAX_POINTS = 1 << 16
+
+
+def _warn_or_raise(message: str, strict: bool) -> None:
+    if strict:
+        raise ValueError(message + " (strict=True)")
+    warnings.warn(message + " (pass strict=True to make this an error)", UserWarning, stacklevel=5)
+
+
+def check_integer(value: Any, name: str, minimum: int = 0) -> int:
+    """``value`` as an int >= ``minimum``; bools, floats (2.5 or 2.0) and strings are errors."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point():
+            value = int(value)
+        else:
+            raise TypeError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {int(value)}")
+    return int(value)
+
+
+def check_compat(compat: Any, name: str) -> Any:
+    """A finite Potts weight as a Python float (numpy/torch scalars too) or a finite
+    vector/matrix tensor, detached."""
+    if isinstance(compat, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a number, vector or matrix, got {compat!r}")
+    if isinstance(compat, numbers.Real):
+        value = float(compat)
+        if not np.isfinite(value):
+            raise ValueError(f"{name}: expected a finite number, got {value}")
+        return value
+    if isinstance(compat, torch.Tensor):
+        tensor = compat.detach()
+    else:
+        try:
+            tensor = torch.as_tensor(np.asarray(compat, dtype=np.float64))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name}: expected a number, vector or matrix, got {compat!r}") from exc
+    if tensor.is_complex() or tensor.dtype == torch.bool:
+        raise TypeError(f"{name}: expected real numbers, got {tensor.dtype}")
+    if tensor.dim() == 0:
+        return check_compat(float(tensor), name)
+    if tensor.numel() == 0:
+        raise ValueError(f"{name}: is empty (shape {tuple(tensor.shape)})")
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    return tensor
+
+
+def check_bandwidth(value: Any, name: str) -> Any:
+    """Bandwidths: one or several finite positive numbers (returned unchanged)."""
+    values = value.detach().reshape(-1).tolist() if isinstance(value, torch.Tensor) else value
+    values = np.asarray(values, dtype=object).reshape(-1)
+    for v in values:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{name}: expected positive numbers, got {value!r}")
+        if not (np.isfinite(float(v)) and float(v) > 0):
+            raise ValueError(f"{name}: expected finite positive numbers, got {value!r}")
+    if values.size == 0:
+        raise ValueError(f"{name}: expected a number or one number per axis, got {value!r}")
+    return value
+
+
+def _as_checked_array(x: Any, name: str) -> np.ndarray | torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    if isinstance(x, np.ndarray):
+        return x
+    raise TypeError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}")
+
+
+def _finite_range(x: np.ndarray | torch.Tensor) -> tuple[float, float, bool]:
+    """(min, max, all finite) without copying large arrays more than once."""
+    if isinstance(x, torch.Tensor):
+        if x.is_floating_point():
+            low, high = torch.aminmax(x)
+            finite = bool(torch.isfinite(low) & torch.isfinite(high))
+        else:
+            low, high = torch.aminmax(x.to(torch.int64) if x.dtype == torch.bool else x)
+            finite = True
+        return float(low), float(high), finite
+    low, high = x.min(), x.max()
+    finite = bool(np.isfinite(low) and np.isfinite(high)) if x.dtype.kind == "f" else True
+    return float(low), float(high), finite
+
+
+def check_probs(probs: Any) -> np.ndarray | torch.Tensor:
+    """``probs`` detached, checked for type, zero-size axes, NaN/inf and float32 range."""
+    probs = _as_checked_array(probs, "probs")
+    dtype = probs.dtype
+    floating = probs.is_floating_point() if isinstance(probs, torch.Tensor) else dtype.kind == "f"
+    if not floating:
+        raise TypeError(f"probs: expected a floating-point array, got {dtype}")
+    if probs.ndim < 2:
+        raise ValueError(f"probs: expected (L, *spatial), got shape {tuple(probs.shape)}")
+    if 0 in tuple(probs.shape):
+        raise ValueError(f"probs: has a zero-size axis (shape {tuple(probs.shape)})")
+    low, high, finite = _finite_range(probs)
+    if not finite:
+        raise ValueError("probs: contains NaN or infinite values")
+    if max(abs(low), abs(high)) > FLOAT32_MAX:
+        raise ValueError(
+            f"probs: values up to {max(abs(low), abs(high)):.3g} exceed float32's range "
+            f"({FLOAT32_MAX:.3g}) that the CRF computes in; rescale them"
+        )
+    return probs
+
+
+def check_image(image: Any, strict: bool = False) -> np.ndarray | torch.Tensor | None:
+    """``image`` detached; NaN/inf, zero size and complex are errors, unlikely pixel units
+    (0..1 floats, negative values, bool, integers beyond 0..255) a warning or, with
+    ``strict``, an error."""
+    if image is None:
+        return None
+    if not isinstance(image, (np.ndarray, torch.Tensor)):
+        try:
+            image = np.asarray(image)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"image: expected an array, got {type(image).__name__}") from exc
+        if image.dtype == object:
+            raise TypeError("image: expected a numeric array, got objects")
+    image = _as_checked_array(image, "image")
+    if isinstance(image, torch.Tensor):
+        if image.is_complex():
+            raise TypeError(f"image: expected real pixel values, got {image.dtype}")
+        kind = "b" if image.dtype == torch.bool else ("f" if image.is_floating_point() else "i")
+        unsigned8 = image.dtype == torch.uint8
+    else:
+        if image.dtype.kind not in "biuf":
+            raise TypeError(f"image: expected real pixel values, got {image.dtype}")
+        kind = image.dtype.kind
+        unsigned8 = image.dtype == np.uint8
+    if 0 in tuple(image.shape):
+        raise ValueError(f"image: has a zero-size axis (shape {tuple(image.shape)})")
+    if unsigned8:
+        return image
+    low, high, finite = _finite_range(image)
+    if not finite:
+        raise ValueError("image: contains NaN or infinite values")
+    if kind == "f" and max(abs(low), abs(high)) > FLOAT32_MAX:
+        raise ValueError(f"image: values up to {max(abs(low), abs(high)):.3g} exceed float32")
+    units = "bilateral_srgb is in the image's units (0..255 for photos)"
+    if kind == "b":
+        _warn_or_raise(f"image: a bool image (0/1 values); {units}", strict)
+    elif low < 0:
+        _warn_or_raise(
+            f"image: has negative values (min {low:.3g}); pass the raw pixels, not the "
+            f"normalised network input; {units}",
+            strict,
+        )
+    elif kind == "f" and high <= 1.0:
+        _warn_or_raise(
+            f"image: float values within 0..1 (max {high:.3g}); scale to 0..255 "
+            f"(image * 255) or set bilateral_srgb accordingly; {units}",
+            strict,
+        )
+    elif kind != "f" and high > 255:
+        _warn_or_raise(
+            f"image: integer values up to {high:.0f} (16-bit?); scale to 0..255 or set "
+            f"bilateral_srgb accordingly; {units}",
+            strict,
+        )
+    return image
+
+
+def check_labels(labels: Any, name: str = "labels") -> np.ndarray | torch.Tensor:
+    """Integer class indices: integer/bool arrays as they are, float arrays only if every
+    value is a whole number (never truncated), detached; zero size is an error."""
+    labels = _as_checked_array(labels, name)
+    if 0 in tuple(labels.shape):
+        raise ValueError(f"{name}: has a zero-size axis (shape {tuple(labels.shape)})")
+    if isinstance(labels, torch.Tensor):
+        floating, complex_ = labels.is_floating_point(), labels.is_complex()
+    else:
+        floating, complex_ = labels.dtype.kind == "f", labels.dtype.kind not in "biuf"
+    if complex_:
+        raise TypeError(f"{name}: expected integer class indices, got {labels.dtype}")
+    if floating:
+        whole = (
+            bool(torch.all(labels == torch.round(labels)))
+            if isinstance(labels, torch.Tensor)
+            else bool(np.all(labels == np.round(labels)))
+        )
+        if not whole:
+            raise ValueError(
+                f"{name}: expected integer class indices, got non-integer values ({labels.dtype});"
+                " round or cast them explicitly"
+            )
+        labels = labels.long() if isinstance(labels, torch.Tensor) else labels.astype(np.int64)
+    return labels
+
+
+def needs_batch_loop(probs: Any, image: Any, batched: bool | None, spatial_axis: int = 1) -> bool:
+    """Whether numpy ``probs`` must be refined item by item (see the module's batch rule).
+
+    ``spatial_axis`` is where spatial axes start in ``probs`` when unbatched (1 for probs
+    (L, *spatial), 0 for label maps (*spatial)). Raises for the ambiguous case.
+    """
+    if batched is not None and not isinstance(batched, (bool, np.bool_)):
+        raise TypeError(f"batched: expected True, False or None, got {batched!r}")
+    if not isinstance(probs, np.ndarray):
+        return False
+    if batched is None:
+        spatial = probs.ndim - spatial_axis
+        rgb = image is not None and np.ndim(image) == probs.ndim - spatial_axis + 1
+        if spatial == 3 and rgb and np.shape(image)[-1] == 3:
+            raise ValueError(
+                f"batched: numpy input of shape {probs.shape} with an RGB image "
+                f"{np.shape(image)} is ambiguous (a batch of {np.shape(image)[0]} photos or "
+                "one volume); pass batched=True (refine each image) or batched=False (volume)"
+            )
+        return False
+    return bool(batched)
+
+
+def batch_items(x: Any, count: int, name: str) -> Sequence[Any]:
+    """The ``count`` items of a batched numpy argument (or None repeated)."""
+    if x is None:
+        return [None] * count
+    arr = np.asarray(x) if not isinstance(x, torch.Tensor) else x
+    if arr.shape[0] != count:
+        raise ValueError(
+            f"{name}: with batched=True expected {count} items on axis 0, got shape {arr.shape}"
+        )
+    return list(arr)
+
+
+def _image_spatial(image: Any, probs: Any) -> tuple[int, ...] | None:
+    """The spatial shape the image claims, in probs' convention (None: not decidable)."""
+    if image is None:
+        return None
+    shape = tuple(image.shape)
+    if isinstance(probs, np.ndarray):
+        return shape if len(shape) == probs.ndim - 1 else shape[:-1]
+    return shape[-2:]
+
+
+def _check_layout(probs: Any, image: Any) -> None:
+    """Channels-last probs (..., *spatial, L) are blamed on probs, not on the image."""
+    spatial = _image_spatial(image, probs)
+    if spatial is None or len(spatial) >= probs.ndim:
+        return
+    k = len(spatial)
+    if tuple(probs.shape[-k:]) != spatial and tuple(probs.shape[-k - 1 : -1]) == spatial:
+        expected = "(L, *spatial)" if isinstance(probs, np.ndarray) else "(B, L, H, W) / (L, H, W)"
+        raise ValueError(
+            f"probs: shape {tuple(probs.shape)} looks channels-last (labels on the last axis);"
+            f" expected {expected} with labels before the spatial axes, e.g. "
+            "probs.transpose(2, 0, 1) for an (H, W, L) array"
+        )
+
+
+def prepare_refine(refine_fn: Callable[..., Any], options: dict[str, Any]) -> Any:
+    """Check ``refine``'s arguments (``options`` = its keyword arguments, updated in place
+    with the checked values). Returns the result when the call is routed elsewhere (a
+    numpy batch refined item by item, or a tiled refinement), else None."""
+    from deepcrf import tiling
+
+    strict = options.pop("strict", False)
+    batched = options.pop("batched", None)
+    tile = options.pop("tile", None)
+    force = options.pop("force", False)
+    for flag, value in (("strict", strict), ("force", force)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{flag}: expected True or False, got {value!r}")
+    probs = options["probs"] = check_probs(options["probs"])
+    image = options["image"] = check_image(options["image"], strict)
+    options["iterations"] = check_integer(options["iterations"], "iterations")
+    for name in ("gaussian_compat", "bilateral_compat"):
+        options[name] = check_compat(options[name], name)
+    for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb", "spacing"):
+        check_bandwidth(options[name], name)
+    clip = options["clip"]
+    if not isinstance(clip, numbers.Real) or not 0.0 < float(clip) < 1.0:
+        raise ValueError(f"clip: expected a number in (0, 1), got {clip!r}")
+    extra = []
+    for k, item in enumerate(options["extra_kernels"]):
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise TypeError(f"extra_kernels[{k}]: expected a (features, compat) pair")
+        features = item[0].detach() if isinstance(item[0], torch.Tensor) else item[0]
+        extra.append((features, check_compat(item[1], f"extra_kernels[{k}] compat")))
+    options["extra_kernels"] = extra
+    _check_layout(probs, image)
+    rest = {k: v for k, v in options.items() if k not in ("probs", "image")}
+    if needs_batch_loop(probs, image, batched):
+        images = batch_items(image, probs.shape[0], "image")
+        return np.stack(
+            [
+                refine_fn(p, im, strict=strict, force=force, tile=tile, **rest)
+                for p, im in zip(probs, images)
+            ]
+        )
+    if (
+        isinstance(probs, torch.Tensor)
+        and batched is not None
+        and bool(batched) != (probs.dim() == 4)
+    ):
+        raise ValueError(
+            f"batched: torch probs of shape {tuple(probs.shape)} are "
+            f"{'a batch (B, L, H, W)' if probs.dim() == 4 else 'one image (L, H, W)'}"
+        )
+    batch = probs.shape[0] if isinstance(probs, torch.Tensor) and probs.dim() == 4 else 1
+    label_axis = 1 if isinstance(probs, torch.Tensor) and probs.dim() == 4 else 0
+    spatial = tuple(probs.shape[label_axis + 1 :])
+    if options["filter"] == "exact" and not force and math.prod(spatial) > EXACT_MAX_POINTS:
+        raise ValueError(
+            f"filter: 'exact' filtering of {math.prod(spatial)} points per image needs an "
+            f"N x N kernel (O(N^2) time; limit {EXACT_MAX_POINTS} points); use "
+            "filter='lattice', or force=True to run it anyway"
+        )
+    planned = tiling.plan(spatial, int(probs.shape[label_axis]), options, tile, batch)
+    if planned is not None:
+        return tiling.refine_tiled(refine_fn, probs, image, rest, *planned)
+    return None
