@@ -75,9 +75,12 @@ def atomic_write_many(
         for target, write in writes:
             path = Path(target)
             folder = path.parent if str(path.parent) else Path(".")
-            fd, tmp_name = tempfile.mkstemp(
-                dir=folder, prefix=f".{path.name}{TEMP_MARKER}", suffix=path.suffix
-            )
+            try:
+                fd, tmp_name = tempfile.mkstemp(
+                    dir=folder, prefix=f".{path.name}{TEMP_MARKER}", suffix=path.suffix
+                )
+            except OSError as exc:  # name the output, not the temporary
+                raise type(exc)(exc.errno, f"cannot write {path}: {exc.strerror}") from exc
             os.close(fd)
             temps.append((Path(tmp_name), path))
             write(Path(tmp_name))

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from deepcrf.allocator import release_memory
+
 __all__ = [
     "DEFAULT_BUDGET",
     "OVERLAP_SIGMAS",
@@ -159,8 +161,8 @@ def iter_tiles(
     extra = list(options.get("extra_kernels", ()))
     for core_box, padded, inner in tile_boxes(spatial, core, overlap):
         tile_probs = probs[(Ellipsis, *padded)]
-        if isinstance(tile_probs, np.ndarray):
-            tile_probs = np.ascontiguousarray(tile_probs, dtype=np.float32)
+        if isinstance(tile_probs, np.ndarray):  # a writable float32 copy (memory maps too)
+            tile_probs = np.array(tile_probs, dtype=np.promote_types(tile_probs.dtype, np.float32))
         tile_opts = dict(options)
         if extra:
             tile_opts["extra_kernels"] = [(f[padded], c) for f, c in extra]
@@ -185,6 +187,7 @@ def refine_tiled(
         out = torch.empty(probs.shape, dtype=torch.float32, device=probs.device)
     for box, values in iter_tiles(refine_fn, probs, image, options, core, overlap):
         out[(Ellipsis, *box)] = values
+    release_memory()  # the last tile's buffers: do not keep them resident
     return out
 
 

@@ -17,13 +17,13 @@ logits=True, iterations=...)`` computes with the same kernel parameters.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from deepcrf.cache import ByteCache
 from deepcrf.crf import NORMALIZATIONS, mean_field, mean_field_step
 from deepcrf.features import grid_features, grid_lattice
 from deepcrf.lattice import build_lattice
@@ -34,23 +34,19 @@ __all__ = ["DenseCRF"]
 Image = torch.Tensor
 
 
-_GRID_KERNELS: OrderedDict[tuple, ScaledKernel] = OrderedDict()
-_GRID_KERNELS_SIZE = 8
+_GRID_KERNELS: ByteCache[ScaledKernel] = ByteCache("grid kernels")  # bounded, thread-safe
 
 
 def _grid_kernel(shape, sxy, device, copies: int, normalization: str) -> ScaledKernel:
     """The normalised spatial kernel of ``copies`` images of ``shape``, from a small cache
     (it depends on nothing but the size and the fixed bandwidths)."""
     key = (tuple(shape), sxy, str(device), copies, normalization)
-    kernel = _GRID_KERNELS.get(key)
-    if kernel is None:
-        lattice = grid_lattice(shape, sxy, device=device, copies=copies)
-        kernel = _GRID_KERNELS[key] = scaled_kernel(lattice, normalization)
-        if len(_GRID_KERNELS) > _GRID_KERNELS_SIZE:
-            _GRID_KERNELS.popitem(last=False)
-    else:
-        _GRID_KERNELS.move_to_end(key)
-    return kernel
+    return _GRID_KERNELS.get_or_create(
+        key,
+        lambda: scaled_kernel(
+            grid_lattice(shape, sxy, device=device, copies=copies), normalization
+        ),
+    )
 
 
 def _all_finite(x: torch.Tensor) -> bool:
