@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 OVERLAP_SIGMAS = 3.0
-DEFAULT_BUDGET = 3 << 30
+DEFAULT_BUDGET = 4 << 30
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 Box = tuple[tuple[slice, ...], tuple[slice, ...], tuple[slice, ...]]
@@ -70,13 +70,15 @@ def memory_budget() -> int:
 
 def estimate_bytes(num_points: int, num_labels: int, feature_dims: Sequence[int]) -> int:
     """Peak working memory of one untiled refinement of ``num_points`` pixels (all images of
-    a batch together), measured on CPU (``benchmarks/bench_dense.py --memory``).
+    a batch together), fitted on CPU to peak RSS growth on photos at 1 megapixel
+    (``benchmarks/bench_tiling.py``; it over-estimates by 0-20%).
 
-    Per pixel: about 11 float32 copies of the (N, L) label buffers (unary, marginals,
-    messages, lattice values and their blur) and, per kernel on d features, its lattice:
-    d + 1 vertex indices and weights per pixel plus hash tables (~ 40 (d + 1) bytes).
+    The peak is either the lattice build (about 60 bytes per pixel and lattice axis, a
+    kernel on d features having d + 1 axes) or the mean-field loop (about 6 float32 copies
+    of the (N, L) label buffers plus the lattices kept for the iterations).
     """
-    per_point = 44 * num_labels + sum(40 * (d + 1) for d in feature_dims) + 64
+    axes = sum(d + 1 for d in feature_dims)
+    per_point = max(60 * axes, 24 * num_labels + 30 * axes) + 64
     return int(num_points * per_point)
 
 
