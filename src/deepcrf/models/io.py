@@ -26,6 +26,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from deepcrf.fileio import atomic_write
+
+from .validate import check_config, is_safetensors, read_header
+
 #: Parameter names and shapes of torchvision's ``vgg16`` (no batch norm).
 TORCHVISION_VGG16_SHAPES: dict[str, tuple[int, ...]] = {}
 _IN = 3
@@ -106,9 +110,16 @@ def _read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> dict[st
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"ImageNet VGG-16 checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        return dict(_safetensors().load_file(str(path)))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    if path.suffix.lower() == ".safetensors" or is_safetensors(path):
+        return _load_tensors(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        if isinstance(exc, (PermissionError, IsADirectoryError)):
+            raise
+        raise ValueError(
+            f"{path}: cannot read as a torch checkpoint (.pth) or safetensors file: {exc}"
+        ) from exc
     if not isinstance(state, Mapping):
         raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__})")
     return dict(state)
@@ -214,10 +225,8 @@ def save_safetensors(model: nn.Module, path: str | Path) -> Path:
     config = getattr(model, "config", None)
     if config is not None:
         metadata["deepcrf.config"] = json.dumps(config)
-    tmp = path.with_name(path.name + ".tmp")
-    _safetensors().save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
-    return path
+    st = _safetensors()
+    return atomic_write(path, lambda tmp: st.save_file(tensors, str(tmp), metadata=metadata))
 
 
 def load_safetensors(model: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
@@ -225,7 +234,7 @@ def load_safetensors(model: nn.Module, path: str | Path, strict: bool = True) ->
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"safetensors file not found: {path}")
-    state = _safetensors().load_file(str(path))
+    state = _load_tensors(path)
     try:
         model.load_state_dict(state, strict=strict)
     except RuntimeError as exc:
@@ -240,18 +249,36 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> nn
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"safetensors file not found: {path}")
-    with _safetensors_open(path) as f:
-        metadata = f.metadata() or {}
+    header, metadata = _checked_header(path)
     if "deepcrf.config" not in metadata:
         raise ValueError(f"{path} has no deepcrf.config metadata; use load_safetensors instead")
-    config = json.loads(metadata["deepcrf.config"])
+    try:
+        config = json.loads(metadata["deepcrf.config"])
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: deepcrf.config is not valid JSON: {exc}") from exc
+    config = dict(check_config(path, config, header))  # before allocating anything
     model = build(config.pop("name"), config.pop("num_classes"), **config)
     load_safetensors(model, path)
     return model.to(device) if device is not None else model
 
 
-def _safetensors_open(path: Path):
-    _safetensors()  # clear error when missing
-    from safetensors import safe_open
+def _checked_header(path: Path) -> tuple[dict, dict[str, str]]:
+    """The safetensors header of ``path``, with errors naming the file."""
+    if path.suffix.lower() != ".safetensors" and not is_safetensors(path):
+        raise ValueError(f"{path}: expected a .safetensors file (got suffix {path.suffix!r})")
+    return read_header(path)
 
-    return safe_open(str(path), framework="pt")
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file; a corrupt file is a ValueError naming it."""
+    _checked_header(path)
+    try:
+        return dict(_safetensors().load_file(str(path)))
+    except (OSError, ValueError, RuntimeError) as exc:
+        if isinstance(exc, (PermissionError, IsADirectoryError)):
+            raise
+        raise ValueError(f"{path}: cannot read the safetensors file: {exc}") from exc
+    except Exception as exc:  # safetensors' own error type is not an OSError/ValueError
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        raise ValueError(f"{path}: cannot read the safetensors file: {exc}") from exc
