@@ -114,8 +114,8 @@ def _read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> dict[st
         return _load_tensors(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        if isinstance(exc, (PermissionError, IsADirectoryError)):
+    except Exception as exc:  # torch.load of a foreign file raises anything (KeyError, ...)
+        if isinstance(exc, (PermissionError, IsADirectoryError, MemoryError)):
             raise
         raise ValueError(
             f"{path}: cannot read as a torch checkpoint (.pth) or safetensors file: {exc}"
