@@ -158,20 +158,27 @@ def output_paths(args: argparse.Namespace, out: Path) -> list[Path]:
     return outputs
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
+def _identity(path: Path) -> set:
+    """What makes two paths one file: the resolved path, and (device, inode) if it exists."""
+    ids: set = {os.path.realpath(path)}
     try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
+        st = path.stat()
+        ids.add((st.st_dev, st.st_ino))
     except OSError:
-        return False
+        pass
+    return ids
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return bool(_identity(a) & _identity(b))
 
 
 def guard_outputs(
     outputs: list[Path], inputs: list[Path], input_dirs: list[Path], args: argparse.Namespace
 ) -> None:
-    """Refuse, before anything is written, outputs that are (or resolve to) an input file
-    and a ``--save-probs`` folder that is an input folder."""
+    """Refuse, before anything is written, outputs that are (or resolve to, through
+    symbolic or hard links) an input file and a ``--save-probs`` folder that is an input
+    folder."""
     if args.save_probs is not None:
         if args.save_probs.exists() and not args.save_probs.is_dir():
             raise NotADirectoryError(f"--save-probs: {args.save_probs} exists and is not a folder")
@@ -181,13 +188,17 @@ def guard_outputs(
                     f"--save-probs: {args.save_probs} is an input folder ({folder}); "
                     "give the marginals a folder of their own"
                 )
+    taken: dict = {}
+    for inp in inputs:
+        for key in _identity(inp):
+            taken[key] = inp
     for out in outputs:
-        for inp in inputs:
-            if _same_file(out, inp):
-                raise ValueError(
-                    f"--out/--save-probs: output {out} would overwrite the input {inp}; "
-                    "choose another output path"
-                )
+        hit = next((taken[key] for key in _identity(out) if key in taken), None)
+        if hit is not None:
+            raise ValueError(
+                f"--out/--save-probs: output {out} would overwrite the input {hit}; "
+                "choose another output path"
+            )
 
 
 def refine_one(
@@ -314,8 +325,8 @@ def run_folder(args: argparse.Namespace) -> int:
         )
     inputs = list(images.values()) + [sources[s] for s in images]
     plan = {stem: output_paths(args, args.out / (stem + ".png")) for stem in images}
-    for outputs in plan.values():
-        guard_outputs(outputs, inputs, [args.image, source_dir], args)
+    every_output = [path for outputs in plan.values() for path in outputs]
+    guard_outputs(every_output, inputs, [args.image, source_dir], args)
     for folder in {args.out, args.save_probs} - {None}:
         remove_stale_temps(folder)
     done = skipped = 0
