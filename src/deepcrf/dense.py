@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from deepcrf.allocator import release_after
 from deepcrf.arrays import tensor_from_numpy, transpose_copy
 from deepcrf.crf import Kernel, Pairwise, mean_field
 from deepcrf.features import bilateral_features, grid_features, grid_lattice
@@ -173,6 +174,7 @@ def refine(
     out = transpose_copy(marginals.view(b, n, num_labels)).view(b, num_labels, *spatial)
     if not batched:
         out = out[0]
+    release_after(b * n * num_labels)  # large refinements: freed buffers back to the OS
     return out.cpu().numpy() if is_numpy else out
 
 

@@ -97,3 +97,9 @@ def test_release_memory_runs():
     from deepcrf.allocator import release_memory
 
     assert release_memory() in (True, False)
+
+
+def test_small_refinements_keep_their_buffers():
+    from deepcrf.allocator import RELEASE_ELEMENTS, release_after
+
+    assert release_after(RELEASE_ELEMENTS - 1) is False
