@@ -113,3 +113,19 @@ def test_iter_tiles_streams_cores():
         seen[box] += 1
         assert q.shape == (probs.shape[0], *seen[box].shape)
     assert (seen == 1).all()
+
+
+def test_label_maps_tile_without_building_the_whole_unary():
+    from deepcrf import refine_labels
+
+    image, label, _ = scene(seed=2)
+    k = int(label.max()) + 1
+    whole = refine_labels(label, image, k, gt_prob=0.6, tile=False, **SMALL)
+    tiled = refine_labels(label, image, k, gt_prob=0.6, tile=12, **SMALL)
+    assert tiled.shape == whole.shape == (k, *label.shape)
+    assert (tiled.argmax(0) == whole.argmax(0)).mean() >= 0.99
+    lab_t = torch.from_numpy(np.stack([label, label[::-1].copy()]))
+    img_t = torch.from_numpy(np.stack([image, image[::-1].copy()])).permute(0, 3, 1, 2)
+    tiled_t = refine_labels(lab_t, img_t, k, gt_prob=0.6, tile=12, **SMALL)
+    assert tiled_t.shape == (2, k, *label.shape)
+    np.testing.assert_allclose(tiled_t[0].numpy(), tiled, atol=1e-5)

@@ -29,13 +29,7 @@ from deepcrf.allocator import release_after
 from deepcrf.arrays import tensor_from_numpy, transpose_copy
 from deepcrf.crf import Kernel, Pairwise, mean_field
 from deepcrf.features import bilateral_features, grid_features, grid_lattice
-from deepcrf.inputs import (
-    batch_items,
-    check_integer,
-    check_labels,
-    needs_batch_loop,
-    prepare_refine,
-)
+from deepcrf.inputs import check_integer, check_labels, prepare_refine, prepare_refine_labels
 
 __all__ = ["refine", "refine_labels", "unary_from_labels", "unary_from_probs"]
 
@@ -194,16 +188,12 @@ def refine_labels(
     """
     labels = check_labels(labels)  # integers only (never truncated), detached
     num_labels = check_integer(num_labels, "num_labels", minimum=2)
-    if needs_batch_loop(labels, image, kwargs.get("batched"), spatial_axis=0):
-        kwargs.pop("batched")
-        images = batch_items(image, labels.shape[0], "image")
-        opts = {"gt_prob": gt_prob, "ignore_index": ignore_index, **kwargs}
-        return np.stack(
-            [refine_labels(lab, im, num_labels, **opts) for lab, im in zip(labels, images)]
-        )
+    routed = prepare_refine_labels(
+        refine_labels, labels, image, num_labels, gt_prob, ignore_index, kwargs
+    )
+    if routed is not None:  # a numpy batch refined image by image, or tiles
+        return routed
     is_numpy = isinstance(labels, np.ndarray)
-    if is_numpy:
-        kwargs["batched"] = False  # decided above: one image or volume
     lab = tensor_from_numpy(labels) if is_numpy else labels
     if not is_numpy and lab.dim() == 3:
         unary = unary_from_labels(lab, num_labels, gt_prob, ignore_index).movedim(0, 1)

@@ -44,6 +44,7 @@ __all__ = [
     "check_probs",
     "needs_batch_loop",
     "prepare_refine",
+    "prepare_refine_labels",
 ]
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -363,3 +364,48 @@ def prepare_refine(refine_fn: Callable[..., Any], options: dict[str, Any]) -> An
     if planned is not None:
         return tiling.refine_tiled(refine_fn, probs, image, rest, *planned)
     return None
+
+
+def prepare_refine_labels(
+    refine_labels_fn: Callable[..., Any],
+    labels: np.ndarray | torch.Tensor,
+    image: Any,
+    num_labels: int,
+    gt_prob: float,
+    ignore_index: int | None,
+    kwargs: dict[str, Any],
+) -> Any:
+    """``refine_labels``' routing (``kwargs`` updated in place): a numpy batch refined item
+    by item, or label maps beyond the memory budget refined tile by tile (the unary of the
+    whole map is never built). Returns the result when routed, else None."""
+    from deepcrf import tiling
+
+    labelled = {"gt_prob": gt_prob, "ignore_index": ignore_index}
+    if needs_batch_loop(labels, image, kwargs.get("batched"), spatial_axis=0):
+        kwargs.pop("batched")
+        images = batch_items(image, labels.shape[0], "image")
+        return np.stack(
+            [
+                refine_labels_fn(lab, im, num_labels, **labelled, **kwargs)
+                for lab, im in zip(labels, images)
+            ]
+        )
+    is_numpy = isinstance(labels, np.ndarray)
+    if is_numpy:
+        kwargs["batched"] = False  # decided above: one image or volume
+    batch = labels.shape[0] if not is_numpy and labels.dim() == 3 else 1
+    spatial = tuple(labels.shape) if is_numpy or labels.dim() != 3 else tuple(labels.shape[1:])
+    options = {k: v for k, v in kwargs.items() if k != "tile"}
+    planned = tiling.plan(spatial, num_labels, options, kwargs.get("tile"), batch)
+    if planned is None:
+        return None
+    out_shape = (
+        (labels.shape[0], num_labels, *spatial)
+        if not is_numpy and labels.dim() == 3
+        else (num_labels, *spatial)
+    )
+
+    def refine_tile(lab: Any, im: Any, **opts: Any) -> Any:
+        return refine_labels_fn(lab, im, num_labels, **labelled, **opts)
+
+    return tiling.refine_tiled(refine_tile, labels, image, options, *planned, out_shape=out_shape)

@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 OVERLAP_SIGMAS = 3.0
-DEFAULT_BUDGET = 4 << 30
+DEFAULT_BUDGET = 7 << 29  # 3.5 GiB
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 Box = tuple[tuple[slice, ...], tuple[slice, ...], tuple[slice, ...]]
@@ -163,8 +163,10 @@ def iter_tiles(
     extra = list(options.get("extra_kernels", ()))
     for core_box, padded, inner in tile_boxes(spatial, core, overlap):
         tile_probs = probs[(Ellipsis, *padded)]
-        if isinstance(tile_probs, np.ndarray):  # a writable float32 copy (memory maps too)
-            tile_probs = np.array(tile_probs, dtype=np.promote_types(tile_probs.dtype, np.float32))
+        if isinstance(tile_probs, np.ndarray):  # a writable copy (memory maps too), float32+
+            floating = tile_probs.dtype.kind == "f"
+            dtype = np.promote_types(tile_probs.dtype, np.float32) if floating else None
+            tile_probs = np.array(tile_probs, dtype=dtype)
         tile_opts = dict(options)
         if extra:
             tile_opts["extra_kernels"] = [(f[padded], c) for f, c in extra]
@@ -181,12 +183,15 @@ def refine_tiled(
     options: dict[str, Any],
     core: Sequence[int],
     overlap: Sequence[int],
+    out_shape: Sequence[int] | None = None,
 ) -> Any:
-    """The tiles of ``iter_tiles`` assembled into one array of ``probs``' shape (float32)."""
+    """The tiles of ``iter_tiles`` assembled into one float32 array of ``out_shape``
+    (default: ``probs``' shape; label maps give (..., L, *spatial))."""
+    shape = tuple(probs.shape if out_shape is None else out_shape)
     if isinstance(probs, np.ndarray):
-        out: Any = np.empty(probs.shape, dtype=np.float32)
+        out: Any = np.empty(shape, dtype=np.float32)
     else:
-        out = torch.empty(probs.shape, dtype=torch.float32, device=probs.device)
+        out = torch.empty(shape, dtype=torch.float32, device=probs.device)
     for box, values in iter_tiles(refine_fn, probs, image, options, core, overlap):
         out[(Ellipsis, *box)] = values
     release_memory()  # the last tile's buffers: do not keep them resident
