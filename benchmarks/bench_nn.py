@@ -11,6 +11,7 @@ lattice builds), "pyd inf" inference alone. Peak memory growth is the peak RSS o
 layer runs minus the RSS before them (on CUDA: peak allocated GPU memory).
 
     PYTHONPATH=src python benchmarks/bench_nn.py [--repeats 3] [--device cuda]
+        [--learn-bandwidths 0,1]   # also the layer with learnable bandwidths, and its ratio
 
 Note: with B=4 every (N, L) tensor is 63 MB, above glibc's largest mmap threshold, so each
 one is a fresh mmap whose pages fault in on first touch; B=4 T=5 on one thread measured
@@ -54,7 +55,9 @@ def photos(batch: int) -> np.ndarray:
     return np.stack(out)
 
 
-def run_case(batch: int, iterations: int, threads: int, repeats: int, device: str) -> dict:
+def run_case(
+    batch: int, iterations: int, threads: int, repeats: int, device: str, learn: int = 0
+) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -66,7 +69,7 @@ def run_case(batch: int, iterations: int, threads: int, repeats: int, device: st
     unary = torch.from_numpy(rng.normal(0, 2, (batch, L, H, W)).astype(np.float32)).to(device)
     image = torch.from_numpy(images).permute(0, 3, 1, 2).float().to(device)
     target = torch.from_numpy(rng.integers(0, L, (batch, H, W))).to(device)
-    crf = DenseCRF(L, iterations=iterations).to(device)
+    crf = DenseCRF(L, iterations=iterations, learn_bandwidths=bool(learn)).to(device)
 
     def sync():
         if device.startswith("cuda"):
@@ -127,6 +130,11 @@ def main() -> None:
     parser.add_argument("--batches", default="1,4")
     parser.add_argument("--iterations", default="5,10")
     parser.add_argument("--threads", default="2,1")
+    parser.add_argument(
+        "--learn-bandwidths",
+        default="0",
+        help="0, 1 or 0,1: layers without / with learnable bandwidths (Schwing & Urtasun)",
+    )
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case as JSON
     args = parser.parse_args()
     if args.case:
@@ -136,7 +144,8 @@ def main() -> None:
     from tqdm import tqdm
 
     cases = [
-        {"batch": b, "iterations": t, "threads": n}
+        {"batch": b, "iterations": t, "threads": n, "learn": lb}
+        for lb in map(int, args.learn_bandwidths.split(","))
         for n in map(int, args.threads.split(","))
         for b in map(int, args.batches.split(","))
         for t in map(int, args.iterations.split(","))
@@ -167,18 +176,24 @@ def main() -> None:
         rows.append((case, json.loads(proc.stdout.strip().splitlines()[-1])))
     print(f"\nDenseCRF forward+backward, {W}x{H}, L={L}, device={args.device}\n")
     print(
-        "| B | T | threads | layer (s) | pyd (s) | layer / pyd | layer / pyd inf "
-        "| peak mem growth (MB) |"
+        "| B | T | threads | learn bw | layer (s) | pyd (s) | layer / pyd | layer / pyd inf "
+        "| learn / plain | peak mem growth (MB) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    plain = {
+        (c["batch"], c["iterations"], c["threads"]): r["layer"] for c, r in rows if not c["learn"]
+    }
     for case, r in rows:
         pyd = r.get("pyd")
         ratio = f"{r['layer'] / pyd:.2f}x" if pyd else "n/a"
         ratio_inf = f"{r['layer'] / r['pyd_inf']:.2f}x" if pyd else "n/a"
         pyd_s = f"{pyd:.3f}" if pyd else "n/a"
+        base = plain.get((case["batch"], case["iterations"], case["threads"]))
+        vs_plain = f"{r['layer'] / base:.2f}x" if base and case["learn"] else "-"
         print(
             f"| {case['batch']} | {case['iterations']} | {case['threads']} | "
-            f"{r['layer']:.3f} | {pyd_s} | {ratio} | {ratio_inf} | {r['mem_mb']:.0f} |"
+            f"{'yes' if case['learn'] else 'no'} | {r['layer']:.3f} | {pyd_s} | {ratio} | "
+            f"{ratio_inf} | {vs_plain} | {r['mem_mb']:.0f} |"
         )
 
 

@@ -137,9 +137,7 @@ def test_eval_errors_name_the_problem(tree_with_predictions, tmp_path, capsys):
     assert "no prediction" in err and "2009_000002" in err
     with pytest.warns(UserWarning, match="2009_000002"):
         assert main([*base, "--pred", str(bad), "--json", str(tmp_path / "sub.json")]) == 0
-    assert json.loads((tmp_path / "sub.json").read_text())["num_images"] == len(
-        list(bad.iterdir())
-    )
+    assert json.loads((tmp_path / "sub.json").read_text())["num_images"] == len(list(bad.iterdir()))
     lst = tmp_path / "subset.txt"
     lst.write_text("2009_000000\n2009_000001\n")
     assert main([*base, "--pred", str(bad), "--list", str(lst)]) == 0

@@ -1,20 +1,9 @@
 """Dense-CRF post-processing of class probabilities: ``refine`` and ``refine_labels``.
 
-Parameters keep pydensecrf's names; DeepLab (Chen et al. 2015, eq. 2) names the same
-quantities differently. The mapping, stated once for the whole library:
-
-=================  ================  ==========================================
-deepcrf / pydensecrf  DeepLab        meaning
-=================  ================  ==========================================
-bilateral_compat   w1                weight of the appearance (bilateral) kernel
-bilateral_sxy      σα (sigma_alpha)  its spatial bandwidth, pixels
-bilateral_srgb     σβ (sigma_beta)   its colour bandwidth, intensity levels
-gaussian_compat    w2                weight of the smoothness (spatial) kernel
-gaussian_sxy       σγ (sigma_gamma)  its spatial bandwidth, pixels
-=================  ================  ==========================================
-
-Defaults are pydensecrf's README settings (sxy=3, compat=3; sxy=80, srgb=13,
-compat=10), with 10 mean-field iterations as in DeepLab and CRF-as-RNN at test time.
+Parameters keep pydensecrf's names (DeepLab's names for the same quantities, and the
+defaults, are stated once in ``deepcrf.params``); the defaults are ``CRFParams()``,
+DeepLab-LargeFOV's cross-validated values (w1=4, σα=121, σβ=5, w2=3, σγ=3, 10 iterations).
+``deepcrf.params.PRESETS["pydensecrf"].to_dict()`` gives pydensecrf's README values.
 """
 
 from __future__ import annotations
@@ -30,10 +19,12 @@ from deepcrf.arrays import tensor_from_numpy, transpose_copy
 from deepcrf.crf import Kernel, Pairwise, mean_field
 from deepcrf.features import bilateral_features, grid_features, grid_lattice
 from deepcrf.inputs import check_integer, check_labels, prepare_refine, prepare_refine_labels
+from deepcrf.params import CRFParams
 
 __all__ = ["refine", "refine_labels", "unary_from_labels", "unary_from_probs"]
 
 ExtraKernel = tuple[Any, Any]
+_DEFAULTS = CRFParams()
 
 
 def unary_from_probs(probs: torch.Tensor, clip: float = 1e-5) -> torch.Tensor:
@@ -78,12 +69,12 @@ def refine(
     probs: np.ndarray | torch.Tensor,
     image: np.ndarray | torch.Tensor | None = None,
     *,
-    iterations: int = 10,
-    gaussian_sxy: float | Sequence[float] = 3.0,
-    gaussian_compat: float | Any = 3.0,
-    bilateral_sxy: float | Sequence[float] = 80.0,
-    bilateral_srgb: float | Sequence[float] = 13.0,
-    bilateral_compat: float | Any = 10.0,
+    iterations: int = _DEFAULTS.iterations,
+    gaussian_sxy: float | Sequence[float] = _DEFAULTS.gaussian_sxy,
+    gaussian_compat: float | Any = _DEFAULTS.gaussian_compat,
+    bilateral_sxy: float | Sequence[float] = _DEFAULTS.bilateral_sxy,
+    bilateral_srgb: float | Sequence[float] = _DEFAULTS.bilateral_srgb,
+    bilateral_compat: float | Any = _DEFAULTS.bilateral_compat,
     spacing: float | Sequence[float] = 1.0,
     extra_kernels: Sequence[ExtraKernel] = (),
     normalization: str = "symmetric",
@@ -109,6 +100,8 @@ def refine(
     bandwidths (depth, user features). ``logits=True`` treats ``probs`` as unnormalised
     scores (higher = more likely) instead of probabilities; probabilities are clipped
     below at ``clip`` before taking logs, as pydensecrf's ``unary_from_softmax`` does.
+    Defaults: ``CRFParams()``; ``refine(p, img, **params.to_dict())`` applies a
+    ``CRFParams`` (e.g. a ``--crf-params`` file or a ``PRESETS`` entry).
 
     Inputs are checked as ``deepcrf.inputs`` states (``strict=True`` turns its warnings
     about unlikely pixel units into errors; ``batched=True`` refines numpy (B, L, *spatial)

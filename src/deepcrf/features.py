@@ -6,6 +6,7 @@ and its bandwidth, so its lattice is built once and reused for every image of th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -13,17 +14,32 @@ import torch
 from deepcrf.cache import ByteCache
 from deepcrf.lattice import Lattice, build_lattice
 
-__all__ = ["bilateral_features", "grid_features", "grid_lattice"]
+__all__ = ["bilateral_features", "grid_features", "grid_lattice", "per_axis"]
 
 _GRID_CACHE: ByteCache[Lattice] = ByteCache("grid lattices")  # bounded by bytes, thread-safe
 
 
-def _per_dim(value: float | Sequence[float], ndim: int, name: str) -> list[float]:
-    values = [float(value)] * ndim if isinstance(value, (int, float)) else [float(v) for v in value]
-    if len(values) != ndim:
-        raise ValueError(f"{name}: expected a number or {ndim} numbers, got {len(values)}")
-    if any(not v > 0 for v in values):
-        raise ValueError(f"{name}: expected positive values, got {values}")
+def per_axis(value: float | Sequence[float], count: int, name: str) -> list[float]:
+    """A bandwidth (or spacing) given as one number or ``count`` numbers, as ``count``
+    positive finite floats; the error names ``name``. The one parser of bandwidths."""
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    if isinstance(value, (int, float)):
+        values = [float(value)] * count
+    else:
+        try:
+            values = [float(v) for v in value]
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{name}: expected a number or {count} numbers, got {value!r}"
+            ) from None
+    if len(values) != count:
+        raise ValueError(
+            f"{name}: expected a number or {count} numbers (one per axis/channel), "
+            f"got {len(values)}"
+        )
+    if any(not (v > 0 and math.isfinite(v)) for v in values):
+        raise ValueError(f"{name}: expected positive finite values, got {values}")
     return values
 
 
@@ -41,8 +57,8 @@ def grid_features(
     pydensecrf's DenseCRF2D (the lattice is not invariant to permuting features).
     """
     ndim = len(shape)
-    scales = _per_dim(sxy, ndim, "sxy")
-    spacings = _per_dim(spacing, ndim, "spacing")
+    scales = per_axis(sxy, ndim, "sxy")
+    spacings = per_axis(spacing, ndim, "spacing")
     axes = [torch.arange(n, dtype=torch.float32, device=device) for n in shape]
     grids = torch.meshgrid(*axes, indexing="ij")
     columns = [  # plain index / sxy without spacing: bit-identical to pydensecrf's features
@@ -65,7 +81,7 @@ def bilateral_features(
     ``image`` is channels-last (*spatial, C) with raw values (0..255 for photos).
     """
     spatial, channels = tuple(image.shape[:-1]), image.shape[-1]
-    scales = _per_dim(srgb, channels, "srgb")
+    scales = per_axis(srgb, channels, "srgb")
     positions = grid_features(spatial, sxy, spacing, device=image.device)
     colours = image.reshape(-1, channels).float() / torch.tensor(scales, device=image.device)
     return torch.cat([positions, colours], dim=1)

@@ -128,7 +128,8 @@ def _finite_range(x: np.ndarray | torch.Tensor) -> tuple[float, float, bool]:
             low, high = torch.aminmax(x)
             finite = bool(torch.isfinite(low) & torch.isfinite(high))
         else:
-            low, high = torch.aminmax(x.to(torch.int64) if x.dtype == torch.bool else x)
+            wide = x.dtype in (torch.bool, torch.uint16, torch.uint32, torch.uint64)
+            low, high = torch.aminmax(x.to(torch.int64) if wide else x)  # no aminmax for these
             finite = True
         return float(low), float(high), finite
     low, high = x.min(), x.max()

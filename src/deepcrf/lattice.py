@@ -78,6 +78,19 @@ class Lattice:
         """d+1 blur axes (the largest over the blocks of a stack)."""
         return max(index.shape[0] for index, _ in self.blur_stencils)
 
+    @property
+    def alphas(self) -> tuple[float, ...]:
+        """Each block's slice constant alpha = 1 / (1 + 2^-d) (pydensecrf's): the slice
+        weights are alpha times the splat weights, so slice = alpha · splatᵀ per block."""
+        return tuple(_alpha(index.shape[0] - 1) for index, _ in self.blur_stencils)
+
+    @property
+    def alpha(self) -> float:
+        """The slice constant of a single (not stacked) lattice; see ``alphas``."""
+        if len(self.blur_stencils) != 1:
+            raise ValueError("alpha: a stacked lattice has one alpha per block (use alphas)")
+        return self.alphas[0]
+
     @cached_property
     def row_sums(self) -> torch.Tensor:
         """The filter applied to all-ones values, (N,): kernel normalisers, computed once."""
@@ -159,10 +172,9 @@ class Lattice:
     def blur(self, lattice_values: torch.Tensor, transpose: bool = False) -> torch.Tensor:
         """Apply the [1/2, 1, 1/2] blur along each lattice axis to (M, C) vertex values.
 
-        Each block of a stack is blurred on its own, along its own d+1 axes only.
+        Each block of a stack is blurred on its own, along its own d+1 axes only. The blur
+        carries no per-point scales, so ``transpose=True`` is valid on scaled lattices too.
         """
-        if transpose and self.scaled:
-            raise ValueError("transpose: a lattice with folded scales has no transpose here")
         if len(self.blur_stencils) == 1:
             return _blur_block(lattice_values, self.blur_stencils[0], transpose)
         out = torch.empty_like(lattice_values)
@@ -182,6 +194,11 @@ class Lattice:
         if after is not None:
             slice_weight = slice_weight * after.float()[:, None]
         return replace(self, splat_weight=splat_weight, slice_weight=slice_weight, scaled=True)
+
+
+def _alpha(dim: int) -> float:
+    """pydensecrf's slice constant for a d-dimensional lattice."""
+    return 1.0 / (1.0 + 2.0 ** (-dim))
 
 
 def _blur_block(
@@ -396,7 +413,7 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
     vertex_of_entry[order] = vertex_of_sorted
     del vertex_of_sorted
     splat_offsets = starts.to(index_dtype)
-    alpha = 1.0 / (1.0 + 2.0 ** (-d))
+    alpha = _alpha(d)
     stencil = _blur_stencil(vertex_codes, packing, index_dtype)
     return Lattice(
         num_points=n,

@@ -58,6 +58,8 @@ _HELP: dict[str, str] = {
 }
 
 Number = float | Sequence[float]
+#: a Potts weight, an (L,) diagonal or an (L, L) matrix (refine()'s compat conventions)
+Compat = float | Sequence[float] | Sequence[Sequence[float]]
 
 
 @dataclass(frozen=True)
@@ -65,15 +67,19 @@ class CRFParams:
     """Parameters of the two standard dense-CRF kernels and the mean field.
 
     Bandwidths are a number or one value per spatial axis (``*_sxy``) / per image channel
-    (``bilateral_srgb``). Weights (``*_compat``) are pydensecrf's: a number is Potts.
+    (``bilateral_srgb``). Weights (``*_compat``) are refine()'s: a number w >= 0 is Potts
+    (mu = -w·I), a list of L numbers v the diagonal mu = diag(v) (negative attracts; per-class
+    weights w give v = -w), a list of L lists a full (L, L) mu (see ``deepcrf.crf``); the
+    last two are what ``deepcrf crf-search --method fit`` writes with per-class weights or a
+    learned compatibility.
     """
 
     iterations: int = 10
     gaussian_sxy: Number = 3.0
-    gaussian_compat: float = 3.0
+    gaussian_compat: Compat = 3.0
     bilateral_sxy: Number = 121.0
     bilateral_srgb: Number = 5.0
-    bilateral_compat: float = 4.0
+    bilateral_compat: Compat = 4.0
 
     def __post_init__(self) -> None:
         it = self.iterations
@@ -83,12 +89,7 @@ class CRFParams:
         for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb"):
             object.__setattr__(self, name, _bandwidth(getattr(self, name), name))
         for name in ("gaussian_compat", "bilateral_compat"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise ValueError(f"{name}: expected a number, got {value!r}")
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
-            object.__setattr__(self, name, float(value))
+            object.__setattr__(self, name, _compat(getattr(self, name), name))
 
     # ------------------------------------------------------------------ conversions
     def to_dict(self) -> dict[str, Any]:
@@ -205,8 +206,33 @@ def _bandwidth(value: Any, name: str) -> Number:
     return out[0] if not isinstance(value, (list, tuple)) else tuple(out)
 
 
+def _compat(value: Any, name: str) -> Compat:
+    """A Potts weight >= 0, a vector, or a square matrix of finite numbers (tuples)."""
+
+    def number(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise ValueError(f"{name}: expected finite numbers, got {value!r}")
+        return float(v)
+
+    if not isinstance(value, (list, tuple)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{name}: expected a number, got {value!r}")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+        return float(value)
+    if not value:
+        raise ValueError(f"{name}: expected a number, L numbers or an L x L matrix, got []")
+    if all(isinstance(row, (list, tuple)) for row in value):
+        if any(len(row) != len(value) for row in value):
+            raise ValueError(f"{name}: a compatibility matrix must be square (L lists of L)")
+        return tuple(tuple(number(v) for v in row) for row in value)
+    return tuple(number(v) for v in value)
+
+
 def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 #: Published parameter sets, as refine() keyword arguments.

@@ -226,3 +226,34 @@ def _save_figure(plt, fig, path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_search_heatmap(
+    miou, rows, cols, path: str | Path, title: str | None = None, best=None
+) -> Path:
+    """PNG heatmap of mIoU (%) over a CRF search's (σα, σβ) grid (``deepcrf crf-search``).
+
+    ``miou`` is (len(rows), len(cols)) fractions, NaN where a point was not searched; rows
+    are σα values, columns σβ values; ``best`` (σα, σβ) is marked. Written atomically.
+    """
+    from deepcrf.fileio import atomic_write
+
+    values = 100 * np.asarray(miou, dtype=float)
+    if values.shape != (len(rows), len(cols)):
+        raise ValueError(f"miou: expected shape ({len(rows)}, {len(cols)}), got {values.shape}")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(cols) + 2.5), max(3.0, 0.4 * len(rows) + 2)))
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto", origin="lower")
+    ax.set_xticks(range(len(cols)), [f"{c:g}" for c in cols])
+    ax.set_yticks(range(len(rows)), [f"{r:g}" for r in rows])
+    ax.set_xlabel("σβ (bilateral_srgb)")
+    ax.set_ylabel("σα (bilateral_sxy)")
+    if best is not None and best[0] in rows and best[1] in cols:
+        ax.plot(list(cols).index(best[1]), list(rows).index(best[0]), "r*", markersize=14)
+    fig.colorbar(image, ax=ax, label="mean IoU (%)")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+    return Path(path)

@@ -15,15 +15,6 @@ def scene(index: int):
     return image, label, coarse_probabilities(label, 7, stride=8, noise=1.0, seed=index)
 
 
-def test_demo_reports_improvement(tmp_path, capsys):
-    assert main(["refine", "--out", str(tmp_path / "demo")]) == 0
-    out = capsys.readouterr().out
-    assert "pixel accuracy" in out and "mean IoU" in out and "corrected" in out
-    before, after = (float(x.rstrip("%")) for x in out.split("pixel accuracy")[1].split()[1:4:2])
-    assert after > before
-    assert Image.open(tmp_path / "demo" / "comparison.png").size == (3 * 320, 240)
-
-
 def test_single_image_with_probabilities(tmp_path):
     image, label, probs = scene(0)
     Image.fromarray(image).save(tmp_path / "a.png")

@@ -175,8 +175,8 @@ def test_accepts_what_pydensecrf_accepts_and_more():
             lambda d: d.setUnaryEnergy(
                 np.zeros((3, 120), np.float32), np.zeros((2, 120), np.float32)
             ),
-            NotImplementedError,
-            "logistic",
+            ValueError,
+            "logistic unary features f",
         ),
     ],
 )

@@ -1,16 +1,17 @@
-"""ContextualCRF.build with the zoo's FeatMap-Net, Unary-Net and Pairwise-Net (light widths)."""
+"""deepcrf.models.build_contextual_crf: the zoo's FeatMap-Net, Unary-Net, Pairwise-Net."""
 
 from __future__ import annotations
 
 import torch
 
 from deepcrf import refine
-from deepcrf.contextual import ContextualCRF, asynchronous_step
+from deepcrf.contextual import asynchronous_step
+from deepcrf.models import build_contextual_crf
 
 
 def test_build_from_the_zoo_trains_and_predicts():
     torch.manual_seed(0)
-    model = ContextualCRF.build(4, width=1 / 16)
+    model = build_contextual_crf(4, width=1 / 16)
     assert len(model.featmaps) == 3 and model.relations == ("surrounding", "above_below")
     x = torch.randn(1, 3, 48, 40)
     h, w = model.featmaps[0](x).shape[-2:]
@@ -28,7 +29,7 @@ def test_build_from_the_zoo_trains_and_predicts():
 
 def test_shared_featmap_build_runs_an_asynchronous_step():
     torch.manual_seed(0)
-    model = ContextualCRF.build(3, width=1 / 16, relations=("above_below",), shared_featmap=True)
+    model = build_contextual_crf(3, width=1 / 16, relations=("above_below",), shared_featmap=True)
     assert len(model.featmaps) == 1
     main = torch.optim.SGD(model.featmap_parameters() + model.unary_parameters(), lr=0.01)
     pair = torch.optim.SGD(model.pairwise_parameters(), lr=0.01)
@@ -43,7 +44,7 @@ def test_shared_featmap_build_runs_an_asynchronous_step():
 
 def test_prediction_pipeline_refines_with_the_dense_crf():
     torch.manual_seed(0)
-    model = ContextualCRF.build(4, width=1 / 16).eval()
+    model = build_contextual_crf(4, width=1 / 16).eval()
     x = torch.randn(1, 3, 48, 40)
     rgb = torch.randint(0, 256, (1, 3, 48, 40), dtype=torch.uint8)
     with torch.no_grad():

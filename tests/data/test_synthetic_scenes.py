@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
 
-from deepcrf.cli import main
-from deepcrf.data import SYNTHETIC_CLASSES, SyntheticScenes, VOCSegmentation
+from deepcrf.data import SYNTHETIC_CLASSES, SyntheticScenes
 from deepcrf.data.transforms import Compose, RandomCrop, RandomHorizontalFlip
 
 ROAD, WATER, GRASS, CAR, BOAT, PERSON, POLE = range(7)
@@ -87,23 +84,3 @@ def test_num_classes_subset_and_void_band():
     with pytest.raises(IndexError):
         SyntheticScenes(2).generate(2)
 
-
-def test_speed_hundreds_per_second():
-    ds = SyntheticScenes(60, seed=0)
-    ds.generate(0)
-    t = time.perf_counter()
-    for i in range(60):
-        ds.generate(i)
-    rate = 60 / (time.perf_counter() - t)
-    assert rate > 100, f"{rate:.0f} scenes/s at 128x128"
-
-
-def test_cli_synth_tree_loads_with_voc_loader(tmp_path, capsys):
-    assert main(["data", "synth", "--out", str(tmp_path), "--n", "5", "--size", "48x64"]) == 0
-    ds = VOCSegmentation(tmp_path, "train", num_classes=7)
-    assert len(ds) == 4 and len(VOCSegmentation(tmp_path, "val", num_classes=7)) == 1
-    s = ds[0]
-    _, label = SyntheticScenes(5, size=(48, 64), seed=0).generate(0)
-    assert np.array_equal(s["label"].numpy(), label)
-    classes = (tmp_path / "VOCdevkit" / "VOC2012" / "classes.txt").read_text().split("\n")
-    assert classes[:7] == list(SYNTHETIC_CLASSES)

@@ -9,6 +9,7 @@ import torch
 from deepcrf import refine, refine_labels
 from deepcrf.crf import Kernel, Pairwise, mean_field
 from deepcrf.features import bilateral_features, grid_features
+from deepcrf.params import CRFParams
 
 
 def noisy_scene(h=40, w=50, num_labels=3, seed=0):
@@ -27,12 +28,17 @@ def noisy_scene(h=40, w=50, num_labels=3, seed=0):
 
 
 def test_refine_numpy_equals_core_loop():
+    """refine()'s defaults are CRFParams() (DeepLab-LargeFOV's values)."""
     probs, image, _ = noisy_scene()
     out = refine(probs, image, iterations=5)
     h, w = image.shape[:2]
+    p = CRFParams()
     kernels = [
-        Kernel(grid_features((h, w), 3.0), 3.0),
-        Kernel(bilateral_features(torch.from_numpy(image), 80.0, 13.0), 10.0),
+        Kernel(grid_features((h, w), p.gaussian_sxy), p.gaussian_compat),
+        Kernel(
+            bilateral_features(torch.from_numpy(image), p.bilateral_sxy, p.bilateral_srgb),
+            p.bilateral_compat,
+        ),
     ]
     unary = torch.log(torch.from_numpy(probs).clamp(min=1e-5)).reshape(3, -1).t()
     expected = mean_field(unary, Pairwise(kernels, 3), 5).t().reshape(3, h, w)

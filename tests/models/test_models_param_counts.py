@@ -8,8 +8,21 @@ import torch
 from deepcrf.models import build
 from deepcrf.models.vgg import VGG16
 
-VGG_CONVS = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
-             (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
+VGG_CONVS = [
+    (3, 64),
+    (64, 64),
+    (64, 128),
+    (128, 128),
+    (128, 256),
+    (256, 256),
+    (256, 256),
+    (256, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+]
 VGG_CONV_PARAMS = sum(9 * i * o + o for i, o in VGG_CONVS)
 
 
@@ -51,8 +64,12 @@ def test_deeplab_counts_match_table2(name, paper_millions, kernel, channels):
 
 @pytest.mark.parametrize(
     ("name", "kernel", "channels"),
-    [("deeplab_msc_7x7", 7, 4096), ("deeplab_msc", 4, 4096), ("deeplab_msc_4x4", 4, 4096),
-     ("deeplab_msc_largefov", 3, 1024)],
+    [
+        ("deeplab_msc_7x7", 7, 4096),
+        ("deeplab_msc", 4, 4096),
+        ("deeplab_msc_4x4", 4, 4096),
+        ("deeplab_msc_largefov", 3, 1024),
+    ],
 )
 def test_msc_counts(name, kernel, channels):
     assert count(name) == deeplab_formula(kernel, channels, msc=True)
@@ -62,8 +79,13 @@ def test_fcn8s_count():
     k = 21
     expected = (
         VGG_CONV_PARAMS
-        + 49 * 512 * 4096 + 4096 + 4096 * 4096 + 4096  # fc6, fc7
-        + (4096 + 1) * k + (512 + 1) * k + (256 + 1) * k  # score_fr, score_pool4, score_pool3
+        + 49 * 512 * 4096
+        + 4096
+        + 4096 * 4096
+        + 4096  # fc6, fc7
+        + (4096 + 1) * k
+        + (512 + 1) * k
+        + (256 + 1) * k  # score_fr, score_pool4, score_pool3
         + k * k * (4 * 4 + 4 * 4 + 16 * 16)  # three bias-free up-sampling layers
     )
     assert count("fcn8s", k) == expected
@@ -85,7 +107,13 @@ def test_vgg16_classifier_is_the_138m_imagenet_net():
 
 
 def test_width_scales_every_family():
-    for name, extra in [("deeplab_largefov", {}), ("deeplab_msc", {}), ("fcn8s", {}),
-                        ("featmap_net", {}), ("refine_net", {}),
-                        ("unary_net", {"in_channels": 64}), ("pairwise_net", {"in_channels": 64})]:
+    for name, extra in [
+        ("deeplab_largefov", {}),
+        ("deeplab_msc", {}),
+        ("fcn8s", {}),
+        ("featmap_net", {}),
+        ("refine_net", {}),
+        ("unary_net", {"in_channels": 64}),
+        ("pairwise_net", {"in_channels": 64}),
+    ]:
         assert count(name, 21, width=1 / 16, **extra) < count(name, 21, **extra) / 10, name

@@ -7,9 +7,20 @@ import pytest
 from deepcrf.models import MODELS, build, list_models
 
 EXPECTED = {
-    "deeplab_7x7", "deeplab", "deeplab_4x4", "deeplab_largefov",
-    "deeplab_msc_7x7", "deeplab_msc", "deeplab_msc_4x4", "deeplab_msc_largefov",
-    "fcn8s", "featmap_net", "unary_net", "pairwise_net", "refine_net",
+    "deeplab_7x7",
+    "deeplab",
+    "deeplab_4x4",
+    "deeplab_largefov",
+    "deeplab_msc_7x7",
+    "deeplab_msc",
+    "deeplab_msc_4x4",
+    "deeplab_msc_largefov",
+    "fcn8s",
+    "crfasrnn",
+    "featmap_net",
+    "unary_net",
+    "pairwise_net",
+    "refine_net",
 }
 
 
@@ -20,8 +31,7 @@ def test_names():
 
 def test_build_records_config():
     model = build("unary_net", num_classes=3, in_channels=8, width=0.25)
-    assert model.config == {"name": "unary_net", "num_classes": 3, "in_channels": 8,
-                            "width": 0.25}
+    assert model.config == {"name": "unary_net", "num_classes": 3, "in_channels": 8, "width": 0.25}
     assert model.fc1.out_channels == 128 and model.fc2.out_channels == 3
 
 

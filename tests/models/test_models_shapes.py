@@ -44,8 +44,11 @@ def test_deeplab_gives_ceil_h_over_8(name):
 
 def test_acceptance_161():
     with torch.no_grad():
-        for name, stride, side in [("deeplab_largefov", 8, 21), ("deeplab_msc_largefov", 8, 21),
-                                   ("fcn8s", 1, 161)]:
+        for name, stride, side in [
+            ("deeplab_largefov", 8, 21),
+            ("deeplab_msc_largefov", 8, 21),
+            ("fcn8s", 1, 161),
+        ]:
             model = build(name, 21, width=LIGHT).eval()
             assert model.output_stride == stride
             assert model(image(161, 161)).shape == (1, 21, side, side)
@@ -100,10 +103,9 @@ def test_pyramid_pooling_matches_sliding_window_max():
     c = out.shape[0] // 3
     base = out[:c]
     for group, k in enumerate((5, 9), start=1):
-        padded = np.pad(base, ((0, 0), (k // 2, k // 2), (k // 2, k // 2)),
-                        constant_values=-np.inf)
+        padded = np.pad(base, ((0, 0), (k // 2, k // 2), (k // 2, k // 2)), constant_values=-np.inf)
         windows = np.lib.stride_tricks.sliding_window_view(padded, (k, k), axis=(1, 2))
-        np.testing.assert_allclose(out[group * c:(group + 1) * c], windows.max(axis=(-1, -2)))
+        np.testing.assert_allclose(out[group * c : (group + 1) * c], windows.max(axis=(-1, -2)))
 
 
 def test_unary_net_on_maps_and_vectors():
@@ -166,4 +168,4 @@ def test_featmap_fuses_scales_as_documented():
             x = F.interpolate(img, size=size, mode="bilinear", align_corners=False)
             x = model.block6[i](F.relu(model.fc6(model.features(x))))
             x = F.interpolate(x, size=out.shape[-2:], mode="bilinear", align_corners=False)
-            torch.testing.assert_close(out[:, i * c:(i + 1) * c], x)
+            torch.testing.assert_close(out[:, i * c : (i + 1) * c], x)

@@ -62,8 +62,9 @@ def test_msc_parameters_are_the_new_layers():
     model = build("deeplab_msc_largefov", 21, width=LIGHT)
     new = {id(p) for p in model.msc_parameters()}
     names = {k for k, p in model.named_parameters() if id(p) in new}
-    assert names == {k for k, _ in model.named_parameters()
-                     if k.startswith(("msc_branches.", "fc8."))}
+    assert names == {
+        k for k, _ in model.named_parameters() if k.startswith(("msc_branches.", "fc8."))
+    }
     with pytest.raises(ValueError, match="msc"):
         list(build("deeplab", 21, width=LIGHT).msc_parameters())
 
@@ -100,8 +101,13 @@ def test_trace_lin_networks():
 
 @pytest.mark.parametrize(
     ("name", "options"),
-    [("deeplab_msc", {}), ("fcn8s", {}), ("featmap_net", {"scales": [1.0, 0.5]}),
-     ("unary_net", {"in_channels": 9}), ("refine_net", {"output_stride": 4})],
+    [
+        ("deeplab_msc", {}),
+        ("fcn8s", {}),
+        ("featmap_net", {"scales": [1.0, 0.5]}),
+        ("unary_net", {"in_channels": 9}),
+        ("refine_net", {"output_stride": 4}),
+    ],
 )
 def test_safetensors_round_trip(tmp_path, name, options):
     pytest.importorskip("safetensors")
@@ -109,13 +115,14 @@ def test_safetensors_round_trip(tmp_path, name, options):
     path = save_safetensors(model, tmp_path / "m.safetensors")
     again = load_model(path)
     assert type(again) is type(model) and again.config == model.config
-    for (k, a), (k2, b) in zip(model.state_dict().items(), again.state_dict().items(),
-                               strict=True):
+    for (k, a), (k2, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(a, b), k
     other = build(name, 6, width=LIGHT, **options)
     load_safetensors(other, path)
-    assert all(torch.equal(a, b) for a, b in
-               zip(model.state_dict().values(), other.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), other.state_dict().values(), strict=True)
+    )
 
 
 def test_safetensors_mismatch_is_a_clear_error(tmp_path):

@@ -17,7 +17,8 @@ from deepcrf.models.vgg import VGG16
 
 # torchvision.models.vgg16().state_dict() layout, written out by hand (never import torchvision)
 TORCHVISION_KEYS = [
-    f"features.{i}.{p}" for i in (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+    f"features.{i}.{p}"
+    for i in (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
     for p in ("weight", "bias")
 ] + [f"classifier.{i}.{p}" for i in (0, 3, 6) for p in ("weight", "bias")]
 

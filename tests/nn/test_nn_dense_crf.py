@@ -11,7 +11,8 @@ from deepcrf import refine
 from deepcrf.crf import Kernel, Pairwise, mean_field
 from deepcrf.data import SyntheticScenes, coarse_probabilities
 from deepcrf.nn import DenseCRF
-from deepcrf.nn import message as message_module
+from deepcrf.nn import dense_crf as dense_crf_module
+from deepcrf.params import CRFParams
 
 
 def make_inputs(b=2, num_labels=4, h=14, w=17, seed=0, dtype=torch.float32):
@@ -109,16 +110,13 @@ def test_every_parameter_matches_finite_differences():
         assert torch.autograd.gradcheck(loss_of, (value,), eps=1e-6, atol=1e-7), name
 
 
-_ORIGINAL_INIT = message_module.CRFMessage.__init__
-
-
-def _generic_init(self, *args, **kwargs):
-    _ORIGINAL_INIT(self, *args, **kwargs, fused=False)
+def _generic(*args, **kwargs):
+    return Pairwise(*args, **kwargs, stack=False)
 
 
 @pytest.mark.parametrize("normalization", ["symmetric", "before", "after", "none"])
 def test_fused_path_equals_generic_path(normalization, monkeypatch):
-    """The fast stacked-message Function against plain autograd around lattice_filter."""
+    """The stacked-message Function against autograd around NormalizedKernel.apply."""
     unary, image = make_inputs(num_labels=4, h=12, w=13, seed=5)
     target = torch.randint(0, 4, (2, 12, 13), generator=torch.Generator().manual_seed(0))
     weights = (0.5, 0.1) if normalization == "none" else (3.0, 10.0)
@@ -139,7 +137,7 @@ def test_fused_path_equals_generic_path(normalization, monkeypatch):
                 1 + 0.2 * torch.rand(2, 4, generator=torch.Generator().manual_seed(2))
             )
         if not fused:
-            monkeypatch.setattr(message_module.CRFMessage, "__init__", _generic_init)
+            monkeypatch.setattr(dense_crf_module, "Pairwise", _generic)
         x = unary.clone().requires_grad_(True)
         out = crf(x, image)
         monkeypatch.undo()
@@ -255,8 +253,9 @@ def test_bad_input_errors_name_the_argument():
     crf = DenseCRF(4)
     with pytest.raises(ValueError, match="image"):
         crf(unary, image[:, :, :-1])  # size mismatch
-    with pytest.raises(ValueError, match="image"):
-        crf(unary, image[:, :2])  # two channels
+    with pytest.raises(ValueError, match=r"image.*3 channels"):
+        DenseCRF(4, bilateral_srgb=(13.0, 13.0, 13.0))(unary, image[:, :2])  # two channels
+    assert crf(unary, image[:, :2]).shape == unary.shape  # one srgb number: any channels
     with pytest.raises(ValueError, match="image"):
         crf(unary, image[:1])  # batch mismatch
     with pytest.raises(ValueError, match="unary_logits"):
@@ -278,7 +277,11 @@ def test_bad_input_errors_name_the_argument():
     with pytest.raises(ValueError, match="filter"):
         DenseCRF(4, filter="fast")
     with pytest.raises(ValueError, match="bilateral_srgb"):
-        DenseCRF(4, bilateral_srgb=(1.0, 2.0))
+        DenseCRF(4, bilateral_srgb=(1.0, -2.0))
+    with pytest.raises(ValueError, match=r"image_channels.*bilateral_srgb has 2"):
+        DenseCRF(4, bilateral_srgb=(1.0, 2.0), image_channels=3)
+    with pytest.raises(ValueError, match=r"spatial_dims.*spacing has 3"):
+        DenseCRF(4, spacing=(1.0, 1.0, 2.0), gaussian_sxy=(3.0, 3.0))
     with pytest.raises(ValueError, match="num_classes"):
         DenseCRF(0)
 
@@ -292,4 +295,71 @@ def test_parameters_move_with_the_module_and_state_dict_round_trips():
     unary, image = make_inputs(b=1)
     assert torch.equal(other(unary, image), crf(unary, image))
     assert crf.compatibility().shape == (4, 4)
-    assert torch.allclose(crf.bandwidths("bilateral"), torch.tensor([80.0, 80, 13, 13, 13]))
+    # defaults are CRFParams() (DeepLab-LargeFOV), bandwidths in feature order (x, y, r, g, b)
+    assert torch.allclose(crf.bandwidths("bilateral"), torch.tensor([121.0, 121, 5, 5, 5]))
+    p = CRFParams(gaussian_sxy=(2.0, 4.0), bilateral_srgb=(10.0, 20.0, 30.0), iterations=7)
+    from_params = DenseCRF.from_params(4, p, learn_compat=True)
+    assert from_params.eval_iterations == 7 and from_params.compat is not None
+    assert from_params.bandwidths("gaussian").tolist() == [4.0, 2.0]  # (x, y)
+    assert from_params.bandwidths("bilateral").tolist() == [121.0, 121, 10, 20, 30]
+
+
+def test_full_kernel_weights_start_as_the_scalar_layer_and_match_finite_differences():
+    unary, image = make_inputs(b=1, num_labels=3, h=5, w=6, dtype=torch.float64, seed=6)
+    kw = dict(filter="exact", learn_compat=True, bilateral_sxy=121.0, bilateral_srgb=5.0)
+    plain = DenseCRF(3, iterations=3, **kw).double()
+    full = DenseCRF(3, iterations=3, full_kernel_weights=True, **kw).double()
+    assert full.kernel_weights.shape == (2, 3, 3)
+    assert torch.allclose(full(unary, image), plain(unary, image), atol=1e-12)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        full.kernel_weights.add_(0.5 * torch.randn(2, 3, 3, generator=g, dtype=torch.float64))
+        full.compat.add_(0.3 * torch.randn(3, 3, generator=g, dtype=torch.float64))
+    # the message is mu · sum_k W_k (K_k Q) per pixel: check one step against that formula
+    one = DenseCRF(3, iterations=1, full_kernel_weights=True, **kw).double()
+    one.load_state_dict(full.state_dict())
+    flat = unary[0].reshape(3, -1).t()
+    q = flat.softmax(1)
+    pos = torch.stack(torch.meshgrid(torch.arange(5.0), torch.arange(6.0), indexing="ij"))
+    pos = pos.flip(0).reshape(2, -1).t().double()  # (x, y)
+    feats = [pos / 3.0, torch.cat([pos / 121.0, image[0].reshape(3, -1).t() / 5.0], 1)]
+    total = torch.zeros_like(q)
+    for k, f in enumerate(feats):
+        kmat = torch.exp(-0.5 * torch.cdist(f, f) ** 2)
+        n = kmat.sum(1) ** -0.5
+        total += (n[:, None] * kmat @ (n[:, None] * q)) @ full.kernel_weights[k].t()
+    expected = flat - total @ full.compat.t()
+    got = one(unary, image)[0].reshape(3, -1).t()
+    assert torch.allclose(got, expected, atol=1e-10)
+    target = torch.randint(0, 3, (1, 5, 6), generator=g)
+    for name in ("kernel_weights", "compat"):
+
+        def loss_of(value, name=name):
+            out = torch.func.functional_call(full, {name: value}, (unary, image))
+            return F.cross_entropy(out, target)
+
+        value = dict(full.named_parameters())[name].detach().clone().requires_grad_(True)
+        assert torch.autograd.gradcheck(loss_of, (value,), eps=1e-6, atol=1e-7), name
+    with pytest.raises(ValueError, match="full_kernel_weights"):
+        DenseCRF(3, per_class_weights=True, full_kernel_weights=True)
+
+
+def test_full_kernel_weights_fused_lattice_gradients_equal_generic(monkeypatch):
+    unary, image = make_inputs(num_labels=4, h=12, w=13, seed=8)
+    target = torch.randint(0, 4, (2, 12, 13), generator=torch.Generator().manual_seed(0))
+    results = []
+    for fused in (True, False):
+        crf = DenseCRF(4, iterations=3, learn_compat=True, full_kernel_weights=True)
+        with torch.no_grad():
+            crf.kernel_weights.add_(
+                torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(3))
+            )
+        if not fused:
+            monkeypatch.setattr(dense_crf_module, "Pairwise", _generic)
+        x = unary.clone().requires_grad_(True)
+        out = crf(x, image)
+        monkeypatch.undo()
+        F.cross_entropy(out, target).backward()
+        results.append([out.detach(), x.grad, crf.kernel_weights.grad, crf.compat.grad])
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, rtol=1e-4, atol=5e-5 * b.abs().max())

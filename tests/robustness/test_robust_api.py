@@ -17,7 +17,7 @@ RNG = np.random.default_rng(0)
 PROBS = RNG.random((3, 12, 16)).astype(np.float32)
 PROBS /= PROBS.sum(0)
 IMAGE = RNG.integers(0, 256, (12, 16, 3), dtype=np.uint8)
-FAST = {"iterations": 2}
+FAST = {"iterations": 2, "bilateral_srgb": 13.0}
 
 
 @pytest.mark.parametrize(

@@ -61,9 +61,9 @@ def test_grid_lattice_cache_is_thread_safe_and_bounded(monkeypatch):
 def test_cached_models_still_deepcopy():
     import copy
 
-    from deepcrf.contextual.model import ContextualCRF
+    from deepcrf.models import build_contextual_crf
 
-    model = ContextualCRF.build(3, width=1 / 16, iterations=1)
+    model = build_contextual_crf(3, width=1 / 16, iterations=1)
     model.graph(6, 7, 1, torch.device("cpu"))
     assert len(model._graphs) == 1
     clone = copy.deepcopy(model)

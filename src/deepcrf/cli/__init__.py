@@ -12,15 +12,27 @@ import importlib
 import os
 import sys
 
-COMMANDS: list[str] = ["refine", "eval", "data"]
+COMMANDS: list[str] = ["refine", "eval", "data", "convert", "crf-search"]
+
+
+DESCRIPTION = """\
+Semantic segmentation with CNNs and fully connected CRFs.
+
+Start with `deepcrf refine` (no arguments): it refines an embedded sample scene and shows
+what the dense CRF changed. `deepcrf COMMAND --help` describes each command."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every registered sub-command."""
-    parser = argparse.ArgumentParser(prog="deepcrf", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    """The top-level parser with every registered sub-command (plain-text help with
+    defaults, ``--version``, errors that name the command's flags: ``deepcrf.cli.help``)."""
+    from deepcrf.cli.help import Parser, install_error_translation, version
+
+    parser = Parser(prog="deepcrf", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"deepcrf {version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMANDS:
-        importlib.import_module(f"deepcrf.cli.{name}").register(sub)
+        importlib.import_module(f"deepcrf.cli.{name.replace('-', '_')}").register(sub)
+    install_error_translation(parser)
     return parser
 
 
@@ -56,13 +68,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # the reader went away (e.g. `deepcrf refine | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except EXPECTED_ERRORS as exc:
         if os.environ.get("DEEPCRF_DEBUG"):
             raise
         print(f"deepcrf {args.command}: error: {describe(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"deepcrf {args.command}: interrupted", file=sys.stderr)
+        from deepcrf.cli.progress import close_bars
+
+        close_bars()
+        print(
+            f"deepcrf {args.command}: interrupted; finished outputs are kept (run the same "
+            "command again to resume)",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -5,7 +5,8 @@ Three modes:
     (or ``--labels coarse.png --num-labels 21`` with ``--gt-prob``);
   * a folder: ``deepcrf refine images/ --probs probs/ --out refined/`` matches files by
     name stem (two files with one stem are an error), shows a progress bar and skips images
-    whose outputs all exist, so a killed run resumes where it stopped.
+    whose outputs all exist, so a killed run resumes where it stopped;
+  * no input: refines an embedded synthetic sample and prints what the CRF changed.
 
 Outputs never replace inputs: an output path that is (or resolves to) an input file, an
 output folder that is an input folder, or ``--save-probs DIR`` equal to an input folder is
@@ -14,7 +15,6 @@ refused before anything is written. An image's outputs (label PNG, and the margi
 fsynced, then renamed); temporaries of a killed run are removed by the next run. Label maps
 with more than 255 classes are written as 16-bit PNGs (255 is void in 8-bit maps). Large
 images are refined in overlapping tiles within a memory budget (``--tile``).
-  * no input: refines an embedded synthetic sample and prints what the CRF changed.
 """
 
 from __future__ import annotations
@@ -23,20 +23,20 @@ import argparse
 import math
 import mmap
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from deepcrf import tiling
+from deepcrf.cli.progress import progress, summary
+from deepcrf.cli.refine_options import check_conflicts, default_output, label_png_path
 from deepcrf.data.io import MAX_8BIT_LABELS
 from deepcrf.dense import refine, refine_labels
 from deepcrf.fileio import atomic_write_many, files_by_stem, outputs_complete, remove_stale_temps
+from deepcrf.params import CRFParams
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp"}
-DEMO_DIR = "refine-demo"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,10 +51,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--probs", type=Path, help=".npy (L, H, W) probabilities, or a folder")
     src.add_argument("--labels", type=Path, help="label map PNG (class indices), or a folder")
     p.add_argument("--num-labels", type=int, help="number of classes (with --labels)")
-    p.add_argument("--gt-prob", type=float, default=0.5, help="confidence in --labels")
-    p.add_argument("--ignore-index", type=int, default=255, help="unsure label in --labels")
+    p.add_argument("--gt-prob", type=float, help="confidence in --labels (default: 0.5)")
+    p.add_argument("--ignore-index", type=int, help="unsure label in --labels (default: 255)")
     p.add_argument("--logits", action="store_true", help="--probs holds scores, not probabilities")
-    p.add_argument("--out", type=Path, help="output PNG (or folder in folder mode)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output .png (default: refined/<image name>.png), or the output folder in folder "
+        "mode (required there); never an input file or folder",
+    )
     p.add_argument(
         "--save-probs",
         type=Path,
@@ -63,13 +68,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     p.add_argument("--palette", default="voc", help="palette of the output PNG (voc, cityscapes)")
-    g = p.add_argument_group("CRF parameters (DeepLab names in brackets)")
-    g.add_argument("--iterations", type=int, default=10)
-    g.add_argument("--gaussian-sxy", type=float, default=3.0, help="[σγ]")
-    g.add_argument("--gaussian-compat", type=float, default=3.0, help="[w2]")
-    g.add_argument("--bilateral-sxy", type=float, default=80.0, help="[σα]")
-    g.add_argument("--bilateral-srgb", type=float, default=13.0, help="[σβ]")
-    g.add_argument("--bilateral-compat", type=float, default=10.0, help="[w1]")
+    g = p.add_argument_group(
+        "CRF parameters (DeepLab names in brackets; choose them with deepcrf crf-search)"
+    )
+    CRFParams.add_arguments(g)
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     p.add_argument(
         "--tile",
@@ -82,20 +84,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def crf_options(args: argparse.Namespace) -> dict:
-    return {
-        "iterations": args.iterations,
-        "gaussian_sxy": args.gaussian_sxy,
-        "gaussian_compat": args.gaussian_compat,
-        "bilateral_sxy": args.bilateral_sxy,
-        "bilateral_srgb": args.bilateral_srgb,
-        "bilateral_compat": args.bilateral_compat,
-    }
+    """refine() keyword arguments: ``--crf-params`` (or the defaults) and single-value flags."""
+    if getattr(args, "_crf_options", None) is None:
+        args._crf_options = CRFParams.from_args(args).to_dict()
+    return args._crf_options
 
 
 def run(args: argparse.Namespace) -> int:
+    check_conflicts(args)
     check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    crf_options(args)  # a bad --crf-params file or flag fails before any work
     if args.image is None:
         return run_demo(args)
     if args.probs is None and args.labels is None:
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     if not source.is_file():
         what = "--probs" if args.probs is not None else "--labels"
         raise FileNotFoundError(f"{what}: {source} does not exist (or is not a file)")
-    out = args.out or args.image.with_name(args.image.stem + "_crf.png")
+    out = label_png_path(args.out) if args.out else default_output(args.image, [args.image, source])
     if out.is_dir():
         raise IsADirectoryError(f"--out: {out} is a folder; give the output PNG's path")
     outputs = output_paths(args, out)
@@ -329,59 +329,21 @@ def run_folder(args: argparse.Namespace) -> int:
     guard_outputs(every_output, inputs, [args.image, source_dir], args)
     for folder in {args.out, args.save_probs} - {None}:
         remove_stale_temps(folder)
-    done = skipped = 0
-    for stem in tqdm(sorted(images), desc="refine", unit="img"):
-        if outputs_complete(plan[stem]) and not args.overwrite:
-            skipped += 1
-            continue
+    todo = [s for s in sorted(images) if args.overwrite or not outputs_complete(plan[s])]
+    done, skipped = 0, len(images) - len(todo)
+    for stem in progress(todo, "refine", skipped):
         refine_one(args, images[stem], sources[stem], plan[stem])
         done += 1
-    print(f"refined {done} images into {args.out} ({skipped} already done, skipped)")
+    print(summary("refined", done, skipped, args.out))
     return 0
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Refine an embedded synthetic scene and report what the CRF changed."""
-    from deepcrf.data import SyntheticScenes, coarse_probabilities
-    from deepcrf.metrics import ConfusionMatrix
-    from deepcrf.viz import colorize
+    """The main job: refine the embedded sample and explain what the CRF did."""
+    from deepcrf.cli.demo import run_demo as demo
+    from deepcrf.params import CRFParams
 
-    scenes = SyntheticScenes(1, size=(240, 320), seed=0)
-    image, label = scenes.generate(0)
-    k = scenes.num_classes
-    probs = coarse_probabilities(label, k, stride=8, noise=1.0, seed=0)
-    start = time.perf_counter()
-    refined = refine(probs, image, **crf_options(args))
-    elapsed = time.perf_counter() - start
-    before, after = probs.argmax(0), refined.argmax(0)
-    scores = [ConfusionMatrix(k).update(p, label).scores() for p in (before, after)]
-    changed = before != after
-    fixed = int((changed & (after == label)).sum())
-    broken = int((changed & (before == label)).sum())
-    print(
-        "deepcrf refine: embedded sample (synthetic 320x240 scene, coarse stride-8 probabilities)"
-    )
-    print(
-        f"  pixel accuracy  before {scores[0]['pixel_acc']:6.2%}   "
-        f"after {scores[1]['pixel_acc']:6.2%}"
-    )
-    print(f"  mean IoU        before {scores[0]['miou']:6.2%}   after {scores[1]['miou']:6.2%}")
-    print(
-        f"  pixels changed  {int(changed.sum())} of {changed.size}: "
-        f"{fixed} corrected, {broken} broken"
-    )
-    print(f"  CRF time        {elapsed * 1e3:.0f} ms ({args.iterations} mean-field iterations)")
-    out = args.out or Path(DEMO_DIR)
-    out.mkdir(parents=True, exist_ok=True)
-    row = [
-        image,
-        np.asarray(colorize(before).convert("RGB")),
-        np.asarray(colorize(after).convert("RGB")),
-    ]
-    from PIL import Image
-
-    Image.fromarray(np.concatenate(row, axis=1)).save(out / "comparison.png")
-    print(f"  wrote {out / 'comparison.png'} (image | coarse | refined)")
+    demo(CRFParams.from_dict(crf_options(args)), args.out, args.device)
     return 0
 
 

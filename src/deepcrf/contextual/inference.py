@@ -8,8 +8,10 @@ The parallel update of every node is
 
 i.e. an edge sends a message to both of its ends: to p through the rows of its table and to q
 through its columns. Inference starts from softmax(z_p). Several unary types (an ensemble)
-and several pairwise types (one per spatial relation) enter by summing their scores. All
-operations are plain differentiable torch ops on the inputs' device and dtype.
+and several pairwise types (one per spatial relation) enter by summing their scores. The
+tables are a ``deepcrf.crf.MessagePassing`` (``GraphMessages``) run by the library's one
+mean-field loop, ``deepcrf.crf.mean_field``. All operations are plain differentiable torch
+ops on the inputs' device (float32, or float64 when an input is float64).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
+from deepcrf.crf import mean_field as _mean_field
 
 from .features import _check_edges
 
@@ -44,12 +48,24 @@ def mean_field(
     dtype = z.dtype
     for _, table in types:
         dtype = torch.promote_types(dtype, table.dtype)
+    dtype = torch.float64 if dtype == torch.float64 else torch.float32
     z = z.to(dtype)
-    types = [(e, table.to(dtype)) for e, table in types]
-    q = torch.softmax(z, dim=1)
-    for _ in range(iterations):
-        q = torch.softmax(z + pairwise_messages(q, types), dim=1)
-    return q
+    return _mean_field(z, GraphMessages(types, dtype), iterations)
+
+
+class GraphMessages:
+    """General pairwise tables on graph edges as a ``deepcrf.crf.MessagePassing``."""
+
+    def __init__(
+        self,
+        types: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.types = [(edges, table.to(dtype)) for edges, table in types]
+
+    def add_message(self, logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """``logits`` (N, K) plus the expected pairwise score every node receives."""
+        return logits + pairwise_messages(q, self.types)
 
 
 def pairwise_messages(

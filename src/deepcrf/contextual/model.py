@@ -101,33 +101,6 @@ class ContextualCRF(nn.Module):
         self.ignore_index = ignore_index
         self._graphs: ByteCache[list[torch.Tensor]] = ByteCache("contextual graphs")
 
-    @classmethod
-    def build(
-        cls,
-        num_classes: int,
-        width: float = 1.0,
-        relations: Sequence[str] = RELATIONS,
-        shared_featmap: bool = False,
-        featmap_options: dict[str, Any] | None = None,
-        **options: Any,
-    ) -> ContextualCRF:
-        """The paper's model from the zoo (``deepcrf.models.build``): a FeatMap-Net per
-        potential type (or one shared), Unary-Net and Pairwise-Nets of the given ``width``."""
-        from deepcrf.models import build
-
-        relations = tuple(relations)
-        count = 1 if shared_featmap else 1 + len(relations)
-        featmaps = [
-            build("featmap_net", width=width, **(featmap_options or {})) for _ in range(count)
-        ]
-        c = featmaps[0].out_channels
-        unary = build("unary_net", num_classes=num_classes, in_channels=c, width=width)
-        pairwise = [
-            build("pairwise_net", num_classes=num_classes, in_channels=2 * c, width=width)
-            for _ in relations
-        ]
-        return cls(featmaps, unary, pairwise, num_classes, relations, **options)
-
     # -- parameter groups (the asynchronous update steps them separately) ------------------
     def featmap_parameters(self) -> list[nn.Parameter]:
         return list(self.featmaps.parameters())

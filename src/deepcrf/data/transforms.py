@@ -35,26 +35,51 @@ CAFFE_BGR_MEAN = (104.008, 116.669, 122.675)  # VGG-16/DeepLab Caffe models, BGR
 IGNORE = 255
 
 
-def normalize(raw_image: np.ndarray, mode: str | None = "imagenet") -> torch.Tensor:
+def normalize(raw_image: np.ndarray, mode: str | dict | None = "imagenet") -> torch.Tensor:
     """The float32 (3, H, W) network input from an (H, W, 3) uint8 RGB image.
 
     ``"imagenet"``: RGB scaled to [0, 1], minus ImageNet mean, divided by std.
     ``"caffe"``: channels reordered to BGR, 0..255, minus :data:`CAFFE_BGR_MEAN`.
     ``None``: RGB scaled to [0, 1].
+    A dict ``{"mode": "caffe", "mean": [b, g, r]}`` gives Caffe's convention with another
+    mean (converted models record theirs: CRF-as-RNN's differs in the third decimal), and
+    ``{"mode": "imagenet", "mean": [...], "std": [...]}`` the same for the RGB convention.
     """
+    mode, mean, std = _normalize_mode(mode)
     raw = np.asarray(raw_image)
     if raw.ndim != 3 or raw.shape[2] != 3 or raw.dtype != np.uint8:
         raise ValueError(f"raw_image: expected (H, W, 3) uint8, got {raw.shape} {raw.dtype}")
     x = torch.from_numpy(np.ascontiguousarray(raw)).permute(2, 0, 1).to(torch.float32)
     if mode == "imagenet":
-        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-        return (x / 255.0 - mean) / std
+        mean_t = torch.tensor(mean or IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
+        std_t = torch.tensor(std or IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+        return (x / 255.0 - mean_t) / std_t
     if mode == "caffe":
-        return x.flip(0) - torch.tensor(CAFFE_BGR_MEAN).view(3, 1, 1)
-    if mode is None:
-        return x / 255.0
-    raise ValueError(f"normalize: mode must be 'imagenet', 'caffe' or None, got {mode!r}")
+        return x.flip(0) - torch.tensor(mean or CAFFE_BGR_MEAN, dtype=torch.float32).view(3, 1, 1)
+    return x / 255.0
+
+
+def _normalize_mode(mode) -> tuple[str | None, tuple | None, tuple | None]:
+    """Validate a ``normalize`` mode: (name, mean or None, std or None)."""
+    expected = "'imagenet', 'caffe', None or a dict {'mode': ..., 'mean': [3 numbers]}"
+    if mode is None or mode in ("imagenet", "caffe"):
+        return mode, None, None
+    if not isinstance(mode, dict) or mode.get("mode") not in ("imagenet", "caffe"):
+        raise ValueError(f"normalize: mode must be {expected}, got {mode!r}")
+    unknown = set(mode) - {"mode", "mean", "std"}
+    if unknown or (mode["mode"] == "caffe" and "std" in mode):
+        raise ValueError(f"normalize: unknown keys in {mode!r}; expected {expected}")
+    values = []
+    for key in ("mean", "std"):
+        v = mode.get(key)
+        if v is not None:
+            ok = isinstance(v, (list, tuple)) and len(v) == 3
+            ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+            if not ok or (key == "std" and not all(x > 0 for x in v)):
+                raise ValueError(f"normalize: {key} must be 3 numbers, got {v!r}")
+            v = tuple(float(x) for x in v)
+        values.append(v)
+    return mode["mode"], values[0], values[1]
 
 
 def _resize_pair(sample: dict, height: int, width: int) -> dict:

@@ -11,6 +11,7 @@ deeplab_4x4,
 deeplab_largefov,
 deeplab_msc*  (same)
 fcn8s                    scores (B, K, H, W)                                          1
+crfasrnn                 forward(x, image 0..255) -> CRF logits (B, K, H, W)          1
 featmap_net              features (B, out_channels, ceil(round(1.2H)/16), ...)         16*
 unary_net                node features (B, C, h, w) or (N, C) -> (B, K, h, w) / (N, K)  -
 pairwise_net             edge features (E, 2C) -> (E, K*K), index y_p*K + y_q           -
@@ -24,12 +25,15 @@ Built models carry ``model.config`` (name, num_classes, options) so ``io.save_mo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 from torch import nn
 
+from deepcrf.contextual import RELATIONS, ContextualCRF
+
+from .crfasrnn import CRFasRNN
 from .deeplab import VARIANTS, build_deeplab
 from .fcn import FCN8s
 from .featmap import FeatMapNet, PairwiseNet, UnaryNet
@@ -48,6 +52,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
         for name in VARIANTS
     },
     "fcn8s": FCN8s,
+    "crfasrnn": CRFasRNN,
     "featmap_net": _featmap,
     "unary_net": UnaryNet,
     "pairwise_net": PairwiseNet,
@@ -78,9 +83,33 @@ def build(name: str, num_classes: int | None = None, **options: Any) -> nn.Modul
     return model
 
 
+def build_contextual_crf(
+    num_classes: int,
+    width: float = 1.0,
+    relations: Sequence[str] | None = None,
+    shared_featmap: bool = False,
+    featmap_options: dict[str, Any] | None = None,
+    **options: Any,
+) -> ContextualCRF:
+    """Lin et al.'s contextual deep CRF from the zoo: a FeatMap-Net per potential type (or
+    one shared), Unary-Net and Pairwise-Nets of the given ``width``; ``options`` go to
+    ``deepcrf.contextual.ContextualCRF`` (box, grid, iterations, ...)."""
+    relations = tuple(RELATIONS if relations is None else relations)
+    count = 1 if shared_featmap else 1 + len(relations)
+    featmaps = [build("featmap_net", width=width, **(featmap_options or {})) for _ in range(count)]
+    c = featmaps[0].out_channels
+    unary = build("unary_net", num_classes=num_classes, in_channels=c, width=width)
+    pairwise = [
+        build("pairwise_net", num_classes=num_classes, in_channels=2 * c, width=width)
+        for _ in relations
+    ]
+    return ContextualCRF(featmaps, unary, pairwise, num_classes, relations, **options)
+
+
 __all__ = [
     "MODELS",
     "build",
+    "build_contextual_crf",
     "list_models",
     "load_imagenet_vgg16",
     "load_model",

@@ -26,6 +26,10 @@ channels are concatenated to fc7's output and fc8 classifies the concatenation. 
 classifier on a concatenation equals the sum of per-branch classifiers, which is how a Caffe
 net would express it, so both readings of the paper give the same function family.) The paper
 trains only these new weights on top of a trained DeepLab: see ``DeepLab.msc_parameters``.
+
+``pool5a=True`` adds the public LargeFOV configuration's 3x3 / stride 1 / pad 1 average pooling
+between pool5 and fc6 (Caffe counts the padding, as ``nn.AvgPool2d`` does); the converted
+released weights use it, models trained here do not need it.
 """
 
 from __future__ import annotations
@@ -94,6 +98,7 @@ class DeepLab(nn.Module):
         width: float = 1.0,
         dropout: float = 0.5,
         in_channels: int = 3,
+        pool5a: bool = False,
     ) -> None:
         super().__init__()
         if (spec.dilation * (spec.kernel - 1)) % 2:
@@ -102,6 +107,9 @@ class DeepLab(nn.Module):
         self.spec = spec
         self.msc = msc
         self.features = vgg16_features(width, DEEPLAB_POOLS, DEEPLAB_DILATIONS, 1, in_channels)
+        #: the public LargeFOV net's extra 3x3 / stride 1 / pad 1 average pooling before fc6
+        #: (no parameters; set by the converter of the released weights)
+        self.pool5a = nn.AvgPool2d(3, stride=1, padding=1) if pool5a else None
         c5, fc = scaled(512, width), scaled(spec.channels, width)
         pad = spec.dilation * (spec.kernel - 1) // 2
         self.fc6 = nn.Conv2d(c5, fc, spec.kernel, padding=pad, dilation=spec.dilation)
@@ -124,6 +132,8 @@ class DeepLab(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         image = x
         x, pools = run_with_taps(self.features, x, POOL_INDICES[:4])
+        if self.pool5a is not None:
+            x = self.pool5a(x)
         x = self.drop6(self.relu(self.fc6(x)))
         x = self.drop7(self.relu(self.fc7(x)))
         if self.msc:

@@ -7,7 +7,9 @@ with ``score_pool3`` (offset 9), and an 8x up-sampling cropped at offset 31 to e
 The offsets are those of the Caffe reference net; with the 100-pixel padding the crops are
 valid for every input size H, W >= 1 (checked in the tests). The up-sampling layers are
 transposed convolutions initialised to bilinear interpolation (class-diagonal) and learnable;
-the score layers start at zero, as in the reference.
+the score layers start at zero, as in the reference. ``upscore2_bias=True`` gives the first
+up-sampling a bias (zero at start), as in the CRF-as-RNN release (``score2``), for converted
+weights; the other two never have one.
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ def bilinear_kernel(channels: int, kernel: int) -> torch.Tensor:
     return weight.float()
 
 
-def _upsampler(channels: int, kernel: int, stride: int) -> nn.ConvTranspose2d:
-    layer = nn.ConvTranspose2d(channels, channels, kernel, stride=stride, bias=False)
+def _upsampler(channels: int, kernel: int, stride: int, bias: bool = False) -> nn.ConvTranspose2d:
+    layer = nn.ConvTranspose2d(channels, channels, kernel, stride=stride, bias=bias)
     with torch.no_grad():
         layer.weight.copy_(bilinear_kernel(channels, kernel))
+        if bias:
+            layer.bias.zero_()
     return layer
 
 
@@ -60,7 +64,13 @@ class FCN8s(nn.Module):
     output_stride = 1
     imagenet_fc: ClassVar[dict[str, str]] = {"fc6": "classifier.0", "fc7": "classifier.3"}
 
-    def __init__(self, num_classes: int, width: float = 1.0, dropout: float = 0.5) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        width: float = 1.0,
+        dropout: float = 0.5,
+        upscore2_bias: bool = False,
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.features = vgg16_features(width, FCN_POOLS, (1,) * 5, first_padding=PAD)
@@ -74,7 +84,8 @@ class FCN8s(nn.Module):
         self.score_fr = _zero_conv(fc, num_classes)
         self.score_pool4 = _zero_conv(c4, num_classes)
         self.score_pool3 = _zero_conv(c3, num_classes)
-        self.upscore2 = _upsampler(num_classes, 4, 2)
+        # the released CRF-as-RNN net's first up-sampling ("score2") has a bias
+        self.upscore2 = _upsampler(num_classes, 4, 2, bias=upscore2_bias)
         self.upscore_pool4 = _upsampler(num_classes, 4, 2)
         self.upscore8 = _upsampler(num_classes, 16, 8)
 

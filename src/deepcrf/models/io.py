@@ -53,6 +53,8 @@ class ImportReport:
     copied: list[str] = field(default_factory=list)
     converted: list[str] = field(default_factory=list)
     initialised: list[str] = field(default_factory=list)
+    #: input convention the imported weights expect (``deepcrf.data.transforms.normalize``)
+    normalize: str | dict = "imagenet"
 
 
 def spatial_taps(kernel: int, source: int = 7) -> list[int]:
@@ -154,7 +156,15 @@ def load_imagenet_vgg16(
     ``source`` is a ``.pth`` file (``torch.load``-able state dict), a ``.safetensors`` file or a
     state dict. Raises ``ValueError`` listing missing / unexpected / mis-shaped keys, and when
     the model's own layers do not fit (e.g. built with ``width`` != 1).
+
+    A deepcrf model file (``.safetensors`` with a ``deepcrf.config``, e.g. the output of
+    ``deepcrf convert --arch vgg16_init`` for DeepLab's vgg16_20M) is also accepted: its VGG-16
+    convolutions and fc6 / fc7 are copied by name (shapes must match) and
+    ``report.normalize`` says which input convention they expect (Caffe's BGR for those).
     """
+    converted = _converted_backbone(source)
+    if converted is not None:
+        return _load_converted_backbone(model, *converted)
     state = _read_state_dict(source)
     _check_torchvision_layout(state)
     target = model.state_dict()
@@ -207,6 +217,51 @@ def load_imagenet_vgg16(
     return report
 
 
+def _converted_backbone(source) -> tuple[Path, dict, dict[str, torch.Tensor]] | None:
+    """(path, config, tensors) when ``source`` is a deepcrf model file, else None."""
+    if isinstance(source, Mapping) or Path(source).suffix.lower() != ".safetensors":
+        return None
+    path = Path(source)
+    if not path.is_file():
+        return None  # the torchvision path reports the missing file
+    _, metadata = _checked_header(path)
+    if "deepcrf.config" not in metadata:
+        return None
+    try:
+        config = json.loads(metadata["deepcrf.config"])
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: deepcrf.config is not valid JSON: {exc}") from exc
+    return path, config, _load_tensors(path)
+
+
+def _load_converted_backbone(
+    model: nn.Module, path: Path, config: dict, state: dict[str, torch.Tensor]
+) -> ImportReport:
+    """Copy ``features.*``, ``fc6.*``, ``fc7.*`` of a deepcrf model file into ``model``."""
+    target = model.state_dict()
+    wanted = [k for k in target if k.split(".")[0] in ("features", "fc6", "fc7")]
+    missing = [k for k in wanted if k not in state]
+    wrong = [
+        f"{k}: model {tuple(target[k].shape)}, file {tuple(state[k].shape)}"
+        for k in wanted
+        if k in state and state[k].shape != target[k].shape
+    ]
+    if not wanted or missing or wrong:
+        problems = ([f"missing: {', '.join(missing)}"] if missing else []) + wrong
+        raise ValueError(
+            f"{path} ({config.get('name')}) does not fit the model's VGG-16 backbone: "
+            + ("; ".join(problems) or "the model has no features.* / fc6 / fc7 parameters")
+        )
+    with torch.no_grad():
+        for key in wanted:
+            target[key].copy_(state[key])
+    return ImportReport(
+        copied=wanted,
+        initialised=[k for k in target if k not in wanted],
+        normalize=config.get("normalize", "imagenet"),
+    )
+
+
 def _safetensors():
     try:
         import safetensors.torch
@@ -242,8 +297,17 @@ def load_safetensors(model: nn.Module, path: str | Path, strict: bool = True) ->
     return model
 
 
+#: Keys of ``model.config`` that describe how to use the model, not constructor options:
+#: ``normalize`` is the input convention (a mode of ``deepcrf.data.transforms.normalize``).
+RECORDED_KEYS = ("normalize",)
+
+
 def load_model(path: str | Path, device: str | torch.device | None = None) -> nn.Module:
-    """Rebuild the model saved by ``save_safetensors`` from its stored config, then load it."""
+    """Rebuild the model saved by ``save_safetensors`` from its stored config, then load it.
+
+    Config keys in ``RECORDED_KEYS`` (e.g. ``normalize``) are kept in ``model.config``
+    without being passed to the constructor.
+    """
     from . import build
 
     path = Path(path)
@@ -256,8 +320,12 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> nn
         config = json.loads(metadata["deepcrf.config"])
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: deepcrf.config is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict) or "name" not in config or "num_classes" not in config:
+        raise ValueError(f"{path}: deepcrf.config metadata must hold name and num_classes")
+    recorded = {k: config.pop(k) for k in RECORDED_KEYS if k in config}
     config = dict(check_config(path, config, header))  # before allocating anything
     model = build(config.pop("name"), config.pop("num_classes"), **config)
+    model.config.update(recorded)
     load_safetensors(model, path)
     return model.to(device) if device is not None else model
 

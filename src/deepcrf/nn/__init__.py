@@ -9,15 +9,16 @@ compatibility and bandwidths; ``lattice_filter`` is its differentiable lattice f
     loss = F.cross_entropy(logits, target, ignore_index=255)
     plot_compatibility(crf.compatibility(), class_names, "mu.png")   # deepcrf.viz
 
-Fixed bandwidths take the fast path (one lattice per kernel and batch, built once per
-forward; normalisation, weights and compatibility folded in; backward = transposed
-filter). Learned bandwidths add the Gaussian-derivative filtering of values times
-features (exact with ``filter="exact"``, an approximation on the lattice).
+The layer runs the library's one ``deepcrf.crf.Pairwise`` message and one
+``deepcrf.crf.mean_field`` loop. Fixed bandwidths take the fast path (one stacked lattice
+per batch, built once per forward; normalisation folded in; weights and compatibility
+act on the lattice vertices; backward = one transposed filter). Learned bandwidths add
+the Gaussian-derivative filtering of values times features (``deepcrf.kernel``; exact
+with ``filter="exact"``, an approximation on the lattice).
 """
 
+from deepcrf.kernel import lattice_filter
 from deepcrf.nn.dense_crf import DenseCRF
-from deepcrf.nn.filtering import lattice_filter
-from deepcrf.nn.message import CRFMessage
 from deepcrf.nn.schedule import two_stage_param_groups
 
-__all__ = ["CRFMessage", "DenseCRF", "lattice_filter", "two_stage_param_groups"]
+__all__ = ["DenseCRF", "lattice_filter", "two_stage_param_groups"]

@@ -34,7 +34,8 @@ def two_stage_param_groups(
         cnn, crf: the unary network and the ``DenseCRF`` layer.
         stage: 1 (unary only: ``crf`` parameters are left out) or 2 (joint).
         top: name prefixes of the ``cnn`` parameters trained with ``lr_top`` in stage 1
-            (e.g. ``("classifier.",)``); each must match at least one parameter.
+            (e.g. ``top=("fc8.",)`` for the DeepLab models of ``deepcrf.models``, whose
+            classifier is ``fc8``); each must match at least one parameter.
         lr_unary / lr_top: stage-1 rates of the other / top CNN layers.
         lr_joint / lr_crf: stage-2 rates of the CNN / the CRF.
     """

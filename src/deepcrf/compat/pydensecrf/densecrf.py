@@ -2,21 +2,29 @@
 
 Same class and method names, argument names, defaults, constants, shapes and dtypes as
 pydensecrf: unaries are (n_labels, N) energies, ``inference`` returns (n_labels, N)
-float32 marginals. Differences: inputs are converted instead of rejected when numpy can
-convert them losslessly enough (float64, non-contiguous or read-only arrays are fine),
-the result is a numpy array rather than an Eigen wrapper (``np.array(Q)`` works on
-both), ``stepInference`` updates ``Q`` in place and leaves ``tmp1``/``tmp2`` untouched,
-and learning (``LogisticUnaryEnergy``, kernel gradients) lives in ``deepcrf.nn`` instead.
+float32 marginals. ``setUnaryEnergy(L, f)`` and ``LogisticUnary(L, f)`` are pydensecrf's
+``LogisticUnaryEnergy``: the energies are the matrix product ``L @ f``.
+
+Deliberate differences (README lists them): inputs are converted instead of rejected when
+numpy can convert them (float64, non-contiguous or read-only arrays, float64 compatibility
+vectors and matrices are fine and computed in float32); the result is a numpy array rather
+than an Eigen wrapper (``np.array(Q)`` and ``np.argmax(Q, 0)`` work on both);
+``stepInference`` updates ``Q`` in place and leaves ``tmp1``/``tmp2`` untouched; a ``Unary``
+can be given to several CRFs (pydensecrf hands it over to the first one); and kernel
+learning (gradients, ``KernelType`` parametrisations) lives in ``deepcrf.nn`` instead: every
+kernel type infers alike, as in pydensecrf.
 """
 
 from __future__ import annotations
 
+from enum import IntEnum
 from numbers import Number
 
 import numpy as np
 import torch
 
 from deepcrf.arrays import tensor_from_numpy, transpose_copy
+from deepcrf.compat.pydensecrf import eigen
 from deepcrf.crf import Kernel, Pairwise, mean_field, mean_field_step
 from deepcrf.features import bilateral_features, grid_features, grid_lattice
 
@@ -28,12 +36,37 @@ __all__ = [
     "NORMALIZE_BEFORE",
     "NORMALIZE_SYMMETRIC",
     "NO_NORMALIZATION",
+    "ConstUnary",
     "DenseCRF",
     "DenseCRF2D",
+    "KernelType",
+    "LogisticUnary",
+    "NormalizationType",
+    "Number",
+    "Unary",
+    "eigen",
 ]
 
-NO_NORMALIZATION, NORMALIZE_BEFORE, NORMALIZE_AFTER, NORMALIZE_SYMMETRIC = 0, 1, 2, 3
-CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL = 0, 1, 2
+
+class NormalizationType(IntEnum):
+    """How a kernel's messages are normalised (pydensecrf's enum of that name)."""
+
+    NO_NORMALIZATION = 0
+    NORMALIZE_BEFORE = 1
+    NORMALIZE_AFTER = 2
+    NORMALIZE_SYMMETRIC = 3
+
+
+class KernelType(IntEnum):
+    """The learnable parametrisation of a kernel's features; inference ignores it."""
+
+    CONST_KERNEL = 0
+    DIAG_KERNEL = 1
+    FULL_KERNEL = 2
+
+
+NO_NORMALIZATION, NORMALIZE_BEFORE, NORMALIZE_AFTER, NORMALIZE_SYMMETRIC = NormalizationType
+CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL = KernelType
 _NORMALIZATION_NAMES = {
     NO_NORMALIZATION: "none",
     NORMALIZE_BEFORE: "before",
@@ -44,7 +77,7 @@ _NORMALIZATION_NAMES = {
 
 def _float_matrix(array, name: str, shape: tuple[int | None, int | None]) -> torch.Tensor:
     """A float32 torch view (or copy) of a 2-D real array with the expected shape."""
-    arr = np.asarray(array)
+    arr = eigen.as_array(array)
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{name}: expected a real-valued array, got dtype {arr.dtype}")
     if arr.ndim != 2 or any(
@@ -59,7 +92,7 @@ def _compat(compat, num_labels: int):
     """pydensecrf's label compatibility: Potts number, diagonal vector or symmetrised matrix."""
     if isinstance(compat, Number):
         return float(compat)
-    arr = np.asarray(compat, dtype=np.float32)
+    arr = np.asarray(eigen.as_array(compat), dtype=np.float32)
     if arr.ndim == 1 and arr.shape[0] == num_labels:
         return torch.from_numpy(arr.copy())
     if arr.ndim == 2 and arr.shape == (num_labels, num_labels):
@@ -81,6 +114,47 @@ def _check_kernel_args(kernel, normalization) -> str:
             f"NORMALIZE_SYMMETRIC, got {normalization}"
         )
     return _NORMALIZATION_NAMES[normalization]
+
+
+class Unary:
+    """Base of the unary energies ``DenseCRF.setUnary`` takes."""
+
+    def _matrix(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _energy(self, nlabels: int, nvar: int) -> torch.Tensor:
+        energy = self._matrix()
+        if tuple(energy.shape) != (nlabels, nvar):
+            raise ValueError(
+                f"Bad shape for unary energy (Need {(nlabels, nvar)}, got {tuple(energy.shape)})"
+            )
+        return energy
+
+
+class ConstUnary(Unary):
+    """Fixed unary energies ``u`` (nlabels, nvar) (pydensecrf's ``ConstUnaryEnergy``)."""
+
+    def __init__(self, u) -> None:
+        if u is None:
+            raise TypeError("u: expected an (nlabels, nvar) array of unary energies, got None")
+        self._u = _float_matrix(u, "unary energy", (None, None))
+
+    def _matrix(self) -> torch.Tensor:
+        return self._u
+
+
+class LogisticUnary(Unary):
+    """Unary energies ``L @ f`` (pydensecrf's ``LogisticUnaryEnergy``): ``L`` (nlabels, F)
+    weights, ``f`` (F, nvar) features."""
+
+    def __init__(self, L, f) -> None:
+        if L is None or f is None:
+            raise TypeError("L and f: expected (nlabels, F) weights and (F, nvar) features")
+        self._L = _float_matrix(L, "logistic unary weights L", (None, None))
+        self._f = _float_matrix(f, "logistic unary features f", (self._L.shape[1], None))
+
+    def _matrix(self) -> torch.Tensor:
+        return self._L @ self._f
 
 
 class DenseCRF:
@@ -110,14 +184,22 @@ class DenseCRF:
         self._kernels.append(kernel)
         self._pairwise = None
 
+    def setUnary(self, u: Unary) -> None:
+        """Set the unary from a ``ConstUnary`` or ``LogisticUnary``."""
+        if not isinstance(u, Unary):
+            raise TypeError(f"u: expected a ConstUnary or LogisticUnary, got {type(u).__name__}")
+        self._unary = u._energy(self._nlabel, self._nvar)
+
     def setUnaryEnergy(self, u, f=None) -> None:
-        """Set the unary energies ``u`` (nlabels, nvar): -log probabilities, lower = likelier."""
-        if f is not None:
-            raise NotImplementedError(
-                "f: the logistic (learned) unary of pydensecrf is not provided; compute the "
-                "energies yourself or train unaries with deepcrf.nn"
-            )
-        self._unary = _float_matrix(u, "unary energy", (self._nlabel, self._nvar))
+        """Set the unary energies ``u`` (nlabels, nvar): -log probabilities, lower = likelier.
+
+        With ``f`` (pydensecrf's ``LogisticUnaryEnergy``) the energies are ``u @ f``: ``u`` is
+        (nlabels, F) weights, ``f`` (F, nvar) features.
+        """
+        if u is None:
+            raise TypeError("u: expected an (nlabels, nvar) array of unary energies, got None")
+        unary = ConstUnary(u) if f is None else LogisticUnary(u, f)
+        self._unary = unary._energy(self._nlabel, self._nvar)
 
     def _logits(self) -> torch.Tensor:
         """Unary logits (nvar, nlabels): the negated energies, zero when no unary is set."""
@@ -142,17 +224,18 @@ class DenseCRF:
 
     def stepInference(self, Q, tmp1=None, tmp2=None) -> None:
         """One mean-field iteration, updating the marginals ``Q`` (nlabels, nvar) in place."""
-        if not isinstance(Q, np.ndarray) or Q.shape != (self._nlabel, self._nvar):
+        q = eigen.as_array(Q)
+        if q.shape != (self._nlabel, self._nvar) or not q.flags.writeable:
             raise ValueError(
                 f"Q: expected the ({self._nlabel}, {self._nvar}) array from startInference"
             )
-        current = tensor_from_numpy(Q.T, np.float32)
+        current = tensor_from_numpy(q.T, np.float32)
         new, _ = mean_field_step(self._logits(), current, self._get_pairwise())
-        Q[...] = new.numpy().T
+        q[...] = new.numpy().T
 
     def klDivergence(self, Q) -> float:
         """KL divergence (up to a constant) between the marginals ``Q`` and the CRF."""
-        q = tensor_from_numpy(Q.T, np.float32).double()
+        q = tensor_from_numpy(eigen.as_array(Q).T, np.float32).double()
         kl = (q * torch.log(q.clamp(min=1e-20))).sum()
         if self._unary is not None:
             kl += (self._unary.t().double() * q).sum()

@@ -1,22 +1,28 @@
 """pydensecrf.utils equivalents: unaries from probabilities or labels, pairwise features.
 
-Same names, arguments, defaults, shapes and dtypes as pydensecrf's module of that name.
+Same names, arguments, defaults, shapes and dtypes as pydensecrf's module of that name
+(including its module-level ``np``, ``Number`` and ``warning`` and the two slow 2-D reference
+functions). Differences: bad ``gt_prob``/``scale`` raise ``ValueError`` (pydensecrf: an
+``assert``), and ``labels``/``sm`` may be anything numpy converts to an array.
 """
 
 from __future__ import annotations
 
-import warnings
+from logging import warning
 from numbers import Number
 
 import numpy as np
 
 __all__ = [
+    "Number",
     "compute_unary",
     "create_pairwise_bilateral",
     "create_pairwise_gaussian",
+    "np",
     "softmax_to_unary",
     "unary_from_labels",
     "unary_from_softmax",
+    "warning",
 ]
 
 
@@ -40,7 +46,7 @@ def unary_from_labels(labels, n_labels, gt_prob, zero_unsure=True):
 
 def compute_unary(labels, M, GT_PROB=0.5):
     """Deprecated alias of ``unary_from_labels`` (kept for old scripts)."""
-    warnings.warn("compute_unary is deprecated, use unary_from_labels", DeprecationWarning, 2)
+    warning("pydensecrf.compute_unary is deprecated, use unary_from_labels instead.")
     return unary_from_labels(labels, M, GT_PROB)
 
 
@@ -63,7 +69,7 @@ def unary_from_softmax(sm, scale=None, clip=1e-5):
 
 def softmax_to_unary(sm, GT_PROB=1):
     """Deprecated alias of ``unary_from_softmax`` without clipping."""
-    warnings.warn("softmax_to_unary is deprecated, use unary_from_softmax", DeprecationWarning, 2)
+    warning("pydensecrf.softmax_to_unary is deprecated, use unary_from_softmax instead.")
     return unary_from_softmax(sm, None if GT_PROB == 1 else GT_PROB, clip=None)
 
 
@@ -97,3 +103,17 @@ def create_pairwise_bilateral(sdims, schan, img, chdim=-1):
         mesh[axis] /= s
     stacked = np.concatenate([mesh, feats])
     return stacked.reshape([stacked.shape[0], -1])
+
+
+def _create_pairwise_gaussian_2d(sx, sy, shape):
+    """2-D reference of ``create_pairwise_gaussian``: (row / sx, column / sy), (2, H*W)."""
+    rows, cols = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    return np.stack([rows / sx, cols / sy]).astype(np.float32).reshape([2, -1])
+
+
+def _create_pairwise_bilateral_2d(sx, sy, sr, sg, sb, img):
+    """2-D reference of ``create_pairwise_bilateral`` for an (H, W, 3) image: (5, H*W)."""
+    img = np.asarray(img)
+    rows, cols = np.meshgrid(np.arange(img.shape[0]), np.arange(img.shape[1]), indexing="ij")
+    channels = [img[:, :, c].astype(np.float64) / s for c, s in enumerate((sr, sg, sb))]
+    return np.stack([rows / sx, cols / sy, *channels]).astype(np.float32).reshape([5, -1])

@@ -1,4 +1,5 @@
-"""lattice_filter's backward: the transposed filter and the Gaussian-derivative feature gradient."""
+"""deepcrf.kernel: NormalizedKernel (apply, transpose, scales, feature gradient) and
+lattice_filter's backward (the transposed filter, the Gaussian-derivative feature gradient)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ import torch
 
 from deepcrf.exact import exact_filter
 from deepcrf.features import grid_features
+from deepcrf.kernel import NormalizedKernel, _ScaledFilter, lattice_filter, normalization_scales
 from deepcrf.lattice import build_lattice
-from deepcrf.nn import lattice_filter
-from deepcrf.nn.filtering import ScaledLatticeFilter
 
 
 def points(n=300, d=3, spread=2.0, seed=0):
@@ -88,22 +88,90 @@ def test_scaled_filter_function_equals_autograd_composition(scaled):
     lattice = build_lattice(f)
     before = (torch.rand(200, generator=g) + 0.5) if scaled in ("both", "before") else None
     after = (torch.rand(200, generator=g) + 0.5) if scaled in ("both", "after") else None
-    weights = torch.rand(4, generator=g) + 0.5
     upstream = torch.randn(200, 4, generator=g)
     grads = []
     for fused in (True, False):
         leaves = [
-            t.clone().requires_grad_(True) if t is not None else None
-            for t in (q, before, after, weights, f)
+            t.clone().requires_grad_(True) if t is not None else None for t in (q, before, after, f)
         ]
-        lq, lb, la, lw, lf = leaves
+        lq, lb, la, lf = leaves
         if fused:
-            out = ScaledLatticeFilter.apply(lq, lb, la, lw, lf, lattice)
+            out = _ScaledFilter.apply(lq, lb, la, lf, lattice)
         else:
             x = lq if lb is None else lq * lb[:, None]
             out = lattice_filter(lattice, x, lf)
-            out = (out if la is None else out * la[:, None]) * lw
+            out = out if la is None else out * la[:, None]
         (out * upstream).sum().backward()
         grads.append([out.detach()] + [t.grad for t in leaves if t is not None])
     for a, b in zip(*grads):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * b.abs().max())
+
+
+def brute_kernel(f: torch.Tensor) -> torch.Tensor:
+    """The dense Gaussian kernel matrix exp(-|f_i - f_j|^2 / 2), an independent reference."""
+    return torch.exp(-0.5 * torch.cdist(f, f) ** 2)
+
+
+@pytest.mark.parametrize("normalization", ["symmetric", "before", "after", "none"])
+def test_normalized_kernel_equals_the_dense_matrix_formula(normalization):
+    f, v = points(n=150, d=3, seed=8)
+    f, v = f.double(), v.double()
+    kmat = brute_kernel(f)
+    n = kmat.sum(1)
+    b, a = {
+        "symmetric": (n**-0.5, n**-0.5),
+        "before": (1 / n, torch.ones_like(n)),
+        "after": (torch.ones_like(n), 1 / n),
+        "none": (torch.ones_like(n), torch.ones_like(n)),
+    }[normalization]
+    op = a[:, None] * kmat * b[None, :]
+    kernel = NormalizedKernel(f, normalization, filter="exact")
+    assert torch.allclose(kernel.apply(v), op @ v, atol=1e-10)
+    assert torch.allclose(kernel.apply_transposed(v), op.t() @ v, atol=1e-10)
+    assert torch.allclose(kernel.row_sums().double(), op.sum(1), atol=1e-6)
+    # the lattice kernel approximates the same normalised operator (unnormalised, its scale
+    # differs from the Gaussian's, as pydensecrf's does); its transpose is its adjoint
+    lat = NormalizedKernel(f.float(), normalization)
+    out = lat.apply(v.float())
+    if normalization == "symmetric":
+        assert (out.double() - op @ v).abs().max() < 0.1 * (op @ v).abs().max()
+    g = torch.randn(150, 4, generator=torch.Generator().manual_seed(9))
+    left = (g * out).sum()
+    right = (lat.apply_transposed(g) * v.float()).sum()
+    assert torch.allclose(left, right, rtol=1e-4)
+    forward, backward = lat.scaled_lattices()
+    assert forward.scaled and torch.allclose(forward.filter(v.float()), out, atol=1e-5)
+    transposed = backward.slice_values(backward.blur(backward.splat_values(g), transpose=True))
+    assert torch.allclose(transposed, lat.apply_transposed(g), atol=1e-6)
+
+
+def test_learnable_features_get_exact_gradients_through_kernel_and_scales():
+    f, v = points(n=40, d=2, seed=10)
+    f, v = f.double(), v.double()
+    g = torch.randn(40, 4, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+
+    def loss(x):
+        kernel = NormalizedKernel(x, "symmetric", filter="exact")
+        return (kernel.apply(v) * g).sum()
+
+    assert torch.autograd.gradcheck(loss, (f.clone().requires_grad_(True),), atol=1e-8)
+    # the identity-based feature gradient equals autograd's on the exact kernel
+    kernel = NormalizedKernel(f, "none", filter="exact")
+    x = f.clone().requires_grad_(True)
+    (exact_filter(x, v) * g).sum().backward()
+    assert torch.allclose(kernel.feature_gradient(v, g), x.grad, atol=1e-10)
+    assert torch.allclose(gaussian_derivative_feature_grad(f, v, g), x.grad, atol=1e-10)
+
+
+def test_lattice_alpha_and_scales_are_the_documented_ones():
+    f, _ = points(n=50, d=4, seed=12)
+    lattice = build_lattice(f)
+    assert lattice.alpha == pytest.approx(1 / (1 + 2**-4))
+    kernel = NormalizedKernel(f)
+    assert kernel.alpha == lattice.alpha
+    before, after = normalization_scales(lattice.row_sums, "symmetric")
+    assert before is after and torch.allclose(before, kernel.before)
+    with pytest.raises(ValueError, match="normalization"):
+        NormalizedKernel(f, "sideways")
+    with pytest.raises(ValueError, match="filter"):
+        NormalizedKernel(f, filter="fast")

@@ -1,0 +1,301 @@
+"""``NormalizedKernel``: one Gaussian kernel of a dense CRF with its normalisation.
+
+pydensecrf's DenseKernel is the model: a kernel owns its features' lattice (or the exact
+brute-force filter), its normalisation scales and the filter, its transpose and the
+feature gradient. With n = K·1 (the row sums of the Gaussian kernel K on the features),
+pydensecrf's normalisations scale K on both sides, ``apply(v) = a ⊙ K(b ⊙ v)``:
+
+=============  ==============  ==============
+normalization  before b        after a
+=============  ==============  ==============
+symmetric      n^-1/2          n^-1/2
+before         n^-1            1
+after          1               n^-1
+none           1               1
+=============  ==============  ==============
+
+Features that require a gradient (learnable bandwidths, f = positions / θ) make the
+kernel differentiable with respect to them, through K and through n = K·1. Their gradient
+uses the Gaussian derivative d/df_i Σ_j k(f_i, f_j) v_j = Σ_j k(f_i, f_j) (f_j - f_i) v_j,
+i.e. more filtering of values times features on the same lattice (exact on the exact
+kernel, an approximation that points the same way on the lattice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+
+import torch
+
+from deepcrf.exact import exact_filter
+from deepcrf.lattice import Lattice, build_lattice
+
+__all__ = [
+    "FILTERS",
+    "NORMALIZATIONS",
+    "NormalizedKernel",
+    "feature_gradient",
+    "lattice_filter",
+    "normalization_scales",
+]
+
+NORMALIZATIONS = ("symmetric", "before", "after", "none")
+FILTERS = ("lattice", "exact")
+
+
+def normalization_scales(norm: torch.Tensor, normalization: str):
+    """(before, after) per-point scales of a kernel with row sums ``norm``, as pydensecrf
+    computes them (differentiable; None where that side is not scaled)."""
+    if normalization == "symmetric":
+        s = 1.0 / torch.sqrt(norm + 1e-20)
+        return s, s
+    if normalization == "before":
+        return 1.0 / (norm + 1e-20), None
+    if normalization == "after":
+        return None, 1.0 / (norm + 1e-20)
+    if normalization == "none":
+        return None, None
+    raise ValueError(f"normalization: expected one of {NORMALIZATIONS}, got {normalization!r}")
+
+
+class NormalizedKernel:
+    """``a ⊙ K(b ⊙ v)`` for the Gaussian kernel K on ``features`` (see module docstring).
+
+    Args:
+        features: (N, d) per-point features already divided by their bandwidths; when they
+            require grad (and grad is enabled) the kernel is differentiable w.r.t. them.
+        normalization: one of ``NORMALIZATIONS``.
+        segments: start offsets of independent point sets (images of a batch), length B+1.
+        filter: "lattice" (permutohedral, float32) or "exact" (brute force, any dtype).
+        lattice: an already built, unscaled lattice of ``features`` (e.g. from a cache).
+    """
+
+    def __init__(
+        self,
+        features: torch.Tensor,
+        normalization: str = "symmetric",
+        segments: Sequence[int] | None = None,
+        filter: str = "lattice",
+        lattice: Lattice | None = None,
+    ) -> None:
+        if filter not in FILTERS:
+            raise ValueError(f"filter: expected one of {FILTERS}, got {filter!r}")
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"normalization: expected one of {NORMALIZATIONS}, got {normalization!r}"
+            )
+        if features.dim() != 2:
+            raise ValueError(f"features: expected (N, d), got {tuple(features.shape)}")
+        if lattice is not None and (lattice.scaled or len(lattice.blocks) != 2):
+            raise ValueError("lattice: expected an unscaled, single (not stacked) lattice")
+        self.learnable = features.requires_grad and torch.is_grad_enabled()
+        self.features = features if self.learnable else features.detach()
+        self.normalization = normalization
+        self.segments = tuple(segments) if segments is not None else None
+        self.filter = filter
+        self.num_points = features.shape[0]
+        ones = self.features.new_ones(self.num_points, 1)
+        if filter == "lattice":
+            self.lattice = lattice or build_lattice(self.features.detach(), self.segments)
+            if self.learnable:
+                norm = lattice_filter(self.lattice, ones.float(), self.features)[:, 0]
+            else:
+                norm = self.lattice.row_sums
+        else:
+            self.lattice = None
+            norm = exact_filter(self.features, ones, self.segments)[:, 0]
+        self.before, self.after = normalization_scales(norm, normalization)
+
+    @property
+    def alpha(self) -> float:
+        """The lattice's slice constant (slice = alpha · splatᵀ)."""
+        if self.lattice is None:
+            raise ValueError("alpha: an exact kernel has no lattice")
+        return self.lattice.alpha
+
+    def scaled_lattices(self, weight: float | None = None) -> tuple[Lattice, Lattice]:
+        """(forward, backward) lattices with the scales folded into splat and slice:
+        forward computes diag(w·a) K diag(b), backward its transpose diag(b) Kᵀ diag(w·a)
+        (with ``blur(transpose=True)``). ``weight`` w (a Potts weight) is optional."""
+        if self.lattice is None:
+            raise ValueError("scaled_lattices: an exact kernel has no lattice")
+        before = None if self.before is None else self.before.detach()
+        after = None if self.after is None else self.after.detach()
+        if weight is not None:
+            after = (
+                torch.full((self.num_points,), float(weight), device=self.lattice.device)
+                if after is None
+                else after * weight
+            )
+        forward = self.lattice.scale(before, after)
+        if before is None and after is None:
+            return forward, forward
+        backward = forward if before is after else self.lattice.scale(after, before)
+        return forward, backward
+
+    @cached_property
+    def _scaled(self) -> tuple[Lattice, Lattice]:
+        return self.scaled_lattices()
+
+    def apply(self, values: torch.Tensor) -> torch.Tensor:
+        """``a ⊙ K(b ⊙ values)`` for (N, C) values; differentiable w.r.t. the values and,
+        for learnable features, the features (through K and the scales)."""
+        if self.lattice is not None:
+            features = self.features if self.learnable else None
+            return _ScaledFilter.apply(values, self.before, self.after, features, self.lattice)
+        x = values if self.before is None else values * self.before[:, None].to(values)
+        y = exact_filter(self.features, x, self.segments)
+        return y if self.after is None else y * self.after[:, None].to(y)
+
+    def apply_transposed(self, values: torch.Tensor) -> torch.Tensor:
+        """``b ⊙ Kᵀ(a ⊙ values)``, the transposed operator (not differentiable)."""
+        values = values.detach()
+        if self.lattice is not None:
+            backward = self._scaled[1]
+            return backward.slice_values(backward.blur(backward.splat_values(values), True))
+        x = values if self.after is None else values * self.after.detach()[:, None].to(values)
+        y = exact_filter(self.features.detach(), x, self.segments)  # exact K is symmetric
+        return y if self.before is None else y * self.before.detach()[:, None].to(y)
+
+    def row_sums(self) -> torch.Tensor:
+        """(N,) row sums of the normalised operator: ``apply`` of all-ones values."""
+        with torch.no_grad():
+            if self.before is None and self.lattice is not None:
+                sums = self.lattice.row_sums
+                return sums if self.after is None else sums * self.after
+            return self.apply(self.features.new_ones(self.num_points, 1).float())[:, 0]
+
+    def feature_gradient(self, values: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """dL/df (N, d) for L = <grad, K values> (the unnormalised kernel), see
+        ``feature_gradient``; on the exact kernel this equals autograd's."""
+        if self.lattice is None:
+            f = self.features.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                out = exact_filter(f, values.detach().to(f.dtype), self.segments)
+                (g,) = torch.autograd.grad(out, f, grad.to(out.dtype))
+            return g
+        v, g = values.float(), grad.float()
+        return feature_gradient(
+            self.lattice,
+            self.features,
+            v,
+            g,
+            self.lattice.filter(v),
+            self.lattice.filter(g, transpose=True),
+        )
+
+
+def feature_gradient(
+    lattice: Lattice,
+    features: torch.Tensor,
+    values: torch.Tensor,
+    grad: torch.Tensor,
+    filtered: torch.Tensor,
+    filtered_grad: torch.Tensor,
+) -> torch.Tensor:
+    """dL/df (N, d) for L = <grad, K values> by the Gaussian-derivative identity
+
+        dL/df_i = Σ_c g_ic [K(f v_c) - f_i K(v_c)]_i + v_ic [Kᵀ(f g_c) - f_i Kᵀ(g_c)]_i,
+
+    with ``filtered`` = K values and ``filtered_grad`` = Kᵀ grad (already computed by the
+    caller). All feature dimensions go through one forward and one transposed lattice
+    pass, values and gradients times every feature stacked as channels.
+    """
+    f = features.detach().float()
+    n, d = f.shape
+    c = values.shape[1]
+    fv = (f[:, :, None] * values[:, None, :]).reshape(n, d * c)
+    fg = (f[:, :, None] * grad[:, None, :]).reshape(n, d * c)
+    k_fv = lattice.filter(fv).view(n, d, c)
+    kt_fg = lattice.filter(fg, transpose=True).view(n, d, c)
+    del fv, fg
+    forward = torch.einsum("nac,nc->na", k_fv, grad) - f * (filtered * grad).sum(1, keepdim=True)
+    backward = torch.einsum("nac,nc->na", kt_fg, values) - f * (filtered_grad * values).sum(
+        1, keepdim=True
+    )
+    return forward + backward
+
+
+class _LatticeFilter(torch.autograd.Function):
+    """K·values on a prebuilt, unscaled lattice; gradients w.r.t. values and features."""
+
+    @staticmethod
+    def forward(ctx, values: torch.Tensor, features: torch.Tensor | None, lattice: Lattice):
+        ctx.lattice = lattice
+        if features is not None and ctx.needs_input_grad[1]:
+            ctx.save_for_backward(values, features)
+        return lattice.filter(values)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        lattice: Lattice = ctx.lattice
+        grad = grad.float().contiguous()
+        need_values, need_features = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not need_features:
+            grad_values = lattice.filter(grad, transpose=True) if need_values else None
+            return grad_values, None, None
+        values, features = ctx.saved_tensors
+        v = values.float()
+        kt_g = lattice.filter(grad, transpose=True)
+        grad_features = feature_gradient(lattice, features, v, grad, lattice.filter(v), kt_g)
+        grad_values = kt_g if need_values else None
+        return grad_values, grad_features.to(features.dtype), None
+
+
+def lattice_filter(
+    lattice: Lattice, values: torch.Tensor, features: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Differentiable K·values (N, C) on an unscaled ``lattice`` built from ``features``.
+
+    Pass ``features`` (N, d) only when they need a gradient (learned bandwidths); the
+    result is float32, like the lattice's arithmetic. The backward filters again on the
+    same lattice (transposed filter; Gaussian-derivative identity for the features).
+    """
+    if lattice.scaled:
+        raise ValueError("lattice: expected an unscaled lattice (its transpose is needed)")
+    if features is not None and features.shape[0] != values.shape[0]:
+        raise ValueError(
+            f"features: expected {values.shape[0]} rows like values, got {features.shape[0]}"
+        )
+    return _LatticeFilter.apply(values, features, lattice)
+
+
+class _ScaledFilter(torch.autograd.Function):
+    """a ⊙ K(b ⊙ q) on an unscaled lattice: gradients w.r.t. q, b, a and the features.
+
+    Saves only q (the loop keeps it anyway), the per-point scales and the features; K(b ⊙ q)
+    is recomputed in the backward pass.
+    """
+
+    @staticmethod
+    def forward(ctx, q, before, after, features, lattice: Lattice):
+        x = q.float() if before is None else q.float() * before.float()[:, None]
+        out = lattice.filter(x)
+        if after is not None:
+            out.mul_(after.float()[:, None])
+        ctx.lattice = lattice
+        ctx.save_for_backward(q, before, after, features)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        lattice: Lattice = ctx.lattice
+        q, before, after, features = ctx.saved_tensors
+        grad = grad.float().contiguous()
+        q32 = q.float()
+        need_after = after is not None and ctx.needs_input_grad[2]
+        need_features = features is not None and ctx.needs_input_grad[3]
+        x = q32 if before is None else q32 * before.float()[:, None]
+        y = lattice.filter(x) if need_after or need_features else None  # K x, recomputed
+        grad_after = (grad * y).sum(1) if need_after else None
+        gy = grad if after is None else grad * after.float()[:, None]
+        dx = lattice.filter(gy, transpose=True)
+        grad_q = dx if before is None else dx * before.float()[:, None]
+        grad_before = None
+        if before is not None and ctx.needs_input_grad[1]:
+            grad_before = (dx * q32).sum(1)
+        grad_f = None
+        if need_features:
+            grad_f = feature_gradient(lattice, features, x, gy, y, dx).to(features.dtype)
+        return grad_q.to(q.dtype), grad_before, grad_after, grad_f, None
