@@ -115,14 +115,23 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Remove the temporary files a killed run left in ``folder``; returns what was removed."""
+def remove_stale_temps(folder: str | Path, names: Iterable[str] | None = None) -> list[Path]:
+    """Remove the temporary files a killed run left in ``folder``; returns what was removed.
+
+    With ``names`` (final file names), only the temporaries of those outputs go: processes
+    that share a folder but write different files (``--shard``) never delete each other's
+    files in progress."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
+    prefixes = None if names is None else tuple(f".{name}{TEMP_MARKER}" for name in names)
     removed = []
     for p in folder.iterdir():
-        if p.name.startswith(".") and TEMP_MARKER in p.name and p.is_file():
+        if not (p.name.startswith(".") and TEMP_MARKER in p.name):
+            continue
+        if prefixes is not None and not p.name.startswith(prefixes):
+            continue
+        if p.is_file():
             try:
                 p.unlink()
                 removed.append(p)

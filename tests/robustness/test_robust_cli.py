@@ -235,3 +235,14 @@ def test_tiled_cli_matches_library_tiles(inputs, monkeypatch):
     np.testing.assert_allclose(np.load(inputs / "m" / "t.npy"), expected, atol=1e-5)
     untiled = refine(probs, image, iterations=2, tile=False, **params)
     assert (expected.argmax(0) == untiled.argmax(0)).mean() > 0.97
+
+
+def test_file_mode_removes_only_its_own_stale_temps(inputs, monkeypatch):
+    monkeypatch.chdir(inputs)
+    (inputs / "o").mkdir()
+    mine = inputs / "o" / f".r.png{TEMP_MARKER}k1.png"
+    other = inputs / "o" / f".other.png{TEMP_MARKER}k2.png"  # another process's file
+    mine.write_bytes(b"half")
+    other.write_bytes(b"half")
+    assert main(["refine", "photo.png", "--probs", "photo.npy", "--out", "o/r.png", *FAST]) == 0
+    assert not mine.exists() and other.exists()

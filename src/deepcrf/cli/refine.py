@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         raise IsADirectoryError(f"--out: {out} is a folder; give the output PNG's path")
     outputs = output_paths(args, out)
     guard_outputs(outputs, [args.image, source], [args.image.parent, source.parent], args)
+    _remove_stale_temps(outputs)
     refine_one(args, args.image, source, outputs)
     print(f"wrote {', '.join(str(p) for p in outputs)}")
     return 0
@@ -287,6 +288,15 @@ def _crf_function(args: argparse.Namespace, num_labels: int):
     return run_probs if args.probs is not None else run_labels
 
 
+def _remove_stale_temps(outputs: list[Path]) -> None:
+    """Delete what a killed run left while writing these outputs (and only these)."""
+    by_folder: dict[Path, list[str]] = {}
+    for path in outputs:
+        by_folder.setdefault(path.parent, []).append(path.name)
+    for folder, names in by_folder.items():
+        remove_stale_temps(folder, names)
+
+
 def _drop_pages(array: np.ndarray) -> None:
     """Let the kernel drop a memory map's resident pages (they are re-read from the file)."""
     mapping = getattr(array, "_mmap", None)
@@ -327,8 +337,7 @@ def run_folder(args: argparse.Namespace) -> int:
     plan = {stem: output_paths(args, args.out / (stem + ".png")) for stem in images}
     every_output = [path for outputs in plan.values() for path in outputs]
     guard_outputs(every_output, inputs, [args.image, source_dir], args)
-    for folder in {args.out, args.save_probs} - {None}:
-        remove_stale_temps(folder)
+    _remove_stale_temps(every_output)
     todo = [s for s in sorted(images) if args.overwrite or not outputs_complete(plan[s])]
     done, skipped = 0, len(images) - len(todo)
     for stem in progress(todo, "refine", skipped):
