@@ -47,7 +47,11 @@ def test_tiny_file_claiming_a_huge_model_is_refused_before_allocating(tmp_path):
         ({"name": "deeplab_largefov", "num_classes": 3, "width": -1}, "width"),
         ({"name": "deeplab_largefov", "num_classes": 3, "width": "wide"}, "width"),
         ({"name": "deeplab_largefov", "num_classes": 3, "width": 1e9}, "width"),
-        ({"name": "deeplab_largefov", "num_classes": 3, "colour": {"a": 1}}, "colour"),
+        (
+            {"name": "deeplab_largefov", "num_classes": 3, "colour": {"a": [float("inf")]}},
+            "colour.a",
+        ),
+        ({"name": "deeplab_largefov", "num_classes": 3, "crf": {"w": float("nan")}}, "crf.w"),
         ({"name": "deeplab_largefov", "num_classes": 3, "unknown_option": 1}, "unknown_option"),
         (["not", "a", "dict"], "name and num_classes"),
     ],

@@ -88,6 +88,10 @@ def _check_value(path: Path, key: str, value: Any) -> None:
         for v in value:
             _check_value(path, key, v)
         return
+    if isinstance(value, dict):  # nested options (e.g. a CRF layer's parameters)
+        for k, v in value.items():
+            _check_value(path, f"{key}.{k}", v)
+        return
     if value is not None and not isinstance(value, (bool, int, float, str)):
         raise ValueError(f"{path}: config option {key!r} has a {type(value).__name__} value")
     if isinstance(value, float) and not math.isfinite(value):
