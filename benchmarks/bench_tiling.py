@@ -3,8 +3,9 @@ streaming a very large image.
 
 Prints markdown tables:
   1. ``--agreement``: real photos (../shared/data/voc-samples) upscaled to ``--mp``
-     megapixels, refined untiled and with forced small tiles (``--tile``, overlap from the
-     bandwidths): label agreement and max |dQ| between the two, and the time ratio;
+     megapixels, refined with the default ``CRFParams`` untiled and with forced small tiles
+     (``--tile``, overlap from the bandwidths): label agreement and max |dQ| between the two,
+     and the time ratio;
   2. ``--stream MP``: writes a synthetic MP-megapixel photo and its probabilities
      (``--labels`` classes) to a temporary folder, runs ``deepcrf refine`` on them in a child
      process and reports its peak RSS (ru_maxrss) and time.
@@ -29,6 +30,7 @@ from PIL import Image
 
 from deepcrf import refine
 from deepcrf.data import coarse_probabilities
+from deepcrf.params import CRFParams
 from deepcrf.tiling import overlap_pixels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,22 +57,23 @@ def upscaled_photos(mp: float) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return out
 
 
-def agreement(mp: float, tile: int, iterations: int) -> None:
+def agreement(mp: float, tile: int, iterations: int, count: int) -> None:
     print(
         f"| photo ({mp:g} MP) | tile core | overlap | label agreement | max abs dQ | "
         "time tiled / untiled |"
     )
     print("| --- | --- | --- | --- | --- | --- |")
-    for name, image, labels in upscaled_photos(mp):
+    params = CRFParams(iterations=iterations).to_dict()
+    overlap = overlap_pixels(2, [params["gaussian_sxy"], params["bilateral_sxy"]])[0]
+    for name, image, labels in upscaled_photos(mp)[:count]:
         probs = coarse_probabilities(labels, NUM_LABELS, stride=32, noise=1.0, seed=0)
         start = time.perf_counter()
-        whole = refine(probs, image, iterations=iterations, tile=False)
+        whole = refine(probs, image, tile=False, **params)
         t_whole = time.perf_counter() - start
         start = time.perf_counter()
-        tiled = refine(probs, image, iterations=iterations, tile=tile)
+        tiled = refine(probs, image, tile=tile, **params)
         t_tiled = time.perf_counter() - start
         agree = float((whole.argmax(0) == tiled.argmax(0)).mean())
-        overlap = overlap_pixels(2, [3.0, 80.0])[0]
         print(
             f"| {name} {image.shape[1]}x{image.shape[0]} | {tile} | {overlap} | "
             f"{agree:.4%} | {np.abs(whole - tiled).max():.3f} | {t_tiled / t_whole:.2f} |"
@@ -122,13 +125,14 @@ def main() -> None:
     parser.add_argument("--agreement", action="store_true")
     parser.add_argument("--mp", type=float, default=1.0)
     parser.add_argument("--tile", type=int, default=256)
+    parser.add_argument("--photos", type=int, default=4, help="how many photos (--agreement)")
     parser.add_argument("--stream", type=float, help="megapixels of the streamed image")
     parser.add_argument("--labels", type=int, default=4)
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--budget", help="DEEPCRF_MEMORY_BUDGET for the streamed run")
     args = parser.parse_args()
     if args.agreement:
-        agreement(args.mp, args.tile, args.iterations)
+        agreement(args.mp, args.tile, args.iterations, args.photos)
     if args.stream:
         stream(args.stream, args.labels, args.iterations, args.budget)
     if not (args.agreement or args.stream):

@@ -246,3 +246,35 @@ def test_file_mode_removes_only_its_own_stale_temps(inputs, monkeypatch):
     other.write_bytes(b"half")
     assert main(["refine", "photo.png", "--probs", "photo.npy", "--out", "o/r.png", *FAST]) == 0
     assert not mine.exists() and other.exists()
+
+
+@pytest.mark.parametrize(
+    ("exc", "text"),
+    [
+        (PermissionError(13, "Permission denied", "/data/out.png"), "/data/out.png"),
+        (IsADirectoryError(21, "Is a directory", "/data/x"), "/data/x"),
+        (FileExistsError(17, "File exists", "/data/y"), "/data/y"),
+        (MemoryError(), "DEEPCRF_MEMORY_BUDGET"),
+    ],
+)
+def test_expected_failures_are_one_line_and_bugs_keep_their_traceback(
+    inputs, monkeypatch, capsys, exc, text
+):
+    import deepcrf.cli.refine as cli_refine
+
+    monkeypatch.chdir(inputs)
+
+    def fail(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(cli_refine, "refine_one", fail)
+    assert main(["refine", "photo.png", "--probs", "photo.npy", "--out", "r.png"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("deepcrf refine: error: ") and text in err[0]
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("a real bug")
+
+    monkeypatch.setattr(cli_refine, "refine_one", bug)
+    with pytest.raises(RuntimeError, match="a real bug"):
+        main(["refine", "photo.png", "--probs", "photo.npy", "--out", "r.png"])
