@@ -18,7 +18,13 @@ from deepcrf.allocator import release_after
 from deepcrf.arrays import tensor_from_numpy, transpose_copy
 from deepcrf.crf import Kernel, Pairwise, mean_field
 from deepcrf.features import bilateral_features, grid_features, grid_lattice
-from deepcrf.inputs import check_integer, check_labels, prepare_refine, prepare_refine_labels
+from deepcrf.inputs import (
+    check_integer,
+    check_label_count,
+    check_labels,
+    prepare_refine,
+    prepare_refine_labels,
+)
 from deepcrf.params import CRFParams
 
 __all__ = ["refine", "refine_labels", "unary_from_labels", "unary_from_probs"]
@@ -180,7 +186,7 @@ def refine_labels(
     start uniform. Other keyword arguments are those of ``refine``.
     """
     labels = check_labels(labels)  # integers only (never truncated), detached
-    num_labels = check_integer(num_labels, "num_labels", minimum=2)
+    num_labels = check_label_count(check_integer(num_labels, "num_labels", 2), "num_labels")
     routed = prepare_refine_labels(
         refine_labels, labels, image, num_labels, gt_prob, ignore_index, kwargs
     )

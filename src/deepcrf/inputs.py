@@ -40,6 +40,7 @@ __all__ = [
     "check_compat",
     "check_image",
     "check_integer",
+    "check_label_count",
     "check_labels",
     "check_probs",
     "needs_batch_loop",
@@ -114,10 +115,11 @@ def check_bandwidth(value: Any, name: str) -> Any:
 
 
 def _as_checked_array(x: Any, name: str) -> np.ndarray | torch.Tensor:
+    """``x`` detached (torch) or in native byte order (numpy; torch cannot read others)."""
     if isinstance(x, torch.Tensor):
         return x.detach()
     if isinstance(x, np.ndarray):
-        return x
+        return x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
     raise TypeError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}")
 
 
@@ -214,6 +216,19 @@ def check_image(image: Any, strict: bool = False) -> np.ndarray | torch.Tensor |
             strict,
         )
     return image
+
+
+def check_label_count(num_labels: int, name: str) -> int:
+    """``num_labels`` whose L x L compatibility matrices fit the memory budget."""
+    from deepcrf.tiling import memory_budget
+
+    if 8 * num_labels * num_labels > memory_budget():
+        raise ValueError(
+            f"{name}: {num_labels} labels need L x L compatibility matrices of "
+            f"{4 * num_labels**2 / 2**30:.1f} GiB each, beyond the memory budget "
+            "(DEEPCRF_MEMORY_BUDGET)"
+        )
+    return num_labels
 
 
 def check_labels(labels: Any, name: str = "labels") -> np.ndarray | torch.Tensor:
@@ -318,6 +333,8 @@ def prepare_refine(refine_fn: Callable[..., Any], options: dict[str, Any]) -> An
             raise TypeError(f"{flag}: expected True or False, got {value!r}")
     probs = options["probs"] = check_probs(options["probs"])
     image = options["image"] = check_image(options["image"], strict)
+    label_axis = 1 if isinstance(probs, torch.Tensor) and probs.dim() == 4 else 0
+    check_label_count(int(probs.shape[label_axis]), "probs")
     options["iterations"] = check_integer(options["iterations"], "iterations")
     for name in ("gaussian_compat", "bilateral_compat"):
         options[name] = check_compat(options[name], name)
@@ -353,7 +370,6 @@ def prepare_refine(refine_fn: Callable[..., Any], options: dict[str, Any]) -> An
             f"{'a batch (B, L, H, W)' if probs.dim() == 4 else 'one image (L, H, W)'}"
         )
     batch = probs.shape[0] if isinstance(probs, torch.Tensor) and probs.dim() == 4 else 1
-    label_axis = 1 if isinstance(probs, torch.Tensor) and probs.dim() == 4 else 0
     spatial = tuple(probs.shape[label_axis + 1 :])
     if options["filter"] == "exact" and not force and math.prod(spatial) > EXACT_MAX_POINTS:
         raise ValueError(

@@ -178,3 +178,21 @@ def test_exact_filter_needs_force_on_large_inputs():
         refine(probs, None, bilateral_compat=0, filter="exact", iterations=1)
     small = refine(PROBS, IMAGE, filter="exact", **FAST)
     assert np.isfinite(small).all()
+
+
+def test_big_endian_and_fortran_arrays():
+    expected = refine(PROBS, IMAGE, **FAST)
+    np.testing.assert_allclose(refine(PROBS.astype(">f4"), IMAGE, **FAST), expected)
+    np.testing.assert_allclose(
+        refine(np.asfortranarray(PROBS), IMAGE.copy(order="F"), **FAST), expected
+    )
+    labels = PROBS.argmax(0)
+    np.testing.assert_allclose(
+        refine_labels(labels.astype(">i8"), IMAGE, 3, **FAST),
+        refine_labels(labels, IMAGE, 3, **FAST),
+    )
+
+
+def test_label_counts_beyond_memory_are_an_error():
+    with pytest.raises(ValueError, match="num_labels"):
+        refine_labels(np.zeros((4, 4), int), None, 10**7, bilateral_compat=0)
