@@ -18,14 +18,10 @@ from deepcrf.allocator import release_after
 from deepcrf.arrays import tensor_from_numpy, transpose_copy
 from deepcrf.crf import Kernel, Pairwise, mean_field
 from deepcrf.features import bilateral_features, grid_features, grid_lattice
-from deepcrf.inputs import (
-    check_integer,
-    check_label_count,
-    check_labels,
-    prepare_refine,
-    prepare_refine_labels,
-)
+from deepcrf.inputs import check_integer, check_label_count, check_labels
 from deepcrf.params import CRFParams
+from deepcrf.routing import prepare_refine, prepare_refine_labels
+from deepcrf.threads import adaptive
 
 __all__ = ["refine", "refine_labels", "unary_from_labels", "unary_from_probs"]
 
@@ -71,6 +67,7 @@ def unary_from_labels(
     return logits
 
 
+@adaptive
 def refine(
     probs: np.ndarray | torch.Tensor,
     image: np.ndarray | torch.Tensor | None = None,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 
 __all__ = [
@@ -115,23 +115,20 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def remove_stale_temps(folder: str | Path, names: Iterable[str] | None = None) -> list[Path]:
+def remove_stale_temps(folder: str | Path, only: Collection[str] | None = None) -> list[Path]:
     """Remove the temporary files a killed run left in ``folder``; returns what was removed.
 
-    With ``names`` (final file names), only the temporaries of those outputs go: processes
-    that share a folder but write different files (``--shard``) never delete each other's
-    files in progress."""
+    ``only`` (final file names) limits this to the temporaries of those outputs, so a run
+    over one shard of a shared folder leaves the other shards' writes in flight alone.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    prefixes = None if names is None else tuple(f".{name}{TEMP_MARKER}" for name in names)
     removed = []
     for p in folder.iterdir():
-        if not (p.name.startswith(".") and TEMP_MARKER in p.name):
+        if only is not None and p.name[1:].split(TEMP_MARKER)[0] not in only:
             continue
-        if prefixes is not None and not p.name.startswith(prefixes):
-            continue
-        if p.is_file():
+        if p.name.startswith(".") and TEMP_MARKER in p.name and p.is_file():
             try:
                 p.unlink()
                 removed.append(p)

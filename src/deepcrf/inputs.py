@@ -24,16 +24,17 @@ The rules, stated once:
 
 from __future__ import annotations
 
-import math
 import numbers
+import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 __all__ = [
+    "DEFAULT_BUDGET",
     "EXACT_MAX_POINTS",
     "FLOAT32_MAX",
     "check_bandwidth",
@@ -43,15 +44,17 @@ __all__ = [
     "check_label_count",
     "check_labels",
     "check_probs",
+    "memory_budget",
     "needs_batch_loop",
-    "prepare_refine",
-    "prepare_refine_labels",
 ]
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: Points per image above which ``filter="exact"`` needs ``force=True`` (its N x N kernel
 #: matrix is streamed in bounded chunks, but the time is O(N^2): 65536 points ~ minutes).
 EXACT_MAX_POINTS = 1 << 16
+#: Default memory budget of one untiled refinement (``memory_budget``).
+DEFAULT_BUDGET = 7 << 29  # 3.5 GiB
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def _warn_or_raise(message: str, strict: bool) -> None:
@@ -218,10 +221,26 @@ def check_image(image: Any, strict: bool = False) -> np.ndarray | torch.Tensor |
     return image
 
 
+def memory_budget() -> int:
+    """Bytes one untiled refinement may use: ``DEEPCRF_MEMORY_BUDGET`` (e.g. ``2G``,
+    ``512M``) or ``DEFAULT_BUDGET``; ``deepcrf.tiling`` tiles inputs beyond it."""
+    raw = os.environ.get("DEEPCRF_MEMORY_BUDGET", "").strip().upper().rstrip("B")
+    if not raw:
+        return DEFAULT_BUDGET
+    unit = raw[-1] if raw[-1] in _UNITS else ""
+    try:
+        value = float(raw[: len(raw) - len(unit)]) * _UNITS[unit]
+    except ValueError as exc:
+        raise ValueError(
+            f"DEEPCRF_MEMORY_BUDGET: expected a size like 2G or 512M, got {raw!r}"
+        ) from exc
+    if not value > 0:
+        raise ValueError(f"DEEPCRF_MEMORY_BUDGET: expected a positive size, got {raw!r}")
+    return int(value)
+
+
 def check_label_count(num_labels: int, name: str) -> int:
     """``num_labels`` whose L x L compatibility matrices fit the memory budget."""
-    from deepcrf.tiling import memory_budget
-
     if 8 * num_labels * num_labels > memory_budget():
         raise ValueError(
             f"{name}: {num_labels} labels need L x L compatibility matrices of "
@@ -291,138 +310,3 @@ def batch_items(x: Any, count: int, name: str) -> Sequence[Any]:
             f"{name}: with batched=True expected {count} items on axis 0, got shape {arr.shape}"
         )
     return list(arr)
-
-
-def _image_spatial(image: Any, probs: Any) -> tuple[int, ...] | None:
-    """The spatial shape the image claims, in probs' convention (None: not decidable)."""
-    if image is None:
-        return None
-    shape = tuple(image.shape)
-    if isinstance(probs, np.ndarray):
-        return shape if len(shape) == probs.ndim - 1 else shape[:-1]
-    return shape[-2:]
-
-
-def _check_layout(probs: Any, image: Any) -> None:
-    """Channels-last probs (..., *spatial, L) are blamed on probs, not on the image."""
-    spatial = _image_spatial(image, probs)
-    if spatial is None or len(spatial) >= probs.ndim:
-        return
-    k = len(spatial)
-    if tuple(probs.shape[-k:]) != spatial and tuple(probs.shape[-k - 1 : -1]) == spatial:
-        expected = "(L, *spatial)" if isinstance(probs, np.ndarray) else "(B, L, H, W) / (L, H, W)"
-        raise ValueError(
-            f"probs: shape {tuple(probs.shape)} looks channels-last (labels on the last axis);"
-            f" expected {expected} with labels before the spatial axes, e.g. "
-            "probs.transpose(2, 0, 1) for an (H, W, L) array"
-        )
-
-
-def prepare_refine(refine_fn: Callable[..., Any], options: dict[str, Any]) -> Any:
-    """Check ``refine``'s arguments (``options`` = its keyword arguments, updated in place
-    with the checked values). Returns the result when the call is routed elsewhere (a
-    numpy batch refined item by item, or a tiled refinement), else None."""
-    from deepcrf import tiling
-
-    strict = options.pop("strict", False)
-    batched = options.pop("batched", None)
-    tile = options.pop("tile", None)
-    force = options.pop("force", False)
-    for flag, value in (("strict", strict), ("force", force)):
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"{flag}: expected True or False, got {value!r}")
-    probs = options["probs"] = check_probs(options["probs"])
-    image = options["image"] = check_image(options["image"], strict)
-    label_axis = 1 if isinstance(probs, torch.Tensor) and probs.dim() == 4 else 0
-    check_label_count(int(probs.shape[label_axis]), "probs")
-    options["iterations"] = check_integer(options["iterations"], "iterations")
-    for name in ("gaussian_compat", "bilateral_compat"):
-        options[name] = check_compat(options[name], name)
-    for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb", "spacing"):
-        check_bandwidth(options[name], name)
-    clip = options["clip"]
-    if not isinstance(clip, numbers.Real) or not 0.0 < float(clip) < 1.0:
-        raise ValueError(f"clip: expected a number in (0, 1), got {clip!r}")
-    extra = []
-    for k, item in enumerate(options["extra_kernels"]):
-        if not isinstance(item, (tuple, list)) or len(item) != 2:
-            raise TypeError(f"extra_kernels[{k}]: expected a (features, compat) pair")
-        features = item[0].detach() if isinstance(item[0], torch.Tensor) else item[0]
-        extra.append((features, check_compat(item[1], f"extra_kernels[{k}] compat")))
-    options["extra_kernels"] = extra
-    _check_layout(probs, image)
-    rest = {k: v for k, v in options.items() if k not in ("probs", "image")}
-    if needs_batch_loop(probs, image, batched):
-        images = batch_items(image, probs.shape[0], "image")
-        return np.stack(
-            [
-                refine_fn(p, im, strict=strict, force=force, tile=tile, **rest)
-                for p, im in zip(probs, images)
-            ]
-        )
-    if (
-        isinstance(probs, torch.Tensor)
-        and batched is not None
-        and bool(batched) != (probs.dim() == 4)
-    ):
-        raise ValueError(
-            f"batched: torch probs of shape {tuple(probs.shape)} are "
-            f"{'a batch (B, L, H, W)' if probs.dim() == 4 else 'one image (L, H, W)'}"
-        )
-    batch = probs.shape[0] if isinstance(probs, torch.Tensor) and probs.dim() == 4 else 1
-    spatial = tuple(probs.shape[label_axis + 1 :])
-    if options["filter"] == "exact" and not force and math.prod(spatial) > EXACT_MAX_POINTS:
-        raise ValueError(
-            f"filter: 'exact' filtering of {math.prod(spatial)} points per image needs an "
-            f"N x N kernel (O(N^2) time; limit {EXACT_MAX_POINTS} points); use "
-            "filter='lattice', or force=True to run it anyway"
-        )
-    planned = tiling.plan(spatial, int(probs.shape[label_axis]), options, tile, batch)
-    if planned is not None:
-        return tiling.refine_tiled(refine_fn, probs, image, rest, *planned)
-    return None
-
-
-def prepare_refine_labels(
-    refine_labels_fn: Callable[..., Any],
-    labels: np.ndarray | torch.Tensor,
-    image: Any,
-    num_labels: int,
-    gt_prob: float,
-    ignore_index: int | None,
-    kwargs: dict[str, Any],
-) -> Any:
-    """``refine_labels``' routing (``kwargs`` updated in place): a numpy batch refined item
-    by item, or label maps beyond the memory budget refined tile by tile (the unary of the
-    whole map is never built). Returns the result when routed, else None."""
-    from deepcrf import tiling
-
-    labelled = {"gt_prob": gt_prob, "ignore_index": ignore_index}
-    if needs_batch_loop(labels, image, kwargs.get("batched"), spatial_axis=0):
-        kwargs.pop("batched")
-        images = batch_items(image, labels.shape[0], "image")
-        return np.stack(
-            [
-                refine_labels_fn(lab, im, num_labels, **labelled, **kwargs)
-                for lab, im in zip(labels, images)
-            ]
-        )
-    is_numpy = isinstance(labels, np.ndarray)
-    if is_numpy:
-        kwargs["batched"] = False  # decided above: one image or volume
-    batch = labels.shape[0] if not is_numpy and labels.dim() == 3 else 1
-    spatial = tuple(labels.shape) if is_numpy or labels.dim() != 3 else tuple(labels.shape[1:])
-    options = {k: v for k, v in kwargs.items() if k != "tile"}
-    planned = tiling.plan(spatial, num_labels, options, kwargs.get("tile"), batch)
-    if planned is None:
-        return None
-    out_shape = (
-        (labels.shape[0], num_labels, *spatial)
-        if not is_numpy and labels.dim() == 3
-        else (num_labels, *spatial)
-    )
-
-    def refine_tile(lab: Any, im: Any, **opts: Any) -> Any:
-        return refine_labels_fn(lab, im, num_labels, **labelled, **opts)
-
-    return tiling.refine_tiled(refine_tile, labels, image, options, *planned, out_shape=out_shape)

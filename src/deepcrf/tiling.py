@@ -22,7 +22,6 @@ change it); ``refine(..., tile=False)`` never tiles, ``tile=True`` always does, 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from itertools import product
 from typing import Any
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from deepcrf.allocator import release_memory
+from deepcrf.inputs import DEFAULT_BUDGET, memory_budget
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -45,27 +45,8 @@ __all__ = [
 ]
 
 OVERLAP_SIGMAS = 3.0
-DEFAULT_BUDGET = 7 << 29  # 3.5 GiB
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 Box = tuple[tuple[slice, ...], tuple[slice, ...], tuple[slice, ...]]
-
-
-def memory_budget() -> int:
-    """Bytes one untiled refinement may use: ``DEEPCRF_MEMORY_BUDGET`` or ``DEFAULT_BUDGET``."""
-    raw = os.environ.get("DEEPCRF_MEMORY_BUDGET", "").strip().upper().rstrip("B")
-    if not raw:
-        return DEFAULT_BUDGET
-    unit = raw[-1] if raw[-1] in _UNITS else ""
-    try:
-        value = float(raw[: len(raw) - len(unit)]) * _UNITS[unit]
-    except ValueError as exc:
-        raise ValueError(
-            f"DEEPCRF_MEMORY_BUDGET: expected a size like 2G or 512M, got {raw!r}"
-        ) from exc
-    if not value > 0:
-        raise ValueError(f"DEEPCRF_MEMORY_BUDGET: expected a positive size, got {raw!r}")
-    return int(value)
 
 
 def estimate_bytes(num_points: int, num_labels: int, feature_dims: Sequence[int]) -> int:

@@ -17,6 +17,7 @@ EXPECTED = {
     "deeplab_msc_largefov",
     "fcn8s",
     "crfasrnn",
+    "joint_deeplab_crf",
     "featmap_net",
     "unary_net",
     "pairwise_net",

@@ -1,4 +1,13 @@
-"""``deepcrf eval``: score predicted label maps against ground truth, with trimap curves."""
+"""``deepcrf eval``: score predicted label maps against ground truth, with trimap curves.
+
+Two forms:
+  * folders: ``deepcrf eval --pred PRED_DIR --gt GT_DIR --num-classes K [--trimap ...]``;
+  * a trained model: ``deepcrf eval --model RUN --data-root DIR --split val [--crf]
+    [--crf-params FILE.json] [--trimap 1,3,10] --json OUT [--save-probs DIR]`` runs the model
+    (a run folder or .safetensors file) on the split, with the dense CRF after it when asked
+    (``--crf``: the CRF parameters the run carries; ``--crf-params``: a JSON of refine()
+    keyword arguments). The JSON has the same keys in both forms.
+"""
 
 from __future__ import annotations
 
@@ -38,9 +47,70 @@ def _class_names(spec: str | None, num_classes: int) -> list[str] | None:
     return names
 
 
+def run_model(args: argparse.Namespace) -> int:
+    """``deepcrf eval --model``: score a trained model on a dataset split."""
+    from ..params import CRFParams
+    from ..recipes import load_run
+    from ..recipes.config import DataConfig
+    from ..recipes.data import build_dataset
+    from ..recipes.evaluate import evaluate_model
+
+    if args.pred or args.gt:
+        raise ValueError("--model: evaluates a model on --data-root; do not pass --pred/--gt")
+    if args.data_root is None and args.dataset != "synthetic":
+        raise ValueError("--data-root: the dataset to evaluate --model on is required")
+    loaded = load_run(args.model, args.device)
+    if args.num_classes is not None and args.num_classes != loaded.num_classes:
+        raise ValueError(
+            f"--num-classes: {args.num_classes} but the model predicts {loaded.num_classes}"
+        )
+    crf = None
+    if args.crf_params is not None:
+        crf = CRFParams.load(args.crf_params)
+    elif args.crf:
+        crf = loaded.crf
+    if crf is not None and loaded.has_own_crf:
+        print("note: the model ends in its own trained CRF; it is not applied a second time")
+    data = DataConfig(dataset=args.dataset, root=args.data_root, val_split=args.split or "val")
+    split = args.split or "val"
+    mode = loaded.model.config.get("normalize", "imagenet")
+    dataset = build_dataset(data, split, loaded.num_classes, False, mode)
+    result = evaluate_model(
+        loaded,
+        dataset,
+        crf=crf,
+        trimap=args.trimap or (),
+        trimap_rule=args.trimap_rule,
+        classes=_class_names(args.classes, loaded.num_classes),
+        save_probs=args.save_probs,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    result["model"] = str(args.model)
+    result["crf"] = None if crf is None or loaded.has_own_crf else crf.to_dict()
+    return _report(result, args)
+
+
+def _report(result: dict, args: argparse.Namespace) -> int:
+    from ..evaluation import format_table
+    from ..fileio import atomic_write_text
+
+    print(format_table(result))
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    if args.plot:
+        from ..viz import plot_trimap
+
+        name = Path(args.pred or args.model).name
+        plot_trimap(result, args.plot, title=f"{name}: trimap")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data.lists import read_list
-    from ..evaluation import evaluate_folders, format_table
+    from ..evaluation import evaluate_folders
 
     if args.plot:  # fail before the work, not after it
         if not args.trimap:
@@ -50,6 +120,15 @@ def run(args: argparse.Namespace) -> int:
         except ImportError:
             raise ValueError("--plot: needs matplotlib (pip install 'deepcrf[viz]')") from None
 
+    if args.model is not None:
+        return run_model(args)
+    missing = [
+        f
+        for f, v in (("--pred", args.pred), ("--gt", args.gt), ("--num-classes", args.num_classes))
+        if v is None
+    ]
+    if missing:
+        raise ValueError(f"{', '.join(missing)}: required to score folders (or use --model RUN)")
     names = None
     if args.list:  # names, or image/label pairs whose image stem is the name
         names = [r[0] if len(r) == 1 else Path(r[0]).stem for r in read_list(args.list)]
@@ -65,17 +144,9 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         progress=not args.quiet,
         strict=args.strict,
+        ignore_pred_void=args.ignore_pred_void,
     )
-    print(format_table(result))
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-    if args.plot:
-        from ..viz import plot_trimap
-
-        plot_trimap(result, args.plot, title=f"{Path(args.pred).name}: trimap")
-    return 0
+    return _report(result, args)
 
 
 def register(subparsers) -> None:
@@ -84,11 +155,11 @@ def register(subparsers) -> None:
         help="score predicted label maps (mIoU, accuracies, trimap)",
         description=__doc__.splitlines()[0].strip("`").split(": ", 1)[-1],
     )
-    p.add_argument("--pred", required=True, help="folder of predicted index PNGs")
+    p.add_argument("--pred", default=None, help="folder of predicted index PNGs")
     p.add_argument(
-        "--gt", required=True, help="folder of ground-truth index PNGs (or a VOC tree + --split)"
+        "--gt", default=None, help="folder of ground-truth index PNGs (or a VOC tree + --split)"
     )
-    p.add_argument("--num-classes", type=int, required=True, help="number of classes K")
+    p.add_argument("--num-classes", type=int, default=None, help="number of classes K")
     p.add_argument("--ignore-index", type=int, default=255, help="void label (default 255)")
     p.add_argument("--trimap", type=_widths, default=None, help="band widths, e.g. 1,2,5,10,20,40")
     p.add_argument(
@@ -103,11 +174,34 @@ def register(subparsers) -> None:
         help="voc, cityscapes, nyud, context, synthetic, a file of names or a comma-separated list",
     )
     p.add_argument("--list", default=None, help="evaluate only the names in this list file")
-    p.add_argument("--split", default=None, help="split name when --gt is a VOC tree")
+    p.add_argument(
+        "--split", default=None, help="split name (VOC tree in --gt; --model: default val)"
+    )
+    m = p.add_argument_group("a trained model (--model)")
+    m.add_argument("--model", default=None, help="run folder or .safetensors of deepcrf train")
+    m.add_argument("--data-root", default=None, help="dataset root (as in deepcrf train)")
+    m.add_argument(
+        "--dataset",
+        default="voc",
+        choices=("voc", "cityscapes", "folder", "synthetic"),
+        help="dataset layout of --data-root (default voc)",
+    )
+    m.add_argument("--crf", action="store_true", help="dense CRF with the run's parameters")
+    m.add_argument(
+        "--crf-params", default=None, help="JSON of refine() keyword arguments (implies --crf)"
+    )
+    m.add_argument("--save-probs", default=None, help="write softmax <stem>.npy files here")
+    m.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument(
         "--strict",
         action="store_true",
         help="error (instead of a warning) when ground-truth maps have no prediction",
+    )
+    p.add_argument(
+        "--ignore-pred-void",
+        action="store_true",
+        help="leave out pixels the prediction marks --ignore-index (uncertain pseudo-labels) "
+        "and report their share",
     )
     p.add_argument("--json", default=None, help="write all numbers (fractions) to this file")
     p.add_argument("--plot", default=None, help="draw trimap curves to this PNG (matplotlib)")

@@ -5,8 +5,10 @@ Three modes:
     (or ``--labels coarse.png --num-labels 21`` with ``--gt-prob``);
   * a folder: ``deepcrf refine images/ --probs probs/ --out refined/`` matches files by
     name stem (two files with one stem are an error), shows a progress bar and skips images
-    whose outputs all exist, so a killed run resumes where it stopped;
-  * no input: refines an embedded synthetic sample and prints what the CRF changed.
+    whose outputs all exist, so a killed run resumes where it stopped (``--jobs``,
+    ``--shard i/n`` for several processes or machines);
+  * no input: the demo. Refines an embedded synthetic scene, prints what the CRF changed
+    and draws refine-demo/comparison.png.
 
 Outputs never replace inputs: an output path that is (or resolves to) an input file, an
 output folder that is an input folder, or ``--save-probs DIR`` equal to an input folder is
@@ -20,6 +22,7 @@ images are refined in overlapping tiles within a memory budget (``--tile``).
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import mmap
 import os
@@ -29,11 +32,10 @@ import numpy as np
 import torch
 
 from deepcrf import tiling
-from deepcrf.cli.progress import progress, summary
 from deepcrf.cli.refine_options import check_conflicts, default_output, label_png_path
 from deepcrf.data.io import MAX_8BIT_LABELS
 from deepcrf.dense import refine, refine_labels
-from deepcrf.fileio import atomic_write_many, files_by_stem, outputs_complete, remove_stale_temps
+from deepcrf.fileio import atomic_write_many, files_by_stem, remove_stale_temps
 from deepcrf.params import CRFParams
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp"}
@@ -57,8 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out",
         type=Path,
-        help="output .png (default: refined/<image name>.png), or the output folder in folder "
-        "mode (required there); never an input file or folder",
+        help="output .png (default: refined/<image name>.png); in folder mode the output "
+        "folder (required); in the demo its folder (default: refine-demo); never an input "
+        "file or folder",
     )
     p.add_argument(
         "--save-probs",
@@ -67,6 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also write the marginals as DIR/<name>.npy (a folder other than the inputs')",
     )
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    p.add_argument("--jobs", type=int, default=1, help="folder mode: worker processes")
+    p.add_argument("--shard", metavar="i/n", help="folder mode: only shard i of n (by name)")
     p.add_argument("--palette", default="voc", help="palette of the output PNG (voc, cityscapes)")
     g = p.add_argument_group(
         "CRF parameters (DeepLab names in brackets; choose them with deepcrf crf-search)"
@@ -337,20 +342,37 @@ def run_folder(args: argparse.Namespace) -> int:
     plan = {stem: output_paths(args, args.out / (stem + ".png")) for stem in images}
     every_output = [path for outputs in plan.values() for path in outputs]
     guard_outputs(every_output, inputs, [args.image, source_dir], args)
-    _remove_stale_temps(every_output)
-    todo = [s for s in sorted(images) if args.overwrite or not outputs_complete(plan[s])]
-    done, skipped = 0, len(images) - len(todo)
-    for stem in progress(todo, "refine", skipped):
-        refine_one(args, images[stem], sources[stem], plan[stem])
-        done += 1
-    print(summary("refined", done, skipped, args.out))
+    from deepcrf.cli.batch import BatchItem, run_batch, summary_line
+
+    items = [
+        BatchItem(stem, (images[stem], sources[stem]), plan[stem][0], tuple(plan[stem][1:]))
+        for stem in sorted(images)
+    ]
+    summary = run_batch(
+        items,
+        functools.partial(_refine_item, _plain_args(args)),
+        jobs=args.jobs,
+        shard_spec=args.shard,
+        overwrite=args.overwrite,
+        desc="refine",
+    )
+    print(summary_line("refined", summary, args.shard, args.out))
     return 0
+
+
+def _plain_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The options without the callables argparse carries (workers receive a pickled copy)."""
+    return argparse.Namespace(**{k: v for k, v in vars(args).items() if not callable(v)})
+
+
+def _refine_item(args: argparse.Namespace, item) -> None:
+    """One folder-mode image (runs in a worker process with --jobs)."""
+    refine_one(args, item.inputs[0], item.inputs[1], list(item.outputs))
 
 
 def run_demo(args: argparse.Namespace) -> int:
     """The main job: refine the embedded sample and explain what the CRF did."""
     from deepcrf.cli.demo import run_demo as demo
-    from deepcrf.params import CRFParams
 
     demo(CRFParams.from_dict(crf_options(args)), args.out, args.device)
     return 0

@@ -12,6 +12,7 @@ deeplab_largefov,
 deeplab_msc*  (same)
 fcn8s                    scores (B, K, H, W)                                          1
 crfasrnn                 forward(x, image 0..255) -> CRF logits (B, K, H, W)          1
+joint_deeplab_crf        forward(x, image): DeepLab up-sampled + learned DenseCRF       1
 featmap_net              features (B, out_channels, ceil(round(1.2H)/16), ...)         16*
 unary_net                node features (B, C, h, w) or (N, C) -> (B, K, h, w) / (N, K)  -
 pairwise_net             edge features (E, 2C) -> (E, K*K), index y_p*K + y_q           -
@@ -38,6 +39,7 @@ from .deeplab import VARIANTS, build_deeplab
 from .fcn import FCN8s
 from .featmap import FeatMapNet, PairwiseNet, UnaryNet
 from .io import load_imagenet_vgg16, load_model, load_safetensors, save_safetensors
+from .joint import JointDeepLabCRF
 from .refine_net import RefineNet
 
 
@@ -53,6 +55,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     },
     "fcn8s": FCN8s,
     "crfasrnn": CRFasRNN,
+    "joint_deeplab_crf": JointDeepLabCRF,
     "featmap_net": _featmap,
     "unary_net": UnaryNet,
     "pairwise_net": PairwiseNet,

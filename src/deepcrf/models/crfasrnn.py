@@ -43,6 +43,8 @@ class CRFasRNN(nn.Module):
     output_stride = 1
     #: forward needs the raw 0..255 image besides the normalised input
     needs_image: ClassVar[bool] = True
+    #: the unary network (where ``init=`` from an FCN-8s run and ImageNet weights load)
+    unary_attr: ClassVar[str] = "fcn"
 
     def __init__(
         self,

@@ -272,11 +272,14 @@ def _safetensors():
     return safetensors.torch
 
 
-def save_safetensors(model: nn.Module, path: str | Path) -> Path:
-    """Write ``model``'s state dict (and its ``config``, if built by ``build``) to ``path``."""
+def save_safetensors(
+    model: nn.Module, path: str | Path, metadata: Mapping[str, str] | None = None
+) -> Path:
+    """Write ``model``'s state dict (and its ``config``, if built by ``build``) to ``path``;
+    ``metadata`` adds string entries (e.g. a training run's CRF parameters)."""
     path = Path(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    metadata = {}
+    metadata = dict(metadata or {})
     config = getattr(model, "config", None)
     if config is not None:
         metadata["deepcrf.config"] = json.dumps(config)
@@ -335,6 +338,15 @@ def _checked_header(path: Path) -> tuple[dict, dict[str, str]]:
     if path.suffix.lower() != ".safetensors" and not is_safetensors(path):
         raise ValueError(f"{path}: expected a .safetensors file (got suffix {path.suffix!r})")
     return read_header(path)
+
+
+def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a .safetensors file (empty when it has none); a corrupt file
+    is a ValueError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"safetensors file not found: {path}")
+    return dict(_checked_header(path)[1])
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:

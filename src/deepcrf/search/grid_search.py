@@ -191,7 +191,9 @@ def _evaluate(
                 group.points[start:stop],
             )
             tasks.append((sub, [todo[m] for m in members[start:stop]]))
-    bar = progress(stage, len(todo)) if progress is not None and todo else None
+    skipped = len(points) - len(todo)
+    label = f"{stage} ({skipped} already done)" if skipped else stage
+    bar = progress(label, len(todo)) if progress is not None and todo else None
     func = functools.partial(
         _score_task, samples=samples, num_classes=num_classes, ignore_index=ignore_index
     )

@@ -1,0 +1,109 @@
+"""The tiny presets end to end on generated scenes: the README's results table.
+
+Generates a VOC-layout tree (``--scenes synthetic``: the project's generator, 96x96, void band
+3; ``--scenes shapes``: ``_shapes_voc``, 120x160 JPEG shapes, void band 3), then drives only
+the commands a user runs:
+
+  deepcrf train fcn8s|crfasrnn|deeplab|joint --preset tiny --data-root DATA --out RUN
+  deepcrf eval --model RUN --data-root DATA --split val [--crf] --trimap 1,3,10 --json ...
+
+(crfasrnn from the fcn8s run with ``--set init=``; joint trains its stage 1 into RUN/deeplab).
+Prints the wall time of each training (with the machine's load average) and a table of
+val mIoU and trimap-band mIoU for: FCN-8s, FCN-8s + CRF, CRF-as-RNN; DeepLab, DeepLab + CRF;
+joint stage 1 + CRF, joint stage 2.
+
+Usage: python benchmarks/train_results.py --scenes shapes --out /tmp/results [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _make_data(kind: str, out: Path, seed: int) -> Path:
+    if (out / "VOCdevkit").is_dir():
+        return out
+    if kind == "shapes":
+        sys.path.insert(0, str(HERE))
+        from _shapes_voc import write_tree
+
+        write_tree(out, n=150, val=40, seed=seed)
+    else:
+        from deepcrf.data import SyntheticScenes, write_voc_tree
+
+        scenes = SyntheticScenes(150, size=(96, 96), seed=seed, void_band=3)
+        write_voc_tree(scenes, out, val_fraction=40 / 150)
+    return out
+
+
+def _deepcrf(*args: str, threads: int) -> float:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "deepcrf", *args], check=True, env=env,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenes", choices=("synthetic", "shapes"), default="shapes")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    data = _make_data(args.scenes, args.out / "data", args.seed)
+    runs = args.out / "runs"
+    common = ["--preset", "tiny", "--data-root", str(data), "--quiet",
+              "--set", f"train.threads={args.threads}"]  # fmt: skip
+    plan = [
+        ("fcn8s", []),
+        ("crfasrnn", ["--set", f"init={runs / 'fcn8s'}"]),
+        ("deeplab", []),
+        ("joint", []),
+    ]
+    times = {}
+    for recipe, extra in plan:
+        if not (runs / recipe / "model.safetensors").is_file():
+            load = os.getloadavg()[0]
+            seconds = _deepcrf("train", recipe, "--out", str(runs / recipe), *common, *extra,
+                               threads=args.threads)  # fmt: skip
+            times[recipe] = (seconds, load)
+    rows = [
+        ("FCN-8s", "fcn8s", False),
+        ("FCN-8s + CRF (separate)", "fcn8s", True),
+        ("CRF-as-RNN (end to end)", "crfasrnn", False),
+        ("DeepLab-LargeFOV", "deeplab", False),
+        ("DeepLab-LargeFOV + CRF", "deeplab", True),
+        ("joint stage 1 + CRF", "joint/deeplab", True),
+        ("joint stage 2", "joint", False),
+    ]
+    results = {}
+    for label, run, crf in rows:
+        out = args.out / "eval" / f"{run.replace('/', '_')}{'_crf' if crf else ''}.json"
+        if not out.is_file():
+            _deepcrf("eval", "--model", str(runs / run), "--data-root", str(data), "--split",
+                     "val", "--trimap", "1,3,10", "--json", str(out), "--quiet",
+                     *(["--crf"] if crf else []), threads=args.threads)  # fmt: skip
+        results[label] = json.loads(out.read_text())
+    print(f"scenes: {args.scenes}; torch threads {args.threads}")
+    for recipe, (seconds, load) in times.items():
+        print(f"train {recipe}: {seconds:.0f} s (load average at start {load:.1f})")
+    print()
+    print("| system | val mIoU % | trimap 1 px | trimap 3 px | trimap 10 px |")
+    print("|---|---|---|---|---|")
+    for label, result in results.items():
+        tri = result["trimap"]
+        print(f"| {label} | {100 * result['miou']:.2f} | {100 * tri['1']['miou']:.2f} | "
+              f"{100 * tri['3']['miou']:.2f} | {100 * tri['10']['miou']:.2f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""The papers' systems as named configs, each with a ``paper`` and a ``tiny`` preset.
+
+``paper``: the hyper-parameters of ``RECIPES.md`` (VOC 2012, ImageNet VGG-16 through
+``backbone_weights``, a GPU). ``tiny``: small width, small crops, a few hundred steps with
+Adam, for a CPU in minutes (models that clearly beat chance, with the papers' orderings).
+A preset is a nested dict of changes to the defaults of ``deepcrf.recipes.config``.
+
+``deepcrf train crfasrnn`` / ``joint`` without ``init=`` first train their first stage
+(``fcn8s`` / ``deeplab`` with the same preset plus the ``stage1`` overrides) into
+``RUN/fcn8s`` / ``RUN/deeplab`` and start from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..params import PRESETS
+from .config import Config, ConfigError, load_yaml, merge_dict
+
+__all__ = ["RECIPES", "Recipe", "first_stage_config", "list_recipes", "resolve_config"]
+
+_DEEPLAB_CRF = PRESETS["deeplab_largefov"].to_dict()
+_CRFASRNN_CRF = PRESETS["crfasrnn"].to_dict()
+
+# ---------------------------------------------------------------- shared tiny settings
+_TINY_DATA = {
+    "crop_size": 80,
+    "scale_min": 0.75,
+    "scale_max": 1.25,
+    "flip": True,
+    "val_images": None,
+}
+_TINY_TRAIN = {
+    "batch_size": 8,
+    "eval_every": 0,
+    "save_every": 20,
+    "log_every": 10,
+}
+_TINY_ADAM = {"name": "adam", "weight_decay": 0.0, "bias_lr_mult": 1.0, "head_lr_mult": 1.0}
+
+
+@dataclass
+class Recipe:
+    """A named system: one line of description and its presets."""
+
+    description: str
+    presets: dict[str, dict[str, Any]]
+    first_stage: str | None = None
+    preset_notes: dict[str, str] = field(default_factory=dict)
+
+
+RECIPES: dict[str, Recipe] = {
+    "deeplab": Recipe(
+        "DeepLab v1 (Chen et al. 2015): atrous VGG-16, loss at stride 8, dense CRF after it",
+        {
+            "paper": {
+                "model": {"name": "deeplab_largefov", "options": {}},
+                "data": {
+                    "dataset": "voc",
+                    "train_split": "trainaug",
+                    "crop_size": 321,
+                    "label_stride": 8,
+                    "flip": True,
+                },
+                "optim": {
+                    "name": "sgd",
+                    "lr": 1e-3,
+                    "momentum": 0.9,
+                    "weight_decay": 5e-4,
+                    "head": ["fc8"],
+                    "head_lr_mult": 10.0,
+                },
+                "schedule": {"name": "step", "step_size": 2000, "gamma": 0.1},
+                "train": {"steps": 6000, "batch_size": 20, "eval_every": 1000, "save_every": 500},
+                "crf": _DEEPLAB_CRF,
+            },
+            "tiny": {
+                "model": {"name": "deeplab_largefov", "init": "kaiming",
+                          "options": {"width": 0.125}},
+                "data": {**_TINY_DATA, "label_stride": 8},
+                "optim": {**_TINY_ADAM, "lr": 2e-3, "head": ["fc8"]},
+                "schedule": {"name": "poly", "warmup_steps": 20},
+                "train": {**_TINY_TRAIN, "steps": 300},
+                "crf": _DEEPLAB_CRF,
+            },
+        },
+        preset_notes={
+            "paper": "VOC trainaug, 321 crops, batch 20, SGD 1e-3 (fc8 x10), 6k steps",
+            "tiny": "width 1/8, 80 px crops, batch 8, Adam, 300 steps (CPU, minutes)",
+        },
+    ),
+    "fcn8s": Recipe(
+        "FCN-8s (Long et al. 2015), the CNN of CRF-as-RNN; run carries CRF-as-RNN's CRF values",
+        {
+            "paper": {
+                "model": {"name": "fcn8s", "options": {}},
+                "data": {
+                    "dataset": "voc",
+                    "train_split": "trainaug",
+                    "crop_size": 500,
+                    "flip": True,
+                },
+                # FCN's at-once net: lr 1e-10 on a summed loss, momentum 0.99, batch 1; with
+                # the per-pixel mean (~2.5e5 pixels) that is about 2.5e-5
+                "optim": {
+                    "name": "sgd",
+                    "lr": 2.5e-5,
+                    "momentum": 0.99,
+                    "weight_decay": 5e-4,
+                    "head": ["score_"],
+                    "head_lr_mult": 1.0,
+                    "freeze": ["upscore8"],
+                },
+                "schedule": {"name": "constant"},
+                "train": {"steps": 100000, "batch_size": 1, "eval_every": 4000, "save_every": 2000},
+                "crf": _CRFASRNN_CRF,
+            },
+            "tiny": {
+                "model": {"name": "fcn8s", "init": "kaiming", "options": {"width": 0.0625}},
+                "data": {**_TINY_DATA},
+                "optim": {**_TINY_ADAM, "lr": 2e-3, "head": ["score_"], "freeze": ["upscore8"]},
+                "schedule": {"name": "poly", "warmup_steps": 20},
+                "train": {**_TINY_TRAIN, "steps": 300},
+                "crf": _CRFASRNN_CRF,
+            },
+        },
+        preset_notes={
+            "paper": "VOC trainaug, batch 1, SGD 2.5e-5 momentum 0.99 (mean loss), 100k steps",
+            "tiny": "width 1/16, 80 px crops, batch 8, Adam, 300 steps",
+        },
+    ),
+    "crfasrnn": Recipe(
+        "CRF-as-RNN (Zheng et al. 2015): FCN-8s + trainable dense CRF end to end from FCN-8s",
+        {
+            "paper": {
+                "model": {"name": "crfasrnn", "options": {}},
+                "data": {
+                    "dataset": "voc",
+                    "train_split": "trainaug",
+                    "crop_size": 500,
+                    "scale_min": 1.0,
+                    "scale_max": 1.0,
+                },
+                # Caffe lr 1e-13 on a summed loss = ~2.5e-8 on the mean; CRF x1e4 / x1e3
+                "optim": {
+                    "name": "sgd",
+                    "lr": 2.5e-8,
+                    "momentum": 0.99,
+                    "weight_decay": 5e-4,
+                    "crf_lr_mult": 1e4,
+                    "compat_lr_mult": 1e3,
+                    "freeze": ["fcn.upscore8"],
+                },
+                "schedule": {"name": "constant"},
+                "train": {"steps": 60000, "batch_size": 1, "eval_every": 4000, "save_every": 2000},
+                "crf": _CRFASRNN_CRF,
+            },
+            "tiny": {
+                "model": {"name": "crfasrnn", "options": {"width": 0.0625}},
+                "data": {**_TINY_DATA},
+                "optim": {
+                    **_TINY_ADAM,
+                    "lr": 2e-4,
+                    "crf_lr_mult": 50.0,
+                    "compat_lr_mult": 50.0,
+                    "freeze": ["fcn.upscore8"],
+                },
+                "schedule": {"name": "constant"},
+                "train": {**_TINY_TRAIN, "steps": 80, "batch_size": 4, "save_every": 20},
+                "crf": _CRFASRNN_CRF,
+            },
+        },
+        first_stage="fcn8s",
+        preset_notes={
+            "paper": "from an FCN-8s run (init=), batch 1, T=5/10, CRF lr x1e4/x1e3",
+            "tiny": "from the tiny FCN-8s, Adam (CRF x50), 80 steps of batch 4",
+        },
+    ),
+    "joint": Recipe(
+        "Joint CNN + CRF (Schwing & Urtasun 2015): stage 1 = deeplab, stage 2 learns CNN, "
+        "kernel weights and bandwidths through the CRF at full resolution",
+        {
+            "paper": {
+                "model": {"name": "joint_deeplab_crf", "options": {}},
+                "data": {"dataset": "voc", "train_split": "trainaug", "crop_size": 306},
+                # stage-2 rates are not in the paper: CNN at 1e-4, CRF at 1e-3
+                "optim": {
+                    "name": "sgd",
+                    "lr": 1e-4,
+                    "momentum": 0.9,
+                    "weight_decay": 5e-4,
+                    "groups": "two_stage",
+                    "crf_lr_mult": 10.0,
+                },
+                "schedule": {"name": "step", "step_size": 2000, "gamma": 0.1},
+                "train": {"steps": 4000, "batch_size": 20, "eval_every": 1000, "save_every": 500},
+                "crf": _DEEPLAB_CRF,
+            },
+            "tiny": {
+                "model": {"name": "joint_deeplab_crf", "options": {"width": 0.125}},
+                "data": {**_TINY_DATA},
+                "optim": {**_TINY_ADAM, "lr": 2e-4, "groups": "two_stage", "crf_lr_mult": 50.0},
+                "schedule": {"name": "constant"},
+                "train": {**_TINY_TRAIN, "steps": 60, "batch_size": 4, "save_every": 20},
+                "crf": _DEEPLAB_CRF,
+            },
+        },
+        first_stage="deeplab",
+        preset_notes={
+            "paper": "stage 2 from a deeplab run (init=), SGD 1e-4 CNN / 1e-3 CRF, 4k steps",
+            "tiny": "stage 2 from the tiny deeplab, Adam (CRF x50), 60 steps of batch 4",
+        },
+    ),
+}
+
+
+def list_recipes() -> str:
+    """One line per recipe and preset (``deepcrf train --list``)."""
+    lines = []
+    for name, recipe in RECIPES.items():
+        lines.append(f"{name:<10} {recipe.description}")
+        for preset in recipe.presets:
+            note = recipe.preset_notes.get(preset, "")
+            lines.append(f"  --preset {preset:<6} {note}")
+    return "\n".join(lines)
+
+
+def _preset(recipe: str, preset: str) -> dict:
+    if recipe not in RECIPES:
+        raise ConfigError(
+            f"recipe: unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)} "
+            "or give a YAML file"
+        )
+    presets = RECIPES[recipe].presets
+    if preset not in presets:
+        raise ConfigError(
+            f"--preset: recipe {recipe!r} has no preset {preset!r}; choose one of "
+            f"{', '.join(presets)}"
+        )
+    return presets[preset]
+
+
+def resolve_config(
+    recipe: str,
+    preset: str | None = None,
+    overrides: list[str] = (),
+    data_root: str | None = None,
+) -> Config:
+    """The config of a recipe name (with ``preset``, default ``paper``) or a YAML file,
+    then ``data_root`` (``--data-root``), then the ``--set`` ``overrides``."""
+    from .config import apply_overrides
+
+    path = Path(recipe)
+    if recipe not in RECIPES and (path.suffix in (".yaml", ".yml") or path.is_file()):
+        if preset is not None:
+            raise ConfigError("--preset: not used with a YAML config file (it is complete)")
+        config = Config.from_dict(load_yaml(path), where=str(path))
+    else:
+        preset = preset or "paper"
+        values = merge_dict({"recipe": recipe, "preset": preset}, _preset(recipe, preset))
+        config = Config.from_dict(values, where=f"recipe {recipe} --preset {preset}")
+    if data_root is not None:
+        config.data.root = str(data_root)
+    return apply_overrides(config, list(overrides)) if overrides else config
+
+
+#: data keys a first stage takes from the recipe's config (augmentation stays its own)
+_SHARED_DATA_KEYS = (
+    "dataset",
+    "root",
+    "train_split",
+    "val_split",
+    "images",
+    "masks",
+    "workers",
+    "val_images",
+    "synthetic_train",
+    "synthetic_val",
+    "synthetic_size",
+)
+
+
+def first_stage_config(config: Config) -> Config | None:
+    """The config of the run a recipe starts from (None when it has none): the first-stage
+    recipe with the same preset, data, seed, devices and progress, plus ``stage1``."""
+    recipe = RECIPES.get(config.recipe)
+    if recipe is None or recipe.first_stage is None:
+        return None
+    values = merge_dict(
+        {"recipe": recipe.first_stage, "preset": config.preset},
+        _preset(recipe.first_stage, config.preset or "paper"),
+    )
+    data = {k: v for k, v in config.to_dict()["data"].items() if k in _SHARED_DATA_KEYS}
+    values = merge_dict(values, {"data": data, "seed": config.seed})
+    train = config.train
+    values = merge_dict(
+        values,
+        {
+            "train": {
+                "device": train.device,
+                "amp": train.amp,
+                "threads": train.threads,
+                "progress": train.progress,
+            }
+        },
+    )
+    values["model"] = merge_dict(
+        values.get("model", {}),
+        {"normalize": config.model.normalize, "num_classes": config.model.num_classes},
+    )
+    values = merge_dict(values, config.stage1)
+    return Config.from_dict(values, where="stage1")
