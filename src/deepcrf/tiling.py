@@ -9,8 +9,9 @@ each axis, i.e. ``sxy / spacing``), and a core pixel sees the same neighbourhood
 untiled CRF up to kernel weights below exp(-OVERLAP_SIGMAS^2 / 2) (1.1% at 3 bandwidths).
 Measured on real photos (``benchmarks/bench_tiling.py --agreement``, default
 ``CRFParams``), tiled labels agree with the untiled ones on 99.96% of pixels (a VOC photo
-upscaled to 3 megapixels, 512-pixel tiles) and on 99.6-99.9% with 256-pixel tiles at 0.6
-megapixels; ``tests/test_tiling.py`` checks >= 99% on small inputs with small tiles.
+upscaled to 3 megapixels, 512-pixel tiles) and (on 99.6-99.9% with 256-pixel tiles at 0.6
+megapixels and pydensecrf's parameters); ``tests/test_tiling.py`` checks >= 99% on small
+inputs with small tiles.
 
 ``iter_tiles`` yields one tile's refined core at a time so that callers (the CLI) can
 stream results to disk without ever holding the full marginals.
