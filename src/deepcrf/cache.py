@@ -24,7 +24,7 @@ import torch
 
 __all__ = ["DEFAULT_CACHE_BYTES", "ByteCache", "clear_caches", "nbytes"]
 
-DEFAULT_CACHE_BYTES = 512 << 20
+DEFAULT_CACHE_BYTES = 256 << 20  # a 4 MP grid lattice fits; a big tile's is not kept
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 _REGISTRY: weakref.WeakSet[ByteCache] = weakref.WeakSet()
 
