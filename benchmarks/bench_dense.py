@@ -7,16 +7,27 @@ Prints markdown tables (paste them into README):
      photos and libraries), label agreement and max |dQ|; with 2 threads and 1 thread;
   2. peak memory of one refinement (child processes, ru_maxrss growth);
   3. time against image size from 0.1 to 4 megapixels (per-pixel cost = linearity);
-  4. with --device cuda: latency per image and batched throughput.
+  4. with --device cuda: latency per image and batched throughput;
+  5. with --load: ``deepcrf.refine`` quiet and with competing busy processes started by the
+     benchmark itself (``--busy`` of them): deepcrf with default settings (the thread
+     policy of ``deepcrf.threads``), forced to torch's 2 threads, on 1 thread, and
+     pydensecrf, round-robin in the same run;
+  6. with --breakdown: one mean-field iteration split into splat, blur, slice, unary add and
+     normalisation, next to a copy of an (N, L) buffer timed in the same run, so the
+     distance to the memory-bandwidth floor is printed (an iteration must at least read the
+     marginals, read the unaries and write the new marginals: 1.5 copies).
 
 Usage: python benchmarks/bench_dense.py [--repeats 5] [--sizes 0.1,0.25,0.5,1,2,4]
+       python benchmarks/bench_dense.py --load --breakdown --sizes '' --threads ''
 Needs pydensecrf (``pip install pydensecrf2``) for the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -27,20 +38,25 @@ import numpy as np
 import torch
 from PIL import Image
 
+from deepcrf import refine
 from deepcrf.compat.pydensecrf import densecrf as ours
 from deepcrf.compat.pydensecrf.utils import unary_from_softmax
+from deepcrf.crf import normalization_scales
 from deepcrf.data import coarse_probabilities
+from deepcrf.features import bilateral_features, grid_features
+from deepcrf.lattice import build_lattice, stack_lattices
+from deepcrf.threads import choose_threads, use_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 VOC_SAMPLES = ROOT.parent / "shared" / "data" / "voc-samples"
 NUM_LABELS = 21
 
 
-def photos() -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+def photos(folder: Path = VOC_SAMPLES) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
     """(name, RGB uint8 image, label map or None) for every natural photo available."""
     found = []
-    if VOC_SAMPLES.is_dir():
-        for path in sorted(VOC_SAMPLES.glob("*.png")):
+    if folder.is_dir():
+        for path in sorted(folder.glob("*.png")):
             if path.stem.endswith("_labels"):
                 continue
             image = np.array(Image.open(path).convert("RGB"))
@@ -84,12 +100,13 @@ def run_crf(module, image: np.ndarray, unary: np.ndarray, iterations: int) -> np
     return np.array(crf.inference(iterations))
 
 
-def timed(fn, repeats: int) -> float:
+def timed(fn, repeats: int, clock=time.perf_counter) -> float:
+    """Median seconds of ``repeats`` calls of ``fn`` by ``clock``."""
     samples = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        samples.append(time.perf_counter() - start)
+        samples.append(clock() - start)
     return statistics.median(samples)
 
 
@@ -190,12 +207,205 @@ def gpu_rows(image, unary_probs, batch_sizes=(1, 4, 16)) -> list[dict]:
     return rows
 
 
+# spins until its parent ends, so a killed benchmark leaves no busy process behind
+_SPIN = """
+import os
+parent = os.getppid()
+while os.getppid() == parent:
+    for _ in range(1_000_000):
+        pass
+"""
+
+
+@contextlib.contextmanager
+def busy_processes(count: int):
+    """``count`` competing processes spinning on the CPU while the body runs."""
+    procs = [subprocess.Popen([sys.executable, "-c", _SPIN]) for _ in range(count)]
+    try:
+        time.sleep(0.5)  # let them start spinning
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def deepcrf_threads(policy: str | None, threads: int):
+    """``DEEPCRF_THREADS=policy`` (None: the default) and ``torch.set_num_threads(threads)``."""
+    saved, saved_threads = os.environ.get("DEEPCRF_THREADS"), torch.get_num_threads()
+    if policy is None:
+        os.environ.pop("DEEPCRF_THREADS", None)
+    else:
+        os.environ["DEEPCRF_THREADS"] = policy
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved_threads)
+        if saved is None:
+            os.environ.pop("DEEPCRF_THREADS", None)
+        else:
+            os.environ["DEEPCRF_THREADS"] = saved
+
+
+def under_load(reference, data, repeats: int, busy: int) -> list[dict]:
+    """``deepcrf.refine`` (T=10) quiet and with ``busy`` competing processes: default
+    settings, forced to torch's default thread count, on 1 thread, and pydensecrf; timings
+    interleaved round-robin over photos and variants, medians per photo and condition."""
+    default_threads = torch.get_num_threads()
+    variants = {
+        "default": (None, default_threads),
+        f"fixed {default_threads} threads": ("fixed", default_threads),
+        "1 thread": ("fixed", 1),
+    }
+    inputs = [(name, image, probabilities(image, labels)) for name, image, labels in data]
+    rows = []
+    for condition, count in (("none started", 0), (f"{busy} busy started", busy)):
+        samples = {name: {key: [] for key in [*variants, "pydensecrf"]} for name, _, _ in inputs}
+        with busy_processes(count):
+            for _, image, probs in inputs:  # warm-up
+                refine(probs, image)
+            for _ in range(repeats):
+                for name, image, probs in inputs:
+                    for key, (policy, threads) in variants.items():
+                        with deepcrf_threads(policy, threads):
+                            samples[name][key].append(
+                                timed(lambda p=probs, i=image: refine(p, i), 1)
+                            )
+                    if reference is not None:
+                        unary = unary_from_softmax(probs)
+                        samples[name]["pydensecrf"].append(
+                            timed(lambda i=image, u=unary: run_crf(reference, i, u, 10), 1)
+                        )
+            load = os.getloadavg()[0]  # the machine's 1-minute load at the end of the condition
+        for name, _, _ in inputs:
+            med = {k: statistics.median(v) * 1e3 for k, v in samples[name].items() if v}
+            rows.append({"condition": condition, "load": load, "photo": name, **med})
+    return rows
+
+
+def print_load_table(rows: list[dict]) -> None:
+    keys = [k for k in rows[0] if k not in ("condition", "load", "photo")]
+    print(
+        "| busy processes | load avg | photo | "
+        + " | ".join(f"{k} ms" for k in keys)
+        + " | default / 1 thread |"
+        " default / pydensecrf |"
+    )
+    print("|---" * (len(keys) + 5) + "|")
+    for row in rows:
+        ref = row.get("pydensecrf")
+        ratio = f"{row['default'] / ref:.2f}x" if ref else "-"
+        print(
+            f"| {row['condition']} | {row['load']:.1f} | {row['photo']} | "
+            + " | ".join(f"{row[k]:.0f}" for k in keys)
+            + f" | {row['default'] / row['1 thread']:.2f}x | {ratio} |"
+        )
+
+
+def fused_lattice(image: np.ndarray):
+    """The block lattice the dense CRF iterates on (pydensecrf's settings, symmetric
+    normalisation with Potts weights folded into splat/slice), built from public pieces."""
+    h, w = image.shape[:2]
+    img = torch.from_numpy(np.ascontiguousarray(image))
+    parts = []
+    for features, weight in (
+        (grid_features((h, w), 3.0), 3.0),
+        (bilateral_features(img, 80.0, 13.0), 10.0),
+    ):
+        lattice = build_lattice(features)
+        before, after = normalization_scales(lattice.row_sums, "symmetric")
+        parts.append(lattice.scale(before, after * weight))
+    return stack_lattices(parts)
+
+
+def iteration_steps(lattice, unary: torch.Tensor) -> dict:
+    """Closures timing each step of one mean-field iteration (as ``crf.mean_field`` runs
+    it on the exp path) and a copy of an (N, L) buffer."""
+    q = torch.softmax(unary, 1)
+    copy = torch.empty_like(q)
+    vertices = lattice.splat_values(q)
+    blurred = lattice.blur(vertices)
+    logits = lattice.slice_values(blurred)
+
+    def normalise(x: torch.Tensor) -> torch.Tensor:
+        e = x.exp_()
+        return e.div_(e.sum(1, keepdim=True))
+
+    return {
+        "copy (N, L)": lambda: copy.copy_(q),
+        "splat": lambda: lattice.splat_values(q),
+        "blur": lambda: lattice.blur(vertices),
+        "slice": lambda: lattice.slice_values(blurred),
+        "unary add": lambda: logits.add(unary),
+        "normalise": lambda: normalise(copy.copy_(logits)),
+        "iteration": lambda: normalise(lattice.slice_values(lattice.splat_blur(q), add=unary)),
+    }
+
+
+def iteration_breakdown(data, repeats: int) -> list[dict]:
+    """Per photo: ms of each step of one mean-field iteration and of an (N, L) copy
+    (``normalise`` includes one copy of the logits, subtracted when printed), on the
+    threads deepcrf's policy picks now (``deepcrf.threads``); fastest of the repeats, in the
+    thread's CPU time when that is 1 thread."""
+    rows = []
+    for name, image, labels in data:
+        with use_threads(choose_threads()):
+            rows.append(_breakdown_row(name, image, labels, repeats))
+    return rows
+
+
+def _breakdown_row(name: str, image: np.ndarray, labels, repeats: int) -> dict:
+    """One photo's row of ``iteration_breakdown``."""
+    lattice = fused_lattice(image)
+    probs = torch.from_numpy(probabilities(image, labels)).reshape(NUM_LABELS, -1)
+    unary = torch.log(probs.clamp(min=1e-5)).t().contiguous()
+    steps = iteration_steps(lattice, unary)
+    samples = {key: [] for key in steps}
+    # on one thread, its CPU time: what the step costs, without the time other tenants'
+    # processes held the core (wall time swings 10x on a busy machine)
+    single = torch.get_num_threads() == 1
+    clock = time.thread_time if single else time.perf_counter
+    for _ in range(repeats):
+        for key, fn in steps.items():
+            samples[key].append(timed(fn, 3, clock))
+    # the fastest of the repeats: the least disturbed by other tenants of a shared machine
+    med = {k: min(v) * 1e3 for k, v in samples.items()}
+    med["normalise"] = max(med["normalise"] - med["copy (N, L)"], 0.0)
+    threads = f"{torch.get_num_threads()} ({'CPU time' if single else 'wall'})"
+    return {"photo": name, "threads": threads, "points": unary.shape[0], **med}
+
+
+def print_breakdown(rows: list[dict]) -> None:
+    print(
+        "| photo | threads | copy (N, L) ms | GB/s | splat | blur | slice | unary add | normalise |"
+        " iteration ms | floor ms (1.5 copies) | iteration / floor |"
+    )
+    print("|---" * 12 + "|")
+    for row in rows:
+        copy = row["copy (N, L)"]
+        gbs = 2 * row["points"] * NUM_LABELS * 4 / (copy * 1e-3) / 1e9
+        floor = 1.5 * copy
+        print(
+            f"| {row['photo']} | {row['threads']} | {copy:.2f} | {gbs:.1f} | "
+            + " | ".join(
+                f"{row[k]:.2f}" for k in ("splat", "blur", "slice", "unary add", "normalise")
+            )
+            + f" | {row['iteration']:.2f} | {floor:.2f} | {row['iteration'] / floor:.1f}x |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sizes", default="0.1,0.25,0.5,1,2,4")
     parser.add_argument("--threads", default="2,1")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--photos", type=Path, default=VOC_SAMPLES, help="folder of VOC photos")
+    parser.add_argument("--load", action="store_true", help="add the quiet/loaded comparison")
+    parser.add_argument("--busy", type=int, default=1, help="competing processes for --load")
+    parser.add_argument("--breakdown", action="store_true", help="per-iteration breakdown")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     args = parser.parse_args()
     try:
@@ -205,9 +415,18 @@ def main() -> None:
         print("pydensecrf is not installed: ratios are skipped (pip install pydensecrf2)")
 
     results: dict = {"photos": [], "memory": [], "sizes": []}
-    data = photos()
+    data = photos(args.photos)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads available\n")
-    if reference is not None:
+    if args.breakdown:
+        results["breakdown"] = iteration_breakdown(data, args.repeats)
+        print_breakdown(results["breakdown"])
+        print()
+    if args.load:
+        results["load"] = under_load(reference, data, args.repeats, args.busy)
+        print_load_table(results["load"])
+        print()
+    thread_counts = [int(t) for t in args.threads.split(",") if t]
+    if reference is not None and thread_counts:
         print(
             "| photo | size | threads | pydensecrf ms | deepcrf ms | total ratio |"
             " per-iteration ratio | label agreement | max abs dQ |"
@@ -216,7 +435,7 @@ def main() -> None:
         inputs = [
             (image, unary_from_softmax(probabilities(image, labels))) for _, image, labels in data
         ]
-        for threads in [int(t) for t in args.threads.split(",")]:
+        for threads in thread_counts:
             torch.set_num_threads(threads)
             for (name, image, _), r in zip(data, compare_all(reference, inputs, args.repeats)):
                 r.update(photo=name, threads=threads)
@@ -234,11 +453,12 @@ def main() -> None:
             results["memory"].append({"library": library, "mb": mb})
             print(f"| {library} | {mb:.0f} |")
         print()
-    sizes = [float(s) for s in args.sizes.split(",")]
-    rows = size_scaling(reference, data[0][1], sizes, int(args.threads.split(",")[0]))
+    sizes = [float(s) for s in args.sizes.split(",") if s]
+    rows = size_scaling(reference, data[0][1], sizes, (thread_counts or [2])[0]) if sizes else []
     results["sizes"] = rows
-    print("| megapixels | size | deepcrf ms | ns per pixel | pydensecrf ms |")
-    print("|---|---|---|---|---|")
+    if rows:
+        print("| megapixels | size | deepcrf ms | ns per pixel | pydensecrf ms |")
+        print("|---|---|---|---|---|")
     for row in rows:
         ref = f"{row['ref_ms']:.0f}" if "ref_ms" in row else "-"
         print(

@@ -8,7 +8,14 @@ import torch
 
 from deepcrf.exact import exact_filter
 from deepcrf.features import grid_features
-from deepcrf.kernel import NormalizedKernel, _ScaledFilter, lattice_filter, normalization_scales
+from deepcrf.kernel import (
+    NormalizedKernel,
+    _ScaledFilter,
+    bandwidth_gradient,
+    feature_gradient,
+    lattice_filter,
+    normalization_scales,
+)
 from deepcrf.lattice import build_lattice
 
 
@@ -175,3 +182,26 @@ def test_lattice_alpha_and_scales_are_the_documented_ones():
         NormalizedKernel(f, "sideways")
     with pytest.raises(ValueError, match="filter"):
         NormalizedKernel(f, filter="fast")
+
+
+@pytest.mark.parametrize("d", [2, 5])
+def test_bandwidth_gradient_has_the_full_gradient_contraction_on_the_lattice(d):
+    """sum_i f_ia G'_ia equals sum_i f_ia dL/df_ia (what a bandwidth needs), lattice K."""
+    f, _ = points(n=400, d=d, seed=13)
+    v = torch.rand(400, 5, generator=torch.Generator().manual_seed(14))
+    g = torch.randn(400, 5, generator=torch.Generator().manual_seed(15))
+    lattice = build_lattice(f)
+    kv, ktg = lattice.filter(v), lattice.filter(g, transpose=True)
+    full = feature_gradient(lattice, f, v, g, kv, ktg)
+    cheap = bandwidth_gradient(lattice, f, v, g, kv, ktg)
+    assert torch.allclose((f * cheap).sum(0), (f * full).sum(0), rtol=1e-4, atol=1e-3)
+    # and therefore the gradient of a bandwidth theta (f = raw / theta) is the same
+    raw = f * 2.0
+    grads = []
+    for scale_only in (True, False):
+        theta = torch.full((d,), 2.0, requires_grad=True)
+        kernel = NormalizedKernel(raw / theta, "symmetric", scale_gradient_only=scale_only)
+        (kernel.apply(v) * g).sum().backward()
+        grads.append(theta.grad)
+    assert grads[1].abs().max() > 1e-3
+    assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-3 * grads[1].abs().max())

@@ -22,7 +22,6 @@ starts, so kernels never connect two images.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from deepcrf.kernel import FILTERS, NORMALIZATIONS, NormalizedKernel, normalization_scales
 from deepcrf.lattice import Lattice, stack_lattices
+from deepcrf.threads import adaptive
 
 __all__ = [
     "NORMALIZATIONS",
@@ -59,12 +59,14 @@ class Kernel:
             may require grad (learnable weights and compatibilities).
         normalization: one of ``NORMALIZATIONS``.
         lattice: an already built lattice for ``features`` (reused instead of rebuilding).
+        scale_gradient_only: see ``NormalizedKernel`` (features = raw / bandwidths).
     """
 
     features: torch.Tensor
     compat: float | torch.Tensor = 1.0
     normalization: str = "symmetric"
     lattice: Lattice | None = None
+    scale_gradient_only: bool = False
 
 
 def compat_matrix(compat: float | torch.Tensor, num_labels: int) -> torch.Tensor:
@@ -151,7 +153,9 @@ class Pairwise:
             compat_matrix(kernel.compat, num_labels)  # validates the shape
         self.num_points = n
         self.normalized = [
-            NormalizedKernel(k.features, k.normalization, self.segments, filter, k.lattice)
+            NormalizedKernel(
+                k.features, k.normalization, self.segments, filter, k.lattice, k.scale_gradient_only
+            )
             for k in self.kernels
         ]
         stacked = [
@@ -203,26 +207,28 @@ class Pairwise:
 
 
 class _Stack:
-    """The lattice kernels on fixed features, stacked: forward and backward block lattices
-    and each block's label transform (None where a Potts weight is folded into the slice)."""
+    """The lattice kernels on fixed features: each kernel's forward and backward scaled
+    lattices and label transform (None where a Potts weight is folded into the slice), and
+    their block stack for the no-gradient path."""
 
     def __init__(self, kernels: list[NormalizedKernel], compats: list, num_labels: int) -> None:
-        forward, backward, self.transforms = [], [], []
+        self.forward, self.backward, self.transforms = [], [], []
         for kernel, compat in zip(kernels, compats):
             weight = _potts_weight(compat)
             fwd, bwd = kernel.scaled_lattices(weight)
-            forward.append(fwd)
-            backward.append(bwd)
+            self.forward.append(fwd)
+            self.backward.append(bwd)
             transform = None
             if weight is None:
                 transform = _label_transform(compat, num_labels)
                 transform = transform.to(torch.float32).to(kernel.lattice.device)
             self.transforms.append(transform)
-        self.forward = stack_lattices(forward)
-        same = all(f is b for f, b in zip(forward, backward))
-        self.backward = self.forward if same else stack_lattices(backward)
-        self.blocks = list(itertools.pairwise(self.forward.blocks))
-        self.alphas = self.forward.alphas
+        self.alphas = [lattice.alpha for lattice in self.forward]
+
+    @cached_property
+    def stacked(self) -> Lattice:
+        """All kernels as one block lattice: one splat, blur and slice per message."""
+        return stack_lattices(self.forward)
 
     def add_message(self, logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         needs_grad = torch.is_grad_enabled() and (
@@ -235,58 +241,56 @@ class _Stack:
         matrices = [
             None if t is None else (torch.diag(t) if t.dim() == 1 else t) for t in self.transforms
         ]
-        values = self.forward.splat_blur(q, transforms=matrices)
-        return self.forward.slice_values(values).add_(logits)
-
-    def mix(self, blurred: torch.Tensor, transforms) -> torch.Tensor:
-        """Each block's vertex values times its label transform."""
-        if all(t is None for t in transforms):
-            return blurred
-        parts = [
-            blurred[a:b] if t is None else _transform(blurred[a:b], t)
-            for (a, b), t in zip(self.blocks, transforms)
-        ]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        values = self.stacked.splat_blur(q, transforms=matrices)
+        return self.stacked.slice_values(values, add=logits)
 
 
 class _StackedMessage(torch.autograd.Function):
-    """logits + slice(T(blur(splat(q)))) on the stacked normalised lattices; the backward
-    is one transposed splat/blur/slice plus the label transforms' small products. Only the
-    blurred vertex values are kept between the passes."""
+    """logits + sum_k slice_k(T_k(blur_k(splat_k(q)))) on the normalised lattices, with the
+    backward as the transposed filters: per kernel one splat, transposed blur and slice of
+    the upstream gradient, plus the label transforms' small vertex products. Only the
+    blurred vertex values are kept between the passes; kernels are processed one at a time
+    (accumulating in place), which keeps the peak memory at one kernel's vertex values."""
 
     @staticmethod
     def forward(ctx, logits, q, stack: _Stack, *transforms):
-        blurred = stack.forward.splat_blur(q.float().contiguous())
-        out = stack.forward.slice_values(stack.mix(blurred, transforms)).add_(logits)
+        q = q.float().contiguous()
+        out = None
+        blurred = []
+        for lattice, t in zip(stack.forward, transforms):
+            values = lattice.blur(lattice.splat_values(q))
+            blurred.append(values)
+            mixed = values if t is None else _transform(values, t)
+            if out is None:
+                out = lattice.slice_values(mixed, add=logits)
+            else:
+                out.add_(lattice.slice_values(mixed))
         ctx.stack = stack
-        ctx.save_for_backward(blurred, *transforms)
+        ctx.save_for_backward(*blurred, *transforms)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         stack: _Stack = ctx.stack
-        blurred, *transforms = ctx.saved_tensors
+        count = len(stack.forward)
+        saved = ctx.saved_tensors
+        blurred, transforms = saved[:count], saved[count:]
         grad = grad.float().contiguous()
-        splatted = stack.backward.splat_values(grad)  # slice_k^T grad / alpha_k per block
-        grads, spread = [], []
-        for k, ((a, b), t, alpha) in enumerate(zip(stack.blocks, transforms, stack.alphas)):
-            g_k = splatted[a:b]
-            if t is None:
-                grads.append(None)
-                spread.append(g_k)
-                continue
-            v_k = blurred[a:b]
-            if not ctx.needs_input_grad[3 + k]:
+        grad_q, grads = None, []
+        for k, (lattice, t, alpha) in enumerate(zip(stack.backward, transforms, stack.alphas)):
+            splatted = lattice.splat_values(grad)  # = slice_k^T grad / alpha_k
+            if t is None or not ctx.needs_input_grad[3 + k]:
                 grads.append(None)
             elif t.dim() == 1:
-                grads.append(alpha * (g_k * v_k).sum(0))
+                grads.append(alpha * (splatted * blurred[k]).sum(0))
             else:
-                grads.append(alpha * v_k.t() @ g_k)
-            spread.append(g_k * t if t.dim() == 1 else g_k @ t.t())
-        grad_q = None
-        if ctx.needs_input_grad[1]:
-            values = spread[0] if len(spread) == 1 else torch.cat(spread)
-            grad_q = stack.backward.slice_values(stack.backward.blur(values, transpose=True))
+                grads.append(alpha * blurred[k].t() @ splatted)
+            if ctx.needs_input_grad[1]:
+                spread = (
+                    splatted if t is None else (splatted * t if t.dim() == 1 else splatted @ t.t())
+                )
+                sliced = lattice.slice_values(lattice.blur(spread, transpose=True))
+                grad_q = sliced if grad_q is None else grad_q.add_(sliced)
         return grad, grad_q, None, *grads
 
 
@@ -305,6 +309,7 @@ def mean_field_step(unary_logits: torch.Tensor, q: torch.Tensor, pairwise: Messa
     return torch.softmax(logits, dim=1), logits
 
 
+@adaptive
 def mean_field(
     unary_logits: torch.Tensor,
     pairwise: MessagePassing,

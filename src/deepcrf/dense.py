@@ -18,6 +18,7 @@ from deepcrf.arrays import tensor_from_numpy, transpose_copy
 from deepcrf.crf import Kernel, Pairwise, mean_field
 from deepcrf.features import bilateral_features, grid_features, grid_lattice
 from deepcrf.params import CRFParams
+from deepcrf.threads import adaptive
 
 __all__ = ["refine", "refine_labels", "unary_from_labels", "unary_from_probs"]
 
@@ -61,6 +62,7 @@ def unary_from_labels(
     return logits
 
 
+@adaptive
 def refine(
     probs: np.ndarray | torch.Tensor,
     image: np.ndarray | torch.Tensor | None = None,

@@ -114,10 +114,14 @@ def evaluate_folders(
     split: str | None = None,
     progress: bool = True,
     strict: bool = False,
+    ignore_pred_void: bool = False,
 ) -> dict:
     """Scores over all matched pairs, as fractions in [0, 1] (see :mod:`deepcrf.metrics`).
 
     Per-class dicts are keyed by class name (``classes``, default "0".."K-1").
+    ``ignore_pred_void`` leaves out pixels the prediction marks ``ignore_index`` (uncertain
+    pseudo-labels), as WSSS papers score pseudo-labels; ``pred_void_fraction`` is the share
+    of labelled ground-truth pixels left out that way.
     """
     if classes is None:
         classes = [str(k) for k in range(num_classes)]
@@ -126,20 +130,34 @@ def evaluate_folders(
     pairs = match_label_files(pred_dir, gt_dir, names, split, strict)
     cm = ConfusionMatrix(num_classes, ignore_index)
     tri = TrimapConfusion(num_classes, trimap, ignore_index, trimap_rule) if trimap else None
+    labelled = left_out = 0
     for _name, pred_path, gt_path in tqdm(pairs, desc="eval", unit="img", disable=not progress):
         gt = read_label(gt_path)
         pred = read_label(pred_path)
+        if ignore_pred_void and pred.shape == gt.shape:
+            void, counted = pred == ignore_index, gt != ignore_index
+            labelled += int(counted.sum())
+            left_out += int((void & counted).sum())
+            gt[void] = ignore_index
         label = f"{pred_path.name} (gt {gt_path})"
         cm.update(pred, gt, name=label)
         if tri is not None:
             tri.update(pred, gt, name=label)
-    return scores_result(cm, tri, classes, len(pairs))
+    void = (left_out, labelled) if ignore_pred_void else None
+    return scores_result(cm, tri, classes, len(pairs), pred_void=void)
 
 
 def scores_result(
-    cm: ConfusionMatrix, tri: TrimapConfusion | None, classes: Sequence[str], num_images: int
+    cm: ConfusionMatrix,
+    tri: TrimapConfusion | None,
+    classes: Sequence[str],
+    num_images: int,
+    pred_void: tuple[int, int] | None = None,
 ) -> dict:
-    """The ``deepcrf eval`` JSON result of accumulated matrices (fractions in [0, 1])."""
+    """The ``deepcrf eval`` JSON result of accumulated matrices (fractions in [0, 1]).
+
+    ``pred_void`` = (labelled pixels the predictions marked void, labelled pixels), reported
+    as ``pred_void_pixels`` / ``pred_void_fraction`` when given."""
     s = cm.scores()
     out = {
         "num_images": num_images,
@@ -156,6 +174,10 @@ def scores_result(
         "num_pixels": s["num_pixels"],
         "confusion": cm.mat.tolist(),
     }
+    if pred_void is not None:
+        left_out, labelled = pred_void
+        out["pred_void_pixels"] = left_out
+        out["pred_void_fraction"] = left_out / labelled if labelled else None
     if tri is not None:
         out["trimap_rule"] = tri.rule
         out["trimap"] = {}
@@ -190,6 +212,11 @@ def format_table(result: dict) -> str:
         f"mean acc {pct(result['mean_acc'])}   fw IoU {pct(result['fw_iou'])}   "
         f"({result['num_images']} images)"
     )
+    if result.get("pred_void_pixels") is not None:
+        lines.append(
+            f"left out: {result['pred_void_pixels']} labelled pixels "
+            f"({pct(result['pred_void_fraction'])} %) marked void in the predictions"
+        )
     if "trimap" in result:
         lines.append(f"trimap ({result['trimap_rule']} rule)   width   mIoU %   pixel acc %")
         for w, t in result["trimap"].items():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
 __all__ = [
@@ -87,13 +87,19 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Remove the temporary files a killed run left in ``folder``; returns what was removed."""
+def remove_stale_temps(folder: str | Path, only: Collection[str] | None = None) -> list[Path]:
+    """Remove the temporary files a killed run left in ``folder``; returns what was removed.
+
+    ``only`` (final file names) limits this to the temporaries of those outputs, so a run
+    over one shard of a shared folder leaves the other shards' writes in flight alone.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return []
     removed = []
     for p in folder.iterdir():
+        if only is not None and p.name[1:].split(TEMP_MARKER)[0] not in only:
+            continue
         if p.name.startswith(".") and TEMP_MARKER in p.name and p.is_file():
             try:
                 p.unlink()

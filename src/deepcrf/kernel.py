@@ -35,6 +35,7 @@ __all__ = [
     "FILTERS",
     "NORMALIZATIONS",
     "NormalizedKernel",
+    "bandwidth_gradient",
     "feature_gradient",
     "lattice_filter",
     "normalization_scales",
@@ -69,6 +70,12 @@ class NormalizedKernel:
         segments: start offsets of independent point sets (images of a batch), length B+1.
         filter: "lattice" (permutohedral, float32) or "exact" (brute force, any dtype).
         lattice: an already built, unscaled lattice of ``features`` (e.g. from a cache).
+        scale_gradient_only: the features' gradient is consumed only through per-dimension
+            scales (features = raw / bandwidths with ``raw`` fixed, as for learnable
+            bandwidths). The lattice backward then computes the exact per-dimension
+            contraction sum_i f_ia dL/df_ia with one pass of d·C channels instead of two
+            (see ``bandwidth_gradient``); the per-point gradient it returns is valid only
+            under that contraction.
     """
 
     def __init__(
@@ -78,6 +85,7 @@ class NormalizedKernel:
         segments: Sequence[int] | None = None,
         filter: str = "lattice",
         lattice: Lattice | None = None,
+        scale_gradient_only: bool = False,
     ) -> None:
         if filter not in FILTERS:
             raise ValueError(f"filter: expected one of {FILTERS}, got {filter!r}")
@@ -92,6 +100,7 @@ class NormalizedKernel:
         self.learnable = features.requires_grad and torch.is_grad_enabled()
         self.features = features if self.learnable else features.detach()
         self.normalization = normalization
+        self.scale_gradient_only = scale_gradient_only
         self.segments = tuple(segments) if segments is not None else None
         self.filter = filter
         self.num_points = features.shape[0]
@@ -117,9 +126,18 @@ class NormalizedKernel:
     def scaled_lattices(self, weight: float | None = None) -> tuple[Lattice, Lattice]:
         """(forward, backward) lattices with the scales folded into splat and slice:
         forward computes diag(w·a) K diag(b), backward its transpose diag(b) Kᵀ diag(w·a)
-        (with ``blur(transpose=True)``). ``weight`` w (a Potts weight) is optional."""
+        (with ``blur(transpose=True)``); the same object when the operator is symmetric.
+        ``weight`` w (a Potts weight) is optional. Kernels on fixed features keep the pair
+        with their lattice, so a cached lattice (``features.grid_lattice``) is scaled once."""
         if self.lattice is None:
             raise ValueError("scaled_lattices: an exact kernel has no lattice")
+        cache = None
+        if not self.learnable:  # the scales derive from the lattice's own row sums
+            cache = self.lattice.__dict__.setdefault("_normalized", {})
+            key = (self.normalization, weight)
+            if key in cache:
+                return cache[key]
+        symmetric = self.before is self.after and weight is None
         before = None if self.before is None else self.before.detach()
         after = None if self.after is None else self.after.detach()
         if weight is not None:
@@ -129,9 +147,9 @@ class NormalizedKernel:
                 else after * weight
             )
         forward = self.lattice.scale(before, after)
-        if before is None and after is None:
-            return forward, forward
-        backward = forward if before is after else self.lattice.scale(after, before)
+        backward = forward if symmetric else self.lattice.scale(after, before)
+        if cache is not None:
+            cache[key] = (forward, backward)
         return forward, backward
 
     @cached_property
@@ -143,7 +161,9 @@ class NormalizedKernel:
         for learnable features, the features (through K and the scales)."""
         if self.lattice is not None:
             features = self.features if self.learnable else None
-            return _ScaledFilter.apply(values, self.before, self.after, features, self.lattice)
+            return _ScaledFilter.apply(
+                values, self.before, self.after, features, self.lattice, self.scale_gradient_only
+            )
         x = values if self.before is None else values * self.before[:, None].to(values)
         y = exact_filter(self.features, x, self.segments)
         return y if self.after is None else y * self.after[:, None].to(y)
@@ -199,22 +219,16 @@ def feature_gradient(
         dL/df_i = Σ_c g_ic [K(f v_c) - f_i K(v_c)]_i + v_ic [Kᵀ(f g_c) - f_i Kᵀ(g_c)]_i,
 
     with ``filtered`` = K values and ``filtered_grad`` = Kᵀ grad (already computed by the
-    caller). All feature dimensions go through one forward and one transposed lattice
-    pass, values and gradients times every feature stacked as channels.
+    caller). One feature dimension at a time, so memory stays at a few (N, C) tensors.
     """
     f = features.detach().float()
-    n, d = f.shape
-    c = values.shape[1]
-    fv = (f[:, :, None] * values[:, None, :]).reshape(n, d * c)
-    fg = (f[:, :, None] * grad[:, None, :]).reshape(n, d * c)
-    k_fv = lattice.filter(fv).view(n, d, c)
-    kt_fg = lattice.filter(fg, transpose=True).view(n, d, c)
-    del fv, fg
-    forward = torch.einsum("nac,nc->na", k_fv, grad) - f * (filtered * grad).sum(1, keepdim=True)
-    backward = torch.einsum("nac,nc->na", kt_fg, values) - f * (filtered_grad * values).sum(
-        1, keepdim=True
-    )
-    return forward + backward
+    columns = []
+    for a in range(f.shape[1]):
+        fa = f[:, a : a + 1]
+        forward = (lattice.filter(fa * values) - fa * filtered).mul_(grad).sum(1)
+        backward = (lattice.filter(fa * grad, transpose=True) - fa * filtered_grad).mul_(values)
+        columns.append(forward + backward.sum(1))
+    return torch.stack(columns, dim=1)
 
 
 class _LatticeFilter(torch.autograd.Function):
@@ -261,33 +275,64 @@ def lattice_filter(
     return _LatticeFilter.apply(values, features, lattice)
 
 
+def bandwidth_gradient(
+    lattice: Lattice,
+    features: torch.Tensor,
+    values: torch.Tensor,
+    grad: torch.Tensor,
+    filtered: torch.Tensor,
+    filtered_grad: torch.Tensor,
+) -> torch.Tensor:
+    """A per-point gradient G' (N, d) with sum_i f_ia G'_ia = sum_i f_ia dL/df_ia for every
+    dimension a, for L = <grad, K values>: what a per-dimension feature scale (a bandwidth)
+    needs. By the Gaussian-derivative identity and <u, Kᵀ w> = <K u, w>,
+
+        sum_i f_ia dL/df_ia = 2 <f_a grad, K(f_a values)> - sum_i f_ia^2 r_i,
+        r_i = <grad_i, (K values)_i> + <values_i, (Kᵀ grad)_i>,
+
+    exactly the contraction of ``feature_gradient`` (also on the lattice), with d·C filtered
+    channels instead of 2·d·C. G'_ia = 2 grad_i·K(f_a values)_i - f_ia r_i. One feature
+    dimension per lattice pass: the cost is linear in the channels anyway, and memory stays
+    at a few (N, C) tensors.
+    """
+    f = features.detach().float()
+    r = (grad * filtered).sum(1) + (values * filtered_grad).sum(1)
+    columns = []
+    for a in range(f.shape[1]):
+        fa = f[:, a : a + 1]
+        columns.append(2 * (lattice.filter(fa * values) * grad).sum(1) - fa[:, 0] * r)
+    return torch.stack(columns, dim=1)
+
+
 class _ScaledFilter(torch.autograd.Function):
     """a ⊙ K(b ⊙ q) on an unscaled lattice: gradients w.r.t. q, b, a and the features.
 
-    Saves only q (the loop keeps it anyway), the per-point scales and the features; K(b ⊙ q)
-    is recomputed in the backward pass.
+    Saves q (the loop keeps it anyway), the per-point scales, the features and, when the
+    features or ``a`` need a gradient, K(b ⊙ q) (so the backward does not filter it again).
     """
 
     @staticmethod
-    def forward(ctx, q, before, after, features, lattice: Lattice):
+    def forward(ctx, q, before, after, features, lattice: Lattice, scale_only: bool = False):
         x = q.float() if before is None else q.float() * before.float()[:, None]
-        out = lattice.filter(x)
-        if after is not None:
-            out.mul_(after.float()[:, None])
+        y = lattice.filter(x)
+        out = y if after is None else y * after.float()[:, None]
+        keep = (after is not None and ctx.needs_input_grad[2]) or (
+            features is not None and ctx.needs_input_grad[3]
+        )
         ctx.lattice = lattice
-        ctx.save_for_backward(q, before, after, features)
+        ctx.scale_only = scale_only
+        ctx.save_for_backward(q, before, after, features, y if keep else None)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         lattice: Lattice = ctx.lattice
-        q, before, after, features = ctx.saved_tensors
+        q, before, after, features, y = ctx.saved_tensors
         grad = grad.float().contiguous()
         q32 = q.float()
         need_after = after is not None and ctx.needs_input_grad[2]
         need_features = features is not None and ctx.needs_input_grad[3]
         x = q32 if before is None else q32 * before.float()[:, None]
-        y = lattice.filter(x) if need_after or need_features else None  # K x, recomputed
         grad_after = (grad * y).sum(1) if need_after else None
         gy = grad if after is None else grad * after.float()[:, None]
         dx = lattice.filter(gy, transpose=True)
@@ -297,5 +342,6 @@ class _ScaledFilter(torch.autograd.Function):
             grad_before = (dx * q32).sum(1)
         grad_f = None
         if need_features:
-            grad_f = feature_gradient(lattice, features, x, gy, y, dx).to(features.dtype)
-        return grad_q.to(q.dtype), grad_before, grad_after, grad_f, None
+            gradient = bandwidth_gradient if ctx.scale_only else feature_gradient
+            grad_f = gradient(lattice, features, x, gy, y, dx).to(features.dtype)
+        return grad_q.to(q.dtype), grad_before, grad_after, grad_f, None, None

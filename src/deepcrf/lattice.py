@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, replace
+import threading
+import weakref
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import torch
@@ -29,11 +31,40 @@ import torch.nn.functional as F
 
 from deepcrf.allocator import tune_allocator
 from deepcrf.arrays import transpose_copy
+from deepcrf.threads import adaptive
 
 __all__ = ["Lattice", "build_lattice", "stack_lattices"]
 
 _MAX_PACKED_BITS = 62
 _MAX_FEATURE = 1e7  # keeps integer lattice keys exact in float32 arithmetic
+
+
+class _SliceCache:
+    """The (M + N, C) gather table of ``Lattice.slice_values(..., add=...)``: vertex rows,
+    then ``add``'s rows. Copies and pickles of a lattice start with an empty one."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._entry: tuple[weakref.ref, int, torch.Tensor] | None = None
+
+    def table_with(self, add: torch.Tensor, num_vertices: int) -> torch.Tensor:
+        """The table with ``add`` in its last rows; refilled when ``add`` is another tensor
+        or was modified in place (its version changed)."""
+        if self._entry is not None:
+            ref, version, table = self._entry
+            if ref() is add and version == add._version:
+                return table
+        self._entry = None  # one table at a time: it is as large as ``add``
+        table = add.new_empty(num_vertices + add.shape[0], add.shape[1])
+        table[num_vertices:].copy_(add)
+        self._entry = (weakref.ref(add), add._version, table)
+        return table
+
+    def __reduce__(self):
+        return (_SliceCache, ())
+
+    def __deepcopy__(self, memo: dict) -> _SliceCache:
+        return _SliceCache()
 
 
 @dataclass(frozen=True)
@@ -68,6 +99,9 @@ class Lattice:
     blur_stencils: tuple[tuple[torch.Tensor, torch.Tensor], ...]
     blocks: tuple[int, ...]
     scaled: bool = False
+    _slice_cache: _SliceCache = field(
+        default_factory=_SliceCache, init=False, repr=False, compare=False
+    )
 
     @property
     def device(self) -> torch.device:
@@ -160,14 +194,47 @@ class Lattice:
             parts.append((self.splat_index[start:stop], offsets, self.splat_weight[start:stop]))
         return parts
 
-    def slice_values(self, lattice_values: torch.Tensor) -> torch.Tensor:
-        """Interpolate vertex values (M, C) back at the points: (N, C)."""
-        return F.embedding_bag(
-            self.slice_index,
-            lattice_values.contiguous(),
-            mode="sum",
-            per_sample_weights=self.slice_weight,
+    def slice_values(
+        self, lattice_values: torch.Tensor, add: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Interpolate vertex values (M, C) back at the points: (N, C).
+
+        ``add`` (N, C) is added to the result in the same pass (a mean-field step's unary
+        logits): it is kept as N extra rows of the table the slice gathers from, each point
+        taking its own row with weight 1, which saves a read and a write of the (N, C)
+        result. The copy of ``add`` is reused while ``add`` is unchanged (same storage and
+        version); with gradients, or other dtypes, it is a plain addition.
+        """
+        if add is None or not self._can_fuse_add(lattice_values, add):
+            out = F.embedding_bag(
+                self.slice_index,
+                lattice_values.contiguous(),
+                mode="sum",
+                per_sample_weights=self.slice_weight,
+            )
+            return out if add is None else out + add
+        index, weight = self._slice_plus_own_row
+        with self._slice_cache.lock:
+            table = self._slice_cache.table_with(add, self.num_vertices)
+            table[: self.num_vertices].copy_(lattice_values)
+            return F.embedding_bag(index, table, mode="sum", per_sample_weights=weight)
+
+    def _can_fuse_add(self, lattice_values: torch.Tensor, add: torch.Tensor) -> bool:
+        return (
+            not (lattice_values.requires_grad or add.requires_grad)
+            and add.dtype == lattice_values.dtype == torch.float32
+            and add.shape == (self.num_points, lattice_values.shape[1])
+            and add.device == lattice_values.device
+            and lattice_values.shape[0] == self.num_vertices
         )
+
+    @cached_property
+    def _slice_plus_own_row(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slice index/weight (N, r + 1) with each point's own table row, weight 1, last."""
+        own = torch.arange(self.num_points, device=self.device, dtype=self.slice_index.dtype)
+        index = torch.cat([self.slice_index, (own + self.num_vertices)[:, None]], dim=1)
+        weight = torch.cat([self.slice_weight, self.slice_weight.new_ones(self.num_points, 1)], 1)
+        return index.contiguous(), weight.contiguous()
 
     def blur(self, lattice_values: torch.Tensor, transpose: bool = False) -> torch.Tensor:
         """Apply the [1/2, 1, 1/2] blur along each lattice axis to (M, C) vertex values.
@@ -311,8 +378,8 @@ def _simplex_coordinates(coords: torch.Tensor):
 class _Packing:
     """How vertex keys are packed into integer codes (see ``_vertex_codes``)."""
 
-    strides: list[int]  # of the reduced coordinates a_i
-    remainder_stride: int  # R: codes of remainder r start at r * R
+    strides: list[int]  # of the reduced coordinates a_i (multiples of d+1)
+    remainder_stride: int  # R: the remainder r adds r * R to a code (1: the lowest digit)
     dim: int
 
 
@@ -324,7 +391,12 @@ def _vertex_codes(reduced: torch.Tensor, rank: torch.Tensor, set_index: torch.Te
     so k_i = (d+1) a_i + r and the key is packed as (a_0, ..., a_{d-1}, r) in mixed radix:
     about log2(d+1) fewer bits per coordinate than the raw key, which lets typical images
     sort int32 codes. The a_i ranges are padded by one step either side so that neighbour
-    codes (see ``_blur_stencil``) never alias another vertex. Returns codes and packing.
+    codes (see ``_blur_stencil``) never alias another vertex. The remainder is the lowest
+    digit, so vertices are numbered (and the splat visits them) region by region: the d+1
+    vertices around a point get neighbouring numbers and its values stay in cache while
+    they are splatted, rather than the image being swept once per remainder. The vertex
+    order changes nothing else (each vertex's entries keep their order). Returns codes
+    and packing.
     """
     d = rank.shape[0] - 1
     low = reduced.amin(1) - 2  # vertex a_i is reduced_i or reduced_i - 1; neighbours one more
@@ -342,6 +414,7 @@ def _vertex_codes(reduced: torch.Tensor, rank: torch.Tensor, set_index: torch.Te
             "probably scaled far too finely (bandwidths too small for their range)"
         )
     dtype = torch.int32 if num_codes < 2**31 else torch.long
+    strides = [stride * (d + 1) for stride in strides]  # the remainder is the lowest digit
     stride_t = torch.tensor(strides, dtype=torch.long, device=rank.device)
     base = ((reduced - low[:, None]) * stride_t[:, None]).sum(0)
     if set_index is not None:
@@ -357,10 +430,11 @@ def _vertex_codes(reduced: torch.Tensor, rank: torch.Tensor, set_index: torch.Te
     codes = torch.empty(d + 1, rank.shape[1], dtype=dtype, device=rank.device)
     codes[0] = base
     for r in range(1, d + 1):
-        codes[r] = (base - suffix[d + 1 - r]).add_(r * total)
-    return codes, _Packing(strides, total, d)
+        codes[r] = (base - suffix[d + 1 - r]).add_(r)
+    return codes, _Packing(strides, 1, d)
 
 
+@adaptive
 def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> Lattice:
     """Build the permutohedral lattice of ``features`` (N, d), scaled by the bandwidths.
 

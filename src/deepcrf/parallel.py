@@ -20,26 +20,77 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["available_cpus", "parse_shard", "process_map", "shard", "threads_per_worker"]
+__all__ = [
+    "available_cpus",
+    "cgroup_cpu_quota",
+    "parse_shard",
+    "process_map",
+    "shard",
+    "threads_per_worker",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
 def available_cpus() -> int:
-    """CPUs this process may use: its affinity mask and a cgroup CPU quota, if any."""
+    """CPUs this process may use: its affinity mask and a cgroup CPU quota (v1 or v2), if any."""
     try:
         count = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         count = os.cpu_count() or 1
-    try:  # cgroup v2 quota, e.g. "200000 100000" = 2 CPUs
-        with open("/sys/fs/cgroup/cpu.max") as handle:
-            quota, period = handle.read().split()[:2]
-        if quota != "max":
-            count = min(count, max(1, int(int(quota) // int(period))))
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        count = min(count, max(1, int(quota)))
+    return max(1, count)
+
+
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
+    """CPUs' worth of time per period that this process's cgroup may use, or None.
+
+    Reads cgroup v2 ``cpu.max`` ("200000 100000" = 2 CPUs) or v1 ``cpu.cfs_quota_us`` /
+    ``cpu.cfs_period_us`` (quota -1 = none), in the process's own cgroup (from
+    ``/proc/self/cgroup``) and at the hierarchy's root, the tighter one winning.
+    """
+    v2_paths, v1_paths = [""], [""]
+    try:
+        with open("/proc/self/cgroup") as handle:
+            for line in handle:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if controllers == "":
+                    v2_paths.append(path.strip("/"))
+                elif "cpu" in controllers.split(","):
+                    v1_paths.append(path.strip("/"))
     except (OSError, ValueError):
         pass
-    return max(1, count)
+    limits = []
+    for path in dict.fromkeys(v2_paths):
+        text = _read(os.path.join(root, path, "cpu.max")) or "max"
+        limits.append(_ratio(*[*text.split(), "100000"][:2]))
+    for path in dict.fromkeys(v1_paths):
+        for folder in ("cpu", "cpu,cpuacct"):
+            quota = _read(os.path.join(root, folder, path, "cpu.cfs_quota_us"))
+            period = _read(os.path.join(root, folder, path, "cpu.cfs_period_us"))
+            limits.append(_ratio(quota or "max", period or "100000"))
+    found = [limit for limit in limits if limit is not None]
+    return min(found) if found else None
+
+
+def _ratio(quota: str, period: str) -> float | None:
+    """quota / period, or None for no limit ("max", -1) or unreadable text."""
+    try:
+        q, p = int(quota), int(period)
+    except ValueError:
+        return None
+    return q / p if q > 0 and p > 0 else None
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except (OSError, ValueError):
+        return None
 
 
 def threads_per_worker(jobs: int, cpus: int | None = None) -> int:
@@ -81,12 +132,18 @@ def process_map(
     items: Sequence[T],
     jobs: int = 1,
     threads: int | None = None,
+    help_locally: bool = False,
 ) -> Iterator[tuple[T, R]]:
     """Yield ``(item, func(item))`` for every item, in completion order.
 
     ``func`` must be picklable (a module-level function, or a ``functools.partial`` of one)
     when ``jobs > 1``. An exception in a worker is raised here, after the pending work is
     cancelled; results already yielded stay valid.
+
+    ``help_locally=True`` makes this process one of the ``jobs``: it starts ``jobs - 1``
+    workers and works through the items from the end of the list while they start (a
+    worker's start-up, importing torch, costs seconds) and take items from the front. No
+    item runs twice: this process only takes items no worker has claimed.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"--jobs: expected an integer >= 1, got {jobs!r}")
@@ -97,13 +154,38 @@ def process_map(
         return
     per_worker = threads if threads is not None else threads_per_worker(jobs)
     context = multiprocessing.get_context("spawn")
+    workers = jobs - 1 if help_locally else jobs
     with futures.ProcessPoolExecutor(
-        max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(per_worker,)
+        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(per_worker,)
     ) as pool:
         pending: dict[futures.Future, Any] = {pool.submit(func, item): item for item in items}
         try:
-            for future in futures.as_completed(pending):
+            left = list(pending)
+            if help_locally:
+                yield from _work_locally(func, pending, left, per_worker)
+            for future in futures.as_completed(left):
                 yield pending[future], future.result()
         finally:
             for future in pending:
                 future.cancel()
+
+
+def _work_locally(func, pending: dict, left: list, threads: int) -> Iterator[tuple[Any, Any]]:
+    """Run unclaimed items here, from the back of ``left``; finished worker results are
+    yielded in between. Leaves in ``left`` the futures the workers still own."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        while left:
+            for future in [f for f in left if f.done()]:
+                left.remove(future)
+                yield pending[future], future.result()
+            mine = next((f for f in reversed(left) if f.cancel()), None)
+            if mine is None:
+                return
+            left.remove(mine)
+            yield pending[mine], func(pending[mine])
+    finally:
+        torch.set_num_threads(saved)

@@ -248,6 +248,11 @@ def plot_search_heatmap(
     ax.set_yticks(range(len(rows)), [f"{r:g}" for r in rows])
     ax.set_xlabel("σβ (bilateral_srgb)")
     ax.set_ylabel("σα (bilateral_sxy)")
+    if len(rows) <= 12 and len(cols) <= 12:  # small grids: the numbers too
+        for i in range(len(rows)):
+            for j in range(len(cols)):
+                if np.isfinite(values[i, j]):
+                    ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=7)
     if best is not None and best[0] in rows and best[1] in cols:
         ax.plot(list(cols).index(best[1]), list(rows).index(best[0]), "r*", markersize=14)
     fig.colorbar(image, ax=ax, label="mean IoU (%)")

@@ -42,6 +42,7 @@ def test_options_with_a_default_say_it():
         assert "None" not in parser_defaults and "False" not in parser_defaults, command
     assert "(default: 0.5)" in texts["deepcrf refine"]  # --gt-prob
     assert "(default: cpu)" in texts["deepcrf refine"]  # --device
+    assert "mean-field iterations (default: 10)" in texts["deepcrf refine"]  # --iterations
     assert "(default: 0)" in texts["deepcrf data synth"]  # --seed
 
 

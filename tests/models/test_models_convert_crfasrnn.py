@@ -199,7 +199,7 @@ def test_pth_errors(tmp_path):
     bad.write_bytes(b"not a pickle")
     with pytest.raises(ValueError, match=r"bad\.pth is not a PyTorch state dict"):
         convert(bad, "crfasrnn_pytorch")
-    torch.save({"conv1_1.weight": torch.zeros(64, 3, 3, 3)}, bad)
+    torch.save({"conv1_1.weight": torch.zeros(4, 3, 3, 3)}, bad)  # a light model: fast
     with pytest.raises(ValueError, match=r"layers missing from the source: conv1_1\.bias"):
         convert(bad, "crfasrnn_pytorch")
 

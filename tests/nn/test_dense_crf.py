@@ -196,10 +196,21 @@ def test_fixed_number_bandwidths_take_any_axes_and_channels():
     for spatial, channels in (((6, 7), 1), ((3, 4, 5), 2), ((5, 6), 7)):
         unary, image, _ = volume_inputs(b=1, spatial=spatial, channels=channels)
         assert crf(unary.float(), image.float()).shape == unary.shape
-    learned = DenseCRF(3, learn_bandwidths=True)
-    unary, image, _ = volume_inputs(b=1, spatial=(3, 4, 5), channels=3)
+    # learned bandwidths given as numbers take the first input's counts while untrained
+    learned = DenseCRF(3, iterations=2, learn_bandwidths=True, bilateral_srgb=40.0)
+    params = dict(learned.named_parameters())
+    unary, image, _ = volume_inputs(b=1, spatial=(3, 4, 5), channels=2)
+    learned(unary.float(), image.float()).sum().backward()
+    assert learned.gaussian_log_bandwidths.shape == (3,)
+    assert torch.allclose(learned.bandwidths("bilateral"), torch.tensor([121.0] * 3 + [40.0] * 2))
+    assert all(p is params[n] for n, p in learned.named_parameters())  # same objects
+    assert learned.bilateral_log_bandwidths.grad.shape == (5,)
+    unary2, image2, _ = volume_inputs(b=1, spatial=(6, 7), channels=2)
     with pytest.raises(ValueError, match="spatial_dims"):
-        learned(unary.float(), image.float())
+        learned(unary2.float(), image2.float())  # trained (has a gradient): no silent change
+    stated = DenseCRF(3, learn_bandwidths=True, spatial_dims=2)
+    with pytest.raises(ValueError, match="spatial_dims"):
+        stated(unary.float(), image.float()[:, :1].expand(1, 3, 3, 4, 5))
 
 
 def test_lists_of_volumes_and_features_equal_separate_runs():

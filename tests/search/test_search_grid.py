@@ -50,15 +50,27 @@ def test_bad_grids_are_refused_with_reasons():
         validate_grid({"bilateral_compat": [3, 3.0]})
 
 
-def test_fine_grid_takes_midpoints_around_the_best():
+def test_fine_grid_takes_midpoints_around_the_best_and_looks_past_edges():
     coarse = validate_grid(COARSE_GRID)
     best = DEEPLAB_BASE.replace(bilateral_compat=8.0, bilateral_sxy=40.0, bilateral_srgb=5.0)
     fine = fine_grid(coarse, best.to_dict())
     assert fine["bilateral_compat"] == [7.0, 8.0, 9.0]
-    assert fine["bilateral_sxy"] == [40.0, 45.0]  # an edge keeps its one midpoint
     assert fine["bilateral_srgb"] == [4.5, 5.0, 5.5]
-    assert fine_grid({"iterations": [5, 10]}, {"iterations": 10})["iterations"] == [7, 10]
-    assert fine_grid({"iterations": [5, 6]}, {"iterations": 5})["iterations"] == [5]
+    # σα = 40 is the lower edge: half a step and a step below it as well
+    assert fine["bilateral_sxy"] == [30.0, 35.0, 40.0, 45.0]
+    corner = DEEPLAB_BASE.replace(bilateral_compat=10.0, bilateral_sxy=120.0, bilateral_srgb=3.0)
+    fine = fine_grid(coarse, corner.to_dict())
+    assert fine["bilateral_compat"] == [9.0, 10.0, 11.0, 12.0]
+    assert fine["bilateral_sxy"] == [115.0, 120.0, 125.0, 130.0]
+    assert fine["bilateral_srgb"] == [2.0, 2.5, 3.0, 3.5]
+    assert fine_grid({"iterations": [5, 10]}, {"iterations": 10})["iterations"] == [7, 10, 12, 15]
+    assert fine_grid({"iterations": [0, 1]}, {"iterations": 0})["iterations"] == [0]
+    assert fine_grid({"bilateral_srgb": [1, 3]}, {"bilateral_srgb": 1})["bilateral_srgb"] == [
+        1.0,
+        2.0,
+    ]  # nothing at or below 0
+    for params in expand_grid(fine_grid(coarse, corner.to_dict())):
+        CRFParams.from_dict(params)
 
 
 def test_grid_files_json_and_yaml(tmp_path):

@@ -12,7 +12,16 @@ import importlib
 import os
 import sys
 
-COMMANDS: list[str] = ["refine", "eval", "data", "convert", "crf-search", "train", "predict"]
+COMMANDS: list[str] = [
+    "refine",
+    "eval",
+    "data",
+    "convert",
+    "crf-search",
+    "pseudo-label",
+    "train",
+    "predict",
+]
 
 
 DESCRIPTION = """\

@@ -4,6 +4,12 @@ Reads a Caffe ``.caffemodel`` (DeepLab v1, its ImageNet initialisations, FCN-8s,
 or crfasrnn_pytorch's ``.pth`` without Caffe, prints which layers were mapped to which
 parameters and which were left out, and writes a model that ``--model`` of predict / eval and
 ``deepcrf.models.load_model`` use directly (its input convention is recorded in it).
+
+  deepcrf convert TVG_CRFRNN_COCO_VOC.caffemodel --arch crfasrnn --out crfasrnn.safetensors
+  deepcrf predict --model crfasrnn.safetensors photo.jpg --out labels/
+
+A file that does not fit --arch (another architecture, another class count) is refused with
+every layer that does not fit, both shapes named; nothing is written then.
 """
 
 from __future__ import annotations
@@ -32,13 +38,14 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "convert",
         help="convert released Caffe / PyTorch weights (DeepLab, FCN-8s, CRF-as-RNN)",
-        description=__doc__.splitlines()[0].strip("`").split(": ", 1)[-1],
+        description=__doc__,
     )
     p.add_argument("source", help="a .caffemodel (or a .pth for --arch crfasrnn_pytorch)")
     p.add_argument(
         "--arch",
         required=True,
         choices=list(ARCHS),
+        metavar="ARCH",
         help="what the source is: deeplab_largefov, deeplab (any DeepLab v1 fc6), "
         "deeplab_msc_largefov, vgg16_init (vgg16_20M / vgg16_128), fcn8s, crfasrnn "
         "(TVG_CRFRNN_COCO_VOC.caffemodel), crfasrnn_pytorch (crfasrnn_weights.pth)",

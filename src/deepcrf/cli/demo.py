@@ -69,7 +69,8 @@ class DemoResult:
 
 def _params_line(params: CRFParams) -> str:
     values = params.to_dict()
-    preset = next((n for n, p in PRESETS.items() if p == params), None)
+    same_kernels = (p.replace(iterations=params.iterations) for p in PRESETS.values())
+    preset = next((n for n, p in zip(PRESETS, same_kernels) if p == params), None)
     named = ", ".join(f"{DEEPLAB_NAMES[k]}={_fmt(values[k])}" for k in DEEPLAB_NAMES)
     who = {"deeplab_largefov": "DeepLab-LargeFOV's", "pydensecrf": "pydensecrf's example"}.get(
         preset or "", "your"

@@ -166,4 +166,4 @@ def _legend_rows(items, font, width: int) -> list[list]:
 
 
 def _scores(scores: dict) -> str:
-    return f"{scores['pixel_acc']:.1%} right, mIoU {scores['miou']:.1%}"
+    return f"accuracy {scores['pixel_acc']:.1%}, mIoU {scores['miou']:.1%}"

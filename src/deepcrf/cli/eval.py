@@ -144,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         progress=not args.quiet,
         strict=args.strict,
+        ignore_pred_void=args.ignore_pred_void,
     )
     return _report(result, args)
 
@@ -195,6 +196,12 @@ def register(subparsers) -> None:
         "--strict",
         action="store_true",
         help="error (instead of a warning) when ground-truth maps have no prediction",
+    )
+    p.add_argument(
+        "--ignore-pred-void",
+        action="store_true",
+        help="leave out pixels the prediction marks --ignore-index (uncertain pseudo-labels) "
+        "and report their share",
     )
     p.add_argument("--json", default=None, help="write all numbers (fractions) to this file")
     p.add_argument("--plot", default=None, help="draw trimap curves to this PNG (matplotlib)")

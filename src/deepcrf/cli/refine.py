@@ -6,12 +6,14 @@ Three modes:
   * a folder: ``deepcrf refine images/ --probs probs/ --out refined/`` matches files by
     name stem, shows a progress bar and skips outputs that already exist, so a killed run
     resumes where it stopped (outputs are written atomically);
-  * no input: refines an embedded synthetic sample and prints what the CRF changed.
+  * no input: the demo. Refines an embedded synthetic scene, prints what the CRF changed
+    and draws refine-demo/comparison.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -19,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepcrf.cli.progress import progress, summary
 from deepcrf.cli.refine_options import check_conflicts, default_output, label_png_path
 from deepcrf.dense import refine, refine_labels
 from deepcrf.params import CRFParams
@@ -45,11 +46,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out",
         type=Path,
-        help="output .png (default: refined/<image name>.png), or the output folder in folder "
-        "mode (required there)",
+        help="output .png (default: refined/<image name>.png); in folder mode the output "
+        "folder (required); in the demo its folder (default: refine-demo)",
     )
     p.add_argument("--save-probs", action="store_true", help="also write the marginals (.npy)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    p.add_argument("--jobs", type=int, default=1, help="folder mode: worker processes")
+    p.add_argument("--shard", metavar="i/n", help="folder mode: only shard i of n (by name)")
     p.add_argument("--palette", default="voc", help="palette of the output PNG (voc, cityscapes)")
     g = p.add_argument_group(
         "CRF parameters (DeepLab names in brackets; choose them with deepcrf crf-search)"
@@ -142,20 +145,37 @@ def run_folder(args: argparse.Namespace) -> int:
         raise FileNotFoundError(
             f"{source_dir}: no {suffix} file for {len(missing)} images: {shown}"
         )
-    todo = [p for p in images if args.overwrite or not (args.out / (p.stem + ".png")).exists()]
-    done, skipped = 0, len(images) - len(todo)
-    for image_path in progress(todo, "refine", skipped):
-        out = args.out / (image_path.stem + ".png")
-        refine_one(args, image_path, source_dir / (image_path.stem + suffix), out)
-        done += 1
-    print(summary("refined", done, skipped, args.out))
+    from deepcrf.cli.batch import BatchItem, run_batch, summary_line
+
+    items = [
+        BatchItem(p.stem, (p, source_dir / (p.stem + suffix)), args.out / (p.stem + ".png"))
+        for p in images
+    ]
+    summary = run_batch(
+        items,
+        functools.partial(_refine_item, _plain_args(args)),
+        jobs=args.jobs,
+        shard_spec=args.shard,
+        overwrite=args.overwrite,
+        desc="refine",
+    )
+    print(summary_line("refined", summary, args.shard, args.out))
     return 0
+
+
+def _plain_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The options without the callables argparse carries (workers receive a pickled copy)."""
+    return argparse.Namespace(**{k: v for k, v in vars(args).items() if not callable(v)})
+
+
+def _refine_item(args: argparse.Namespace, item) -> None:
+    """One folder-mode image (runs in a worker process with --jobs)."""
+    refine_one(args, item.inputs[0], item.inputs[1], item.output)
 
 
 def run_demo(args: argparse.Namespace) -> int:
     """The main job: refine the embedded sample and explain what the CRF did."""
     from deepcrf.cli.demo import run_demo as demo
-    from deepcrf.params import CRFParams
 
     demo(CRFParams.from_dict(crf_options(args)), args.out, args.device)
     return 0

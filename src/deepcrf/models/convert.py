@@ -88,7 +88,17 @@ def convert(
     if not path.is_file():
         raise FileNotFoundError(f"source weights not found: {path}")
     reader = _state_dict_source if arch in PYTORCH_ARCHS else _caffemodel_source
-    shapes, stream = reader(path)
+    try:
+        shapes, stream = reader(path)
+    except (CaffeModelError, ConversionError) as exc:
+        hint = ""
+        if arch not in PYTORCH_ARCHS and path.suffix in (".pth", ".pt"):
+            hint = " (a PyTorch file: crfasrnn_pytorch's weights need --arch crfasrnn_pytorch)"
+        elif arch in PYTORCH_ARCHS and path.suffix == ".caffemodel":
+            hint = " (a caffemodel: use --arch crfasrnn for TVG_CRFRNN_COCO_VOC.caffemodel)"
+        if not hint:
+            raise
+        raise type(exc)(f"{exc}{hint}") from exc
     width = infer_width(shapes)
     target = ARCHS[arch](shapes, num_classes, width)
     model = target.model

@@ -220,7 +220,11 @@ def plan(
         raise ConversionError("\n".join(lines))
     for name in unused:
         report.left_out.append(f"{name}: " + ", ".join(_fmt(s) for s in shapes[name]))
-    report.initialised += [p for p in state if p not in covered]
+    for name, value in state.items():
+        if name not in covered:  # small ones (bandwidths from the architecture) with values
+            small = value.numel() <= 8
+            values = ", ".join(f"{v:g}" for v in value.flatten().tolist()) if small else ""
+            report.initialised.append(f"{name} = ({values})" if small else name)
     targets = [t for r in chosen.values() for t in r.targets if t is not None]
     zeroed = sorted({t.param for t in targets if t.add})
     return Plan(chosen, report, zeroed)

@@ -2,7 +2,8 @@
 
 ``DenseCRF`` unrolls the library's mean-field loop with learnable kernel weights,
 compatibility and bandwidths; ``lattice_filter`` is its differentiable lattice filtering;
-``two_stage_param_groups`` expresses the unary-then-joint training schedule.
+``two_stage_param_groups`` expresses the unary-then-joint training schedule;
+``DenseCRFLoss`` is the DenseCRF regularised loss of weak supervision (Tang et al. 2018).
 
     crf = DenseCRF(21, learn_compat=True, per_class_weights=True, learn_bandwidths=True)
     logits = crf(cnn(normalised), raw_image)          # (B, 21, H, W), raw_image 0..255
@@ -19,6 +20,7 @@ with ``filter="exact"``, an approximation on the lattice).
 
 from deepcrf.kernel import lattice_filter
 from deepcrf.nn.dense_crf import DenseCRF
+from deepcrf.nn.loss import DenseCRFLoss
 from deepcrf.nn.schedule import two_stage_param_groups
 
-__all__ = ["DenseCRF", "lattice_filter", "two_stage_param_groups"]
+__all__ = ["DenseCRF", "DenseCRFLoss", "lattice_filter", "two_stage_param_groups"]

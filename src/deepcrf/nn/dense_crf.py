@@ -77,9 +77,10 @@ class DenseCRF(nn.Module):
             features, passed to ``forward`` as ``features=[f1, ...]`` (bandwidths start at
             1: divide the features by your bandwidths, or learn them).
         extra_compat: initial weight of the extra kernels (a number or one per kernel).
-        spatial_dims, image_channels: 2 or 3 spatial axes and the image's channel count,
-            needed only when ``learn_bandwidths`` and no sequence argument above tells them
-            (defaults 2 and 3); with fixed bandwidths given as numbers, any count works.
+        spatial_dims, image_channels: 2 or 3 spatial axes and the image's channel count
+            (else from the sequence arguments above, else 2 and 3). With fixed bandwidths
+            given as numbers any count works; learned ones given as numbers take the first
+            input's counts while untrained (the Parameter objects stay the same).
         per_class_weights: one weight per kernel and class (CRF-as-RNN).
         full_kernel_weights: a full (L, L) weight matrix W_k per kernel, initialised to
             w_k·I (CRF-as-RNN's released model has full spatial and bilateral 21x21
@@ -156,8 +157,9 @@ class DenseCRF(nn.Module):
         )
         if self.image_channels < 1:
             raise ValueError(f"image_channels: expected >= 1, got {self.image_channels}")
-        # with fixed bandwidths given as numbers the layer takes any axis / channel count
-        self._any_axes = not learn_bandwidths and all(
+        # counts no argument states: with fixed bandwidths the layer takes any axis / channel
+        # count; learned ones adapt to the first input until they have been trained
+        axes_free = spatial_dims is None and all(
             _count(v, n) is None
             for n, v in (
                 ("spacing", spacing),
@@ -165,7 +167,10 @@ class DenseCRF(nn.Module):
                 ("bilateral_sxy", bilateral_sxy),
             )
         )
-        self._any_channels = not learn_bandwidths and _count(bilateral_srgb, "srgb") is None
+        channels_free = image_channels is None and _count(bilateral_srgb, "srgb") is None
+        self._any_axes = axes_free and not learn_bandwidths
+        self._any_channels = channels_free and not learn_bandwidths
+        self._adaptable = (axes_free, channels_free) if learn_bandwidths else (False, False)
         self._scalars = {
             "spacing": spacing,
             "gaussian_sxy": gaussian_sxy,
@@ -214,6 +219,38 @@ class DenseCRF(nn.Module):
                 self.register_parameter(f"{kind}_log_bandwidths", nn.Parameter(log_bw))
             else:  # fixed: kept as given, so features equal refine()'s bit for bit
                 self.register_buffer(f"{kind}_bandwidths", torch.tensor(bw))
+
+    def _initial_bandwidths(self, kind: str) -> list[float]:
+        """A learnable kernel's initial bandwidths (feature order) for the current counts."""
+        ndim, sc = self.spatial_dims, self._scalars
+        if kind == "gaussian":
+            return _feature_order(per_axis(sc["gaussian_sxy"], ndim, "gaussian_sxy"), ndim)
+        return _feature_order(per_axis(sc["bilateral_sxy"], ndim, "bilateral_sxy"), ndim) + (
+            per_axis(sc["bilateral_srgb"], self.image_channels, "bilateral_srgb")
+        )
+
+    def _adapt_counts(self, ndim: int, channels: int | None) -> None:
+        """Learned bandwidths given as numbers (no count stated) take the first input's axis
+        and channel counts, as long as they are untrained (initial values, no gradient)."""
+        axes_free, channels_free = self._adaptable
+        new_ndim = ndim if axes_free and ndim in (2, 3) else self.spatial_dims
+        new_channels = channels if channels_free and channels else self.image_channels
+        if (new_ndim, new_channels) == (self.spatial_dims, self.image_channels):
+            return
+        params = {
+            k: getattr(self, f"{k}_log_bandwidths")
+            for k in ("gaussian", "bilateral")
+            if k in self.kinds
+        }
+        for kind, param in params.items():
+            initial = torch.tensor(self._initial_bandwidths(kind), dtype=torch.float64).log()
+            if param.grad is not None or not torch.equal(param.detach().cpu(), initial.to(param)):
+                return  # trained: the checks below name the mismatch
+        self.spatial_dims, self.image_channels = new_ndim, new_channels
+        self.spacing = tuple(per_axis(self._scalars["spacing"], new_ndim, "spacing"))
+        for kind, param in params.items():
+            values = torch.tensor(self._initial_bandwidths(kind), dtype=torch.float64).log()
+            param.data = values.to(device=param.device, dtype=param.dtype)
 
     @classmethod
     def from_params(cls, num_classes: int, params: CRFParams | None = None, **options) -> DenseCRF:
@@ -329,8 +366,10 @@ class DenseCRF(nn.Module):
         kernels = []
         for k, kind in enumerate(self.kinds):
             lattice = None
+            scale_only = False
             if self.learn_bandwidths:
                 raw = self._raw_features(kind, shapes, images, extras, ndim).to(dtype)
+                scale_only = not raw.requires_grad  # only the bandwidths need f's gradient
                 f = raw / self.bandwidths(kind).to(dtype)
                 if not learned:
                     f = f.detach()
@@ -349,9 +388,8 @@ class DenseCRF(nn.Module):
             else:
                 raw = self._raw_features(kind, shapes, images, extras, ndim)
                 f = raw / self.bandwidths(kind).to(raw)
-            kernels.append(
-                Kernel(f.to(dtype), self.kernel_compat(k, dtype), self.normalization, lattice)
-            )
+            compat = self.kernel_compat(k, dtype)
+            kernels.append(Kernel(f.to(dtype), compat, self.normalization, lattice, scale_only))
         return Pairwise(kernels, self.num_classes, segments, filter=self.filter)
 
     def _fixed_positions(self, kind: str, ndim: int) -> tuple[list[float], list[float]]:
@@ -423,6 +461,9 @@ class DenseCRF(nn.Module):
             unaries, images = list(unary_logits), list(image)
             lead = 1
         extras = self._check_features(features, len(unaries), as_list)
+        if self.learn_bandwidths and isinstance(unaries[0], torch.Tensor):
+            first = images[0] if needs_image and isinstance(images[0], torch.Tensor) else None
+            self._adapt_counts(unaries[0].dim() - 1, None if first is None else first.shape[0])
         for i, u in enumerate(unaries):
             where = f"[{i}]" if as_list else ""
             if not isinstance(u, torch.Tensor) or u.dim() not in (3, 4):

@@ -9,7 +9,8 @@ the valid ones and a non-positive bandwidth or negative iteration count is refus
 DeepLab's protocol (Chen et al. 2015, §4.1; ../RECIPES.md): w2 = 3 and σγ = 3 fixed, 10
 mean-field iterations, a coarse grid w1 ∈ {3, 4, 5, 6, 8, 10}, σα ∈ 40:10:120,
 σβ ∈ 3:1:10, then a fine grid around the best coarse point: on every searched axis the best
-value and the midpoints to its two coarse neighbours (3 values per axis).
+value and the midpoints to its two coarse neighbours (3 values per axis; an edge of the
+coarse range also gets half a step and a step beyond it, where the optimum may lie).
 """
 
 from __future__ import annotations
@@ -99,9 +100,11 @@ def point_key(params: Mapping[str, Any]) -> str:
 
 
 def fine_grid(coarse: Mapping[str, Sequence[Any]], best: Mapping[str, Any]) -> dict[str, list[Any]]:
-    """Three values per searched numeric axis around ``best``: the midpoints to its coarse
-    neighbours and itself (an edge value keeps its one midpoint and itself). Axes searched
-    with one value, integer ``iterations`` steps below 2, and vector values stay as they are."""
+    """Values around ``best`` on every searched numeric axis: the best value and the
+    midpoints to its two coarse neighbours. When the best lies on an edge of the coarse
+    range the optimum may lie beyond it, so that side gets half a step and a full step
+    outwards (bandwidths and weights stay > 0, iterations integers >= 0). Axes searched
+    with one value and vector values stay as they are."""
     fine: dict[str, list[Any]] = {}
     for name, values in coarse.items():
         center = best[name]
@@ -112,20 +115,34 @@ def fine_grid(coarse: Mapping[str, Sequence[Any]], best: Mapping[str, Any]) -> d
         ordered = sorted(numeric)
         i = ordered.index(center)
         candidates = [center]
-        if i > 0:
-            candidates.append(_midpoint(ordered[i - 1], center, name))
-        if i + 1 < len(ordered):
-            candidates.append(_midpoint(center, ordered[i + 1], name))
-        fine[name] = sorted({c for c in candidates if c is not None})
+        below = ordered[i - 1] if i > 0 else center - (ordered[1] - ordered[0])
+        above = ordered[i + 1] if i + 1 < len(ordered) else center + (ordered[-1] - ordered[-2])
+        candidates += [_midpoint(below, center, name), _midpoint(center, above, name)]
+        if i == 0:
+            candidates.append(below)
+        if i + 1 == len(ordered):
+            candidates.append(above)
+        fine[name] = sorted({_plain_value(c, name) for c in candidates if _allowed(c, name)})
     return fine
 
 
+def _allowed(value: float | None, name: str) -> bool:
+    """Inside the parameter's range: counts and weights >= 0, bandwidths > 0."""
+    if value is None:
+        return False
+    return value >= 0 if name == "iterations" or name.endswith("_compat") else value > 0
+
+
+def _plain_value(value: float, name: str) -> float | int:
+    return int(value) if name == "iterations" else round(float(value), 6)
+
+
 def _midpoint(a: float, b: float, name: str) -> float | None:
-    """The value halfway between two coarse values (None: no integer strictly between)."""
+    """The value halfway between two values (None: no integer strictly between)."""
     if name == "iterations":
         mid = (int(a) + int(b)) // 2
         return mid if int(a) < mid < int(b) else None
-    return round((a + b) / 2.0, 6)
+    return (a + b) / 2.0
 
 
 def load_grid(path: str | Path, base: CRFParams = DEEPLAB_BASE) -> dict[str, list[Any]]:

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from deepcrf.crf import mean_field, normalization_scales
+from deepcrf.crf import mean_field
 from deepcrf.dense import unary_from_probs
-from deepcrf.features import bilateral_features, grid_lattice
-from deepcrf.lattice import Lattice, build_lattice
+from deepcrf.features import bilateral_features, grid_features, grid_lattice
+from deepcrf.kernel import NormalizedKernel
+from deepcrf.lattice import Lattice
 from deepcrf.metrics import confusion_matrix
 from deepcrf.search.samples import Sample, SampleFiles, load_sample
 
@@ -78,19 +79,12 @@ def group_points(points: Sequence[dict]) -> list[tuple[ScoreGroup, list[int]]]:
     return groups
 
 
-class _NormalizedKernel:
-    """One Gaussian kernel with refine()'s symmetric normalisation folded into its lattice
-    (weight 1): ``filter(values)`` is n^-1/2 ⊙ K(n^-1/2 ⊙ values), n = K·1."""
-
-    def __init__(self, lattice: Lattice) -> None:
-        before, after = normalization_scales(lattice.row_sums, "symmetric")
-        self.lattice = lattice.scale(before, after)
-        # the largest message entry this kernel sends for marginals in [0, 1]
-        ones = torch.ones(lattice.num_points, 1)
-        self.bound = float(self.lattice.filter(ones).max())
-
-    def filter(self, values: torch.Tensor) -> torch.Tensor:
-        return self.lattice.filter(values)
+def _kernel(features: torch.Tensor, segments: list[int], lattice: Lattice | None = None):
+    """(filter, bound): refine()'s symmetric normalisation folded into the kernel's lattice
+    (weight 1), and the largest message entry it sends for marginals in [0, 1]."""
+    kernel = NormalizedKernel(features, "symmetric", segments, lattice=lattice)
+    forward, _ = kernel.scaled_lattices()
+    return forward, float(kernel.row_sums().max())
 
 
 class _StackedMessage:
@@ -98,7 +92,7 @@ class _StackedMessage:
 
     def __init__(self, gaussian, bilateral, w1: list[float], w2: list[float], labels: int):
         self.kernels = [
-            (k, torch.tensor(w, dtype=torch.float32)[:, None])
+            (k[0], torch.tensor(w, dtype=torch.float32)[:, None])
             for k, w in ((gaussian, w2), (bilateral, w1))
             if k is not None
         ]
@@ -106,7 +100,7 @@ class _StackedMessage:
         bounds = [0.0] * self.p
         for kernel, w in ((gaussian, w2), (bilateral, w1)):
             if kernel is not None:
-                bounds = [b + abs(x) * kernel.bound for b, x in zip(bounds, w)]
+                bounds = [b + abs(x) * kernel[1] for b, x in zip(bounds, w)]
         self.message_bound = max(bounds)
 
     def add_message(self, logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -164,8 +158,9 @@ def _score_batch(group: ScoreGroup, batch: list[Sample], labels: int, ignore_ind
     w2s = [p[1] for p in group.points]
     gaussian = bilateral = None
     if any(w != 0 for w in w2s):
+        features = grid_features(shape, group.gaussian_sxy).repeat(n_img, 1)
         lattice = grid_lattice(shape, group.gaussian_sxy, copies=n_img)
-        gaussian = _NormalizedKernel(lattice)
+        gaussian = _kernel(features, segments, lattice)
     if any(w != 0 for w in w1s):
         feats = torch.cat(
             [
@@ -177,7 +172,7 @@ def _score_batch(group: ScoreGroup, batch: list[Sample], labels: int, ignore_ind
                 for s in batch
             ]
         )
-        bilateral = _NormalizedKernel(build_lattice(feats, segments))
+        bilateral = _kernel(feats, segments)
     confusions: list[np.ndarray | None] = [None] * len(group.points)
     chunk = max(1, STACK_VALUES // (n * n_img * labels))
     order = list(range(len(group.points)))

@@ -1,0 +1,129 @@
+"""The folder-run loop shared by the batch commands (``refine`` folders, ``pseudo-label``).
+
+``run_batch`` takes the work items of a whole folder and does the rest the same way for
+every command: keep the items of this ``--shard i/n`` (a split by name that machines compute
+independently), skip items whose output already exists (a killed run resumes; ``--overwrite``
+redoes them), clear the temporaries a killed run left for those outputs, run the rest in
+``--jobs`` spawn-safe worker processes that persist across items (``deepcrf.parallel``),
+show a progress bar whose images/s counts only the items processed, and print a summary.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deepcrf.cli.progress import progress, summary
+from deepcrf.fileio import remove_stale_temps
+from deepcrf.parallel import parse_shard, process_map, shard
+
+__all__ = ["BatchItem", "BatchSummary", "add_batch_arguments", "run_batch", "summary_line"]
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One unit of work: its name (the shard key), input files and output file."""
+
+    name: str
+    inputs: tuple[Path, ...]
+    output: Path
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """What a batch run did."""
+
+    total: int  # items in the whole folder
+    selected: int  # items of this shard
+    done: int  # processed now
+    skipped: int  # outputs already present
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Processed items per second (skipped items excluded)."""
+        return self.done / self.seconds if self.seconds > 0 else 0.0
+
+
+def add_batch_arguments(parser: Any) -> None:
+    """``--jobs``, ``--shard`` and ``--overwrite`` for a folder command."""
+    parser.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="worker processes (default 1)"
+    )
+    parser.add_argument(
+        "--shard",
+        default=None,
+        metavar="i/n",
+        help="process only shard i of n (0 <= i < n), a split by file name for n machines",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
+
+
+def _named(work: Callable[[BatchItem], Any], item: BatchItem) -> Any:
+    """``work(item)`` with the item's name in any error message (runs in the worker)."""
+    try:
+        return work(item)
+    except (ValueError, TypeError, FileNotFoundError, OSError) as exc:
+        raise ValueError(f"{item.name}: {exc}") from None
+
+
+def run_batch(
+    items: Sequence[BatchItem],
+    work: Callable[[BatchItem], Any],
+    *,
+    jobs: int = 1,
+    shard_spec: str | None = None,
+    overwrite: bool = False,
+    desc: str = "images",
+    show: bool = True,
+) -> BatchSummary:
+    """Run ``work`` (picklable, writes ``item.output`` atomically) over this shard's items.
+
+    Raises the first failure, naming the item; outputs written before it stay and a rerun
+    resumes after them.
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"--jobs: expected an integer >= 1, got {jobs!r}")
+    index, count = parse_shard(shard_spec)
+    names = [item.name for item in items]
+    if len(set(names)) != len(names):
+        raise ValueError("items: duplicate names")
+    mine = set(shard(names, index, count))
+    selected = [item for item in items if item.name in mine]
+    for folder in {item.output.parent for item in selected}:
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(folder, only={i.output.name for i in selected})
+    todo = [item for item in selected if overwrite or not item.output.exists()]
+    skipped = len(selected) - len(todo)
+    start = time.perf_counter()
+    results = process_map(functools.partial(_named, work), todo, jobs, help_locally=True)
+    if show:
+        results = progress(_Counted(results, len(todo)), desc, skipped)
+    done = sum(1 for _ in results)
+    return BatchSummary(len(items), len(selected), done, skipped, time.perf_counter() - start)
+
+
+class _Counted:
+    """An iterator with a known length (the progress bar's total)."""
+
+    def __init__(self, iterator: Iterator, length: int) -> None:
+        self.iterator, self.length = iterator, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator:
+        return self.iterator
+
+
+def summary_line(verb: str, result: BatchSummary, shard_spec: str | None, out: Path) -> str:
+    """The end-of-run summary, e.g. ``refined 3 images into out/ (...); shard 0/2: 3 of 5
+    files; 2.1 s, 1.43 images/s``."""
+    text = summary(verb, result.done, result.skipped, out)
+    if shard_spec is not None:
+        text += f"; shard {shard_spec}: {result.selected} of {result.total} files"
+    return text + f"; {result.seconds:.1f} s, {result.rate:.2f} images/s"

@@ -1,0 +1,137 @@
+"""How many CPU threads deepcrf uses: the CPUs it may use, less those busy elsewhere now.
+
+torch runs its CPU kernels on an OpenMP team whose threads meet at a barrier after every
+operation (dozens per mean-field iteration). When another process holds one of the cores,
+the thread that shares it arrives late at every barrier and the whole team waits: on a
+2-core machine with one competing busy process, 2 threads took 2.2x the time of 1 thread.
+So each deepcrf entry point (``refine``, ``build_lattice``, ``mean_field``) picks its
+thread count when it is called (``choose_threads``):
+
+    threads = min(budget, max(1, cpu_count - runnable tasks of other processes))
+
+where ``budget = min(torch.get_num_threads(), parallel.available_cpus())`` (affinity mask,
+cgroup quota, ``OMP_NUM_THREADS``, ``torch.set_num_threads`` and the share a
+``parallel.process_map`` worker got all lower it) and the runnable tasks come from
+``/proc/loadavg``'s instantaneous count minus this process's own running threads (median
+of 3 samples, about 0.3 ms). The choice is made once per outermost call and restored
+afterwards, so a caller's ``torch.set_num_threads`` setting is left as it was.
+
+Environment: ``DEEPCRF_THREADS`` = ``auto`` (default, the policy above), ``fixed``
+(use ``torch.get_num_threads()`` as set, no adaptation) or an integer n (exactly n
+threads). Where ``/proc`` is missing (macOS, Windows) ``auto`` means ``fixed``. The load
+seen through ``/proc/loadavg`` is the host's (or VM's): inside a container with a CPU
+quota on a large host, contention from tasks in the same container is not detected.
+OpenMP's own ``OMP_WAIT_POLICY=PASSIVE`` is honoured by torch but must be set before
+torch is imported; it is not needed with this policy (and costs ~15% on a quiet machine).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import statistics
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import torch
+
+from deepcrf.parallel import available_cpus
+
+__all__ = ["busy_elsewhere", "choose_threads", "cpu_budget", "thread_policy", "use_threads"]
+
+F = TypeVar("F", bound=Callable)
+
+_ENV = "DEEPCRF_THREADS"
+_SAMPLES = 3
+_local = threading.local()
+
+
+def thread_policy() -> str | int:
+    """``"auto"``, ``"fixed"`` or a thread count, from ``DEEPCRF_THREADS`` (default auto)."""
+    value = os.environ.get(_ENV, "auto").strip().lower() or "auto"
+    if value in ("auto", "fixed"):
+        return value
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"{_ENV}: expected 'auto', 'fixed' or an integer >= 1, got {value!r}")
+    return count
+
+
+def cpu_budget() -> int:
+    """The most threads deepcrf may use: torch's setting within the CPUs this process may use."""
+    return max(1, min(torch.get_num_threads(), available_cpus()))
+
+
+def _runnable_tasks() -> int:
+    with open("/proc/loadavg") as handle:  # "0.52 0.40 0.31 3/412 12345": 3 runnable now
+        return int(handle.read().split()[3].split("/")[0])
+
+
+def _own_running_threads() -> int:
+    count = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as handle:
+                stat = handle.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        count += stat[stat.rindex(")") + 2] == "R"
+    return count
+
+
+def busy_elsewhere(samples: int = _SAMPLES) -> int | None:
+    """Runnable tasks of other processes right now (median of samples); None if unknown."""
+    try:
+        counts = [max(0, _runnable_tasks() - _own_running_threads()) for _ in range(samples)]
+    except (OSError, ValueError, IndexError):
+        return None
+    return int(statistics.median_low(counts))
+
+
+def choose_threads() -> int:
+    """The thread count for a call starting now, by ``DEEPCRF_THREADS`` (see module doc)."""
+    policy = thread_policy()
+    if isinstance(policy, int):
+        return policy
+    budget = cpu_budget()
+    if policy == "fixed" or budget == 1:
+        return budget
+    others = busy_elsewhere()
+    if others is None:
+        return budget
+    return max(1, min(budget, (os.cpu_count() or 1) - others))
+
+
+@contextmanager
+def use_threads(count: int) -> Iterator[int]:
+    """Run the body with ``torch.set_num_threads(count)``; the previous setting is restored."""
+    previous = torch.get_num_threads()
+    if count != previous:
+        torch.set_num_threads(count)
+    try:
+        yield count
+    finally:
+        if count != previous:
+            torch.set_num_threads(previous)
+
+
+def adaptive(func: F) -> F:
+    """Run ``func`` with ``choose_threads()`` threads, decided once per outermost call."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        if getattr(_local, "active", False):
+            return func(*args, **kwargs)
+        _local.active = True
+        try:
+            with use_threads(choose_threads()):
+                return func(*args, **kwargs)
+        finally:
+            _local.active = False
+
+    return wrapper  # type: ignore[return-value]

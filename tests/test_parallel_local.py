@@ -1,0 +1,25 @@
+"""process_map(help_locally=True): this process works too, and no item runs twice."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from deepcrf.parallel import process_map
+
+
+def _pid_of(item: int) -> tuple[int, int]:
+    time.sleep(0.05)
+    return item * item, os.getpid()
+
+
+def test_local_help_runs_every_item_once():
+    items = list(range(12))
+    results = list(process_map(_pid_of, items, jobs=2, help_locally=True))
+    assert sorted(item for item, _ in results) == items
+    assert all(value == item * item for item, (value, _) in results)
+    pids = [pid for _, (_, pid) in results]
+    # a worker takes seconds to start: this process has taken items from the back meanwhile
+    assert os.getpid() in pids
+    local = [item for item, (_, pid) in results if pid == os.getpid()]
+    assert max(local) == items[-1]

@@ -1,0 +1,132 @@
+"""Thread policy: budget, load detection, per-call choice and restoring the caller's setting."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from deepcrf import threads
+
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, "auto"), ("auto", "auto"), ("FIXED", "fixed"), ("3", 3)]
+)
+def test_policy_from_environment(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv("DEEPCRF_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("DEEPCRF_THREADS", value)
+    assert threads.thread_policy() == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "many"])
+def test_bad_policy_names_the_variable(monkeypatch, value):
+    monkeypatch.setenv("DEEPCRF_THREADS", value)
+    with pytest.raises(ValueError, match="DEEPCRF_THREADS"):
+        threads.choose_threads()
+
+
+def test_auto_gives_way_to_busy_processes(monkeypatch, restore_threads):
+    monkeypatch.setenv("DEEPCRF_THREADS", "auto")
+    monkeypatch.setattr(threads, "available_cpus", lambda: 4)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 4)
+    torch.set_num_threads(4)
+    for others, expected in [(0, 4), (1, 3), (3, 1), (9, 1)]:
+        monkeypatch.setattr(threads, "busy_elsewhere", lambda o=others: o)
+        assert threads.choose_threads() == expected
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda: None)  # no /proc: the budget
+    assert threads.choose_threads() == 4
+    torch.set_num_threads(2)  # the caller's setting caps the choice
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda: 0)
+    assert threads.choose_threads() == 2
+    monkeypatch.setattr(threads, "available_cpus", lambda: 1)  # affinity / quota cap it too
+    assert threads.choose_threads() == 1
+
+
+def test_fixed_and_explicit_counts_ignore_load(monkeypatch, restore_threads):
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda: 99)
+    monkeypatch.setattr(threads, "available_cpus", lambda: 2)
+    torch.set_num_threads(2)
+    monkeypatch.setenv("DEEPCRF_THREADS", "fixed")
+    assert threads.choose_threads() == 2
+    monkeypatch.setenv("DEEPCRF_THREADS", "3")
+    assert threads.choose_threads() == 3
+
+
+def test_adaptive_sets_once_per_outer_call_and_restores(monkeypatch, restore_threads):
+    torch.set_num_threads(2)
+    choices = iter([1, 2])
+    monkeypatch.setattr(threads, "choose_threads", lambda: next(choices))
+    seen = []
+
+    @threads.adaptive
+    def inner():
+        seen.append(("inner", torch.get_num_threads()))
+
+    @threads.adaptive
+    def outer():
+        seen.append(("outer", torch.get_num_threads()))
+        inner()
+
+    outer()
+    assert seen == [("outer", 1), ("inner", 1)]  # the inner call kept the outer choice
+    assert torch.get_num_threads() == 2
+    inner()  # a new outermost call decides again
+    assert seen[-1] == ("inner", 2) and torch.get_num_threads() == 2
+
+
+def test_adaptive_restores_after_an_exception(monkeypatch, restore_threads):
+    torch.set_num_threads(2)
+    monkeypatch.setattr(threads, "choose_threads", lambda: 1)
+
+    @threads.adaptive
+    def fails():
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fails()
+    assert torch.get_num_threads() == 2
+    seen = []
+    threads.adaptive(lambda: seen.append(torch.get_num_threads()))()
+    assert seen == [1]  # the failed call did not leave the nesting flag set
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="needs Linux /proc")
+def test_busy_process_is_detected():
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert threads.busy_elsewhere() >= 1  # runnable whether or not it holds a core now
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def test_refine_runs_under_the_policy(monkeypatch, restore_threads):
+    import numpy as np
+
+    from deepcrf import refine
+
+    torch.set_num_threads(2)
+    seen = []
+    real = threads.use_threads
+
+    def spy(count):
+        seen.append(count)
+        return real(count)
+
+    monkeypatch.setattr(threads, "use_threads", spy)
+    monkeypatch.setattr(threads, "choose_threads", lambda: 1)
+    probs = np.full((3, 8, 9), 1 / 3, dtype=np.float32)
+    refine(probs, np.zeros((8, 9, 3), np.uint8), iterations=2)
+    assert seen == [1] and torch.get_num_threads() == 2
