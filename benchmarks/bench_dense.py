@@ -100,12 +100,13 @@ def run_crf(module, image: np.ndarray, unary: np.ndarray, iterations: int) -> np
     return np.array(crf.inference(iterations))
 
 
-def timed(fn, repeats: int) -> float:
+def timed(fn, repeats: int, clock=time.perf_counter) -> float:
+    """Median seconds of ``repeats`` calls of ``fn`` by ``clock``."""
     samples = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        samples.append(time.perf_counter() - start)
+        samples.append(clock() - start)
     return statistics.median(samples)
 
 
@@ -346,7 +347,8 @@ def iteration_steps(lattice, unary: torch.Tensor) -> dict:
 def iteration_breakdown(data, repeats: int) -> list[dict]:
     """Per photo: ms of each step of one mean-field iteration and of an (N, L) copy
     (``normalise`` includes one copy of the logits, subtracted when printed), on the
-    threads deepcrf's policy picks now (``deepcrf.threads``); fastest of the repeats."""
+    threads deepcrf's policy picks now (``deepcrf.threads``); fastest of the repeats, in the
+    thread's CPU time when that is 1 thread."""
     rows = []
     for name, image, labels in data:
         with use_threads(choose_threads()):
@@ -361,13 +363,17 @@ def _breakdown_row(name: str, image: np.ndarray, labels, repeats: int) -> dict:
     unary = torch.log(probs.clamp(min=1e-5)).t().contiguous()
     steps = iteration_steps(lattice, unary)
     samples = {key: [] for key in steps}
+    # on one thread, its CPU time: what the step costs, without the time other tenants'
+    # processes held the core (wall time swings 10x on a busy machine)
+    single = torch.get_num_threads() == 1
+    clock = time.thread_time if single else time.perf_counter
     for _ in range(repeats):
         for key, fn in steps.items():
-            samples[key].append(timed(fn, 3))
+            samples[key].append(timed(fn, 3, clock))
     # the fastest of the repeats: the least disturbed by other tenants of a shared machine
     med = {k: min(v) * 1e3 for k, v in samples.items()}
     med["normalise"] = max(med["normalise"] - med["copy (N, L)"], 0.0)
-    threads = torch.get_num_threads()
+    threads = f"{torch.get_num_threads()} ({'CPU time' if single else 'wall'})"
     return {"photo": name, "threads": threads, "points": unary.shape[0], **med}
 
 

@@ -77,18 +77,21 @@ RECIPES: dict[str, Recipe] = {
                 "crf": _DEEPLAB_CRF,
             },
             "tiny": {
-                "model": {"name": "deeplab_largefov", "init": "kaiming",
-                          "options": {"width": 0.125}},
+                "model": {
+                    "name": "deeplab_largefov",
+                    "init": "kaiming",
+                    "options": {"width": 0.125, "dropout": 0.0},
+                },
                 "data": {**_TINY_DATA, "label_stride": 8},
                 "optim": {**_TINY_ADAM, "lr": 2e-3, "head": ["fc8"]},
                 "schedule": {"name": "poly", "warmup_steps": 20},
-                "train": {**_TINY_TRAIN, "steps": 300},
+                "train": {**_TINY_TRAIN, "steps": 600},
                 "crf": _DEEPLAB_CRF,
             },
         },
         preset_notes={
             "paper": "VOC trainaug, 321 crops, batch 20, SGD 1e-3 (fc8 x10), 6k steps",
-            "tiny": "width 1/8, 80 px crops, batch 8, Adam, 300 steps (CPU, minutes)",
+            "tiny": "width 1/8, no dropout, 80 px crops, batch 8, Adam, 600 steps (CPU, minutes)",
         },
     ),
     "fcn8s": Recipe(
@@ -118,17 +121,21 @@ RECIPES: dict[str, Recipe] = {
                 "crf": _CRFASRNN_CRF,
             },
             "tiny": {
-                "model": {"name": "fcn8s", "init": "kaiming", "options": {"width": 0.0625}},
+                "model": {
+                    "name": "fcn8s",
+                    "init": "kaiming",
+                    "options": {"width": 0.0625, "dropout": 0.0},
+                },
                 "data": {**_TINY_DATA},
                 "optim": {**_TINY_ADAM, "lr": 2e-3, "head": ["score_"], "freeze": ["upscore8"]},
                 "schedule": {"name": "poly", "warmup_steps": 20},
-                "train": {**_TINY_TRAIN, "steps": 300},
+                "train": {**_TINY_TRAIN, "steps": 400},
                 "crf": _CRFASRNN_CRF,
             },
         },
         preset_notes={
             "paper": "VOC trainaug, batch 1, SGD 2.5e-5 momentum 0.99 (mean loss), 100k steps",
-            "tiny": "width 1/16, 80 px crops, batch 8, Adam, 300 steps",
+            "tiny": "width 1/16, no dropout, 80 px crops, batch 8, Adam, 400 steps",
         },
     ),
     "crfasrnn": Recipe(
@@ -158,7 +165,7 @@ RECIPES: dict[str, Recipe] = {
                 "crf": _CRFASRNN_CRF,
             },
             "tiny": {
-                "model": {"name": "crfasrnn", "options": {"width": 0.0625}},
+                "model": {"name": "crfasrnn", "options": {"width": 0.0625, "dropout": 0.0}},
                 "data": {**_TINY_DATA},
                 "optim": {
                     **_TINY_ADAM,
@@ -199,7 +206,7 @@ RECIPES: dict[str, Recipe] = {
                 "crf": _DEEPLAB_CRF,
             },
             "tiny": {
-                "model": {"name": "joint_deeplab_crf", "options": {"width": 0.125}},
+                "model": {"name": "joint_deeplab_crf", "options": {"width": 0.125, "dropout": 0.0}},
                 "data": {**_TINY_DATA},
                 "optim": {**_TINY_ADAM, "lr": 2e-4, "groups": "two_stage", "crf_lr_mult": 50.0},
                 "schedule": {"name": "constant"},
