@@ -3,8 +3,9 @@
 Scenes (default 120 x 160, not square) on a two-tone background (a sky/ground split at a
 random height, each a random colour with a linear gradient and pixel noise) with 1-5
 objects of four classes drawn by PIL: 1 triangle, 2 ring (annulus), 3 star, 4 cross. Each
-object's colour is drawn from a wide range shared by all classes, so shape, not colour,
-tells the classes apart; objects overlap in drawing order. Photos are JPEG (quality 80,
+class has its own hue family (orange, cyan, magenta, lime) with +-35 levels of jitter per
+channel per object, as object classes in photos have typical but varying colours; objects
+overlap in drawing order. Photos are JPEG (quality 80,
 4:2:0 chroma subsampling: colour edges bleed), labels palette PNGs with a void (255) band
 of ``void`` pixels drawn over every object outline, as in PASCAL VOC. Deterministic in
 (seed, index). Used by ``train_results.py`` to check the recipes on scenes they were not
@@ -20,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 CLASSES = ("background", "triangle", "ring", "star", "cross")
+CLASS_COLOURS = {1: (230, 130, 30), 2: (40, 200, 210), 3: (200, 50, 190), 4: (150, 220, 40)}
 
 
 def _palette() -> list[int]:
@@ -74,7 +76,8 @@ def scene(seed: int, index: int, size=(120, 160), void: int = 3):
         kind = int(rng.integers(1, 5))
         r = float(rng.uniform(0.12, 0.3) * min(h, w))
         cx, cy = rng.uniform(0, w), rng.uniform(0, h)
-        colour = tuple(int(v) for v in rng.uniform(20, 235, 3))
+        base = CLASS_COLOURS[kind]
+        colour = tuple(int(np.clip(v + rng.uniform(-35, 35), 0, 255)) for v in base)
         polys = _polygon(kind, cx, cy, r, float(rng.uniform(0, 2 * math.pi)))
         draw_img.polygon(polys[0], fill=colour)
         draw_lab.polygon(polys[0], fill=kind)

@@ -62,6 +62,7 @@ def run_case(
     import torch.nn.functional as F
 
     from deepcrf.nn import DenseCRF
+    from deepcrf.params import PRESETS
 
     torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
@@ -69,7 +70,13 @@ def run_case(
     unary = torch.from_numpy(rng.normal(0, 2, (batch, L, H, W)).astype(np.float32)).to(device)
     image = torch.from_numpy(images).permute(0, 3, 1, 2).float().to(device)
     target = torch.from_numpy(rng.integers(0, L, (batch, H, W))).to(device)
-    crf = DenseCRF(L, iterations=iterations, learn_bandwidths=bool(learn)).to(device)
+    # the kernels of the pydensecrf reference below (not the library's defaults)
+    crf = DenseCRF(
+        L,
+        iterations=iterations,
+        learn_bandwidths=bool(learn),
+        **{k: v for k, v in PRESETS["pydensecrf"].to_dict().items() if k != "iterations"},
+    ).to(device)
 
     def sync():
         if device.startswith("cuda"):

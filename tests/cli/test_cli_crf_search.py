@@ -93,13 +93,15 @@ def test_grid_search_output_table_plot_and_round_trip(folders, capsys):
                 "--out",
                 str(refined),
                 "--save-probs",
+                str(refined.parent / "marginals"),
             ]
         )
         == 0
     )
     image = np.asarray(Image.open(folders / "img" / "n4.png").convert("RGB"))
     expected = refine(np.load(folders / "probs" / "n4.npy"), image, **result["best"])
-    np.testing.assert_allclose(np.load(refined.with_suffix(".npy")), expected, atol=1e-6)
+    marginals = np.load(refined.parent / "marginals" / (refined.stem + ".npy"))
+    np.testing.assert_allclose(marginals, expected, atol=1e-6)
 
 
 def test_fit_method(folders):
@@ -173,3 +175,53 @@ def test_model_form_computes_probabilities_once(tmp_path):
     assert main(argv) == 0  # resumed: the probabilities are not recomputed
     assert [p.stat().st_mtime_ns for p in probs] == stamps
     assert json.loads(out.read_text()) == result
+
+
+@pytest.mark.slow
+def test_search_json_drives_predict_and_eval(tmp_path):
+    pytest.importorskip("deepcrf.recipes.predict")
+    pytest.importorskip("safetensors")
+    from deepcrf.models import build, save_safetensors
+    from deepcrf.recipes.predict import load_run, model_probabilities
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_safetensors(build("deeplab_largefov", 7, width=0.0625), run / "model.safetensors")
+    best = CRFParams(bilateral_compat=6.0, bilateral_sxy=50.0, bilateral_srgb=7.0).to_dict()
+    search = tmp_path / "search.json"
+    search.write_text(json.dumps({"best": best, "baseline": {}, "results": []}))
+    image, _ = SyntheticScenes(1, size=(40, 48), seed=0, normalize=None).generate(0)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+
+    argv = ["predict", "--model", str(run), str(tmp_path / "photo.png"), "--out"]
+    assert main([*argv, str(tmp_path / "p"), "--crf-params", str(search)]) == 0
+    probs = model_probabilities(load_run(run).model, image)
+    expected = refine(probs, image, **best).argmax(0)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "p" / "photo.png")), expected)
+
+    plain = tmp_path / "plain.json"
+    CRFParams.from_dict(best).save(plain)
+    scores = []
+    for name, params in (("a", search), ("b", plain)):
+        out = tmp_path / f"{name}.json"
+        assert (
+            main(
+                [
+                    "eval",
+                    "--model",
+                    str(run),
+                    "--dataset",
+                    "synthetic",
+                    "--split",
+                    "val",
+                    "--crf-params",
+                    str(params),
+                    "--json",
+                    str(out),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
+        scores.append(json.loads(out.read_text())["miou"])
+    assert scores[0] == scores[1]

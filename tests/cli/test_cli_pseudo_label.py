@@ -156,3 +156,24 @@ def test_a_malicious_cam_file_is_refused(tmp_path, capsys):
     assert _run(cams, img, tmp_path / "out") == 1
     assert "not allowed" in capsys.readouterr().err
     assert not marker.exists()
+
+
+def test_flags_override_the_preset():
+    from deepcrf.cli import build_parser
+    from deepcrf.cli.pseudo_label import options_from_args
+
+    def options(*flags):
+        args = build_parser().parse_args(
+            ["pseudo-label", "--cams", "c", "--images", "i", "--out", "o", *flags]
+        )
+        return options_from_args(args)
+
+    irn = options()
+    assert irn["fg_threshold"] == 0.30 and irn["bilateral_srgb"] == 5.0 and irn["gt_prob"] == 0.7
+    single = options("--threshold", "0.2", "--bilateral-srgb", "7")
+    assert single["threshold"] == 0.2 and "fg_threshold" not in single
+    assert single["bilateral_srgb"] == 7.0 and single["bilateral_sxy"] == 50.0
+    psa = options("--preset", "psa", "--alpha", "2,16")
+    assert psa["alpha"] == (2.0, 16.0) and psa["bilateral_sxy"] == 80.0
+    power = options("--background", "power", "--alpha", "3")
+    assert power["alpha"] == 3.0 and "fg_threshold" not in power

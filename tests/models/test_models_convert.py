@@ -317,3 +317,37 @@ def test_wrong_kind_of_file_gets_a_hint(tmp_path, rng):
     caffemodel = write_caffemodel(tmp_path / "m.caffemodel", deeplab_largefov(rng))
     with pytest.raises(ConversionError, match="use --arch crfasrnn for"):
         convert(caffemodel, "crfasrnn_pytorch")
+
+
+def caffe_largefov_forward(blobs: dict, x: torch.Tensor) -> torch.Tensor:
+    """DeepLab-LargeFOV's public test net in plain torch: Caffe's pooling rounds up (ceil),
+    conv5 dilated 2, pool5a average pooling (padding counted), fc6 dilation 12."""
+
+    def conv(h, name, pad=1, dilation=1):
+        w, b = (torch.from_numpy(np.asarray(v, dtype=np.float32)) for v in blobs[name])
+        return F.conv2d(h, w, b.reshape(-1), padding=pad, dilation=dilation)
+
+    h = x
+    blocks = (("conv1_1", "conv1_2"), ("conv2_1", "conv2_2"), ("conv3_1", "conv3_2", "conv3_3"),
+              ("conv4_1", "conv4_2", "conv4_3"), ("conv5_1", "conv5_2", "conv5_3"))  # fmt: skip
+    for i, block in enumerate(blocks):
+        for name in block:
+            h = F.relu(conv(h, name, pad=2 if i == 4 else 1, dilation=2 if i == 4 else 1))
+        h = F.max_pool2d(h, 3, 2 if i < 3 else 1, 1, ceil_mode=True)
+    h = F.avg_pool2d(h, 3, 1, 1, count_include_pad=True)  # pool5a
+    h = F.relu(conv(h, "fc6", pad=12, dilation=12))
+    h = F.relu(conv(h, "fc7", pad=0))
+    return conv(h, "fc8_voc12", pad=0)
+
+
+def test_deeplab_largefov_forward_matches_caffe_net_on_odd_sizes(tmp_path, rng):
+    """Equal to the Caffe net for odd sizes (the releases ran at 321 / 513); for even sizes
+    Caffe's ceil pooling gives one more row / column than deepcrf's (documented)."""
+    layers = [(n, [b * 0.5 for b in blobs]) for n, blobs in deeplab_largefov(rng)]
+    path = write_caffemodel(tmp_path / "largefov.caffemodel", layers, v1=True)
+    model, _ = convert(path, "deeplab_largefov")
+    x = torch.randn(1, 3, 41, 33)
+    with torch.no_grad():
+        got, want = model(x), caffe_largefov_forward(dict(layers), x)
+    assert got.shape == want.shape == (1, 21, 6, 5)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))

@@ -59,11 +59,10 @@ def test_fit_improves_held_out_cross_entropy(make_samples):
     start = CRFParams(iterations=5, bilateral_compat=10.0, bilateral_sxy=80.0, bilateral_srgb=13.0)
     result = fit(train, init=start, steps=16, lr=0.1, eval_every=8)
     assert result.start == start.to_dict()
-    assert len(result.losses) == 16 and len(result.checkpoints) == 3
-    assert result.params != start.to_dict()
-    assert result.miou >= result.checkpoints[0]["miou"]
-    before, after = (
-        _cross_entropy(start.to_dict(), held_out),
-        _cross_entropy(result.params, held_out),
-    )
-    assert after < before
+    assert len(result.losses) == 16 and len(result.checkpoints) == 3 + 4
+    assert result.miou == max(c["miou"] for c in result.checkpoints)
+    # the gradient descent itself: its last iterate lowers the held-out cross-entropy
+    [last] = [c for c in result.checkpoints if c["step"] == 16]
+    assert last["params"] != start.to_dict()
+    before = _cross_entropy(start.to_dict(), held_out)
+    assert _cross_entropy(last["params"], held_out) < before

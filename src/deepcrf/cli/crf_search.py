@@ -118,6 +118,8 @@ def _check_args(args: argparse.Namespace) -> None:
         args.jobs = available_cpus()
     if args.jobs < 1:
         raise ValueError(f"--jobs: expected an integer >= 1, got {args.jobs}")
+    if args.plot is not None and args.method == "fit":
+        raise ValueError("--plot: draws a grid search's mIoU over (σα, σβ); not with --method fit")
     if args.plot is not None:
         try:
             import matplotlib  # noqa: F401
@@ -256,11 +258,15 @@ def _fit(args: argparse.Namespace, samples: list, progress) -> dict:
                 "params": c["params"],
                 "miou": c["miou"],
                 "pixel_acc": c["pixel_acc"],
-                "stage": f"step {c['step']}",
+                "stage": _fit_stage(c["step"]),
             }
             for c in fitted.checkpoints
         ],
     }
+
+
+def _fit_stage(step) -> str:
+    return f"step {step}" if isinstance(step, int) else f"weights {step}"
 
 
 def _tqdm_factory():

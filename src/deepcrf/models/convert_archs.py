@@ -33,6 +33,10 @@ Conventions carried over:
   meaning of every matrix, so W_s, W_b, C are copied as they are (mu = C), with
   ``full_kernel_weights=True`` and ``normalization="after"``. crfasrnn_pytorch adds the
   message instead (logits + C'·(...), C' initialised to +I), so mu = -C'.
+* DeepLab geometry: Caffe's 3x3 / stride 2 / pad 1 pooling rounds its output size up,
+  deepcrf's down (which keeps the MSc branches aligned for every size): the converted net
+  equals the Caffe net for odd input sizes (the releases ran at 321 and 513); an even side
+  gives Caffe one more score row / column (tested in ``test_models_convert``).
 * Input conventions: Caffe BGR 0..255 minus the mean each release used.
 """
 

@@ -90,18 +90,21 @@ RECIPES: dict[str, Recipe] = {
                 "crf": _DEEPLAB_CRF,
             },
             "tiny": {
-                "model": {"name": "deeplab_largefov", "init": "kaiming",
-                          "options": {"width": 0.125}},
+                "model": {
+                    "name": "deeplab_largefov",
+                    "init": "kaiming",
+                    "options": {"width": 0.125, "dropout": 0.0},
+                },
                 "data": {**_TINY_DATA, "label_stride": 8},
                 "optim": {**_TINY_ADAM, "lr": 2e-3, "head": ["fc8"]},
                 "schedule": {"name": "poly", "warmup_steps": 20},
-                "train": {**_TINY_TRAIN, "steps": 300},
+                "train": {**_TINY_TRAIN, "steps": 600},
                 "crf": _DEEPLAB_CRF,
             },
         },
         preset_notes={
             "paper": "VOC trainaug, 321 crops, batch 20, SGD 1e-3 (fc8 x10), 6k steps",
-            "tiny": "width 1/8, 80 px crops, batch 8, Adam, 300 steps (CPU, minutes)",
+            "tiny": "width 1/8, no dropout, 80 px crops, batch 8, Adam, 600 steps (CPU, minutes)",
         },
     ),
     "fcn8s": Recipe(
@@ -131,17 +134,21 @@ RECIPES: dict[str, Recipe] = {
                 "crf": _CRFASRNN_CRF,
             },
             "tiny": {
-                "model": {"name": "fcn8s", "init": "kaiming", "options": {"width": 0.0625}},
+                "model": {
+                    "name": "fcn8s",
+                    "init": "kaiming",
+                    "options": {"width": 0.0625, "dropout": 0.0},
+                },
                 "data": {**_TINY_DATA},
                 "optim": {**_TINY_ADAM, "lr": 2e-3, "head": ["score_"], "freeze": ["upscore8"]},
                 "schedule": {"name": "poly", "warmup_steps": 20},
-                "train": {**_TINY_TRAIN, "steps": 300},
+                "train": {**_TINY_TRAIN, "steps": 400},
                 "crf": _CRFASRNN_CRF,
             },
         },
         preset_notes={
             "paper": "VOC trainaug, batch 1, SGD 2.5e-5 momentum 0.99 (mean loss), 100k steps",
-            "tiny": "width 1/16, 80 px crops, batch 8, Adam, 300 steps",
+            "tiny": "width 1/16, no dropout, 80 px crops, batch 8, Adam, 400 steps",
         },
     ),
     "crfasrnn": Recipe(
@@ -171,13 +178,13 @@ RECIPES: dict[str, Recipe] = {
                 "crf": _CRFASRNN_CRF,
             },
             "tiny": {
-                "model": {"name": "crfasrnn", "options": {"width": 0.0625}},
+                "model": {"name": "crfasrnn", "options": {"width": 0.0625, "dropout": 0.0}},
                 "data": {**_TINY_DATA},
                 "optim": {
                     **_TINY_ADAM,
-                    "lr": 2e-4,
-                    "crf_lr_mult": 50.0,
-                    "compat_lr_mult": 50.0,
+                    "lr": 2e-5,
+                    "crf_lr_mult": 500.0,
+                    "compat_lr_mult": 500.0,
                     "freeze": ["fcn.upscore8"],
                 },
                 "schedule": {"name": "constant"},
@@ -188,7 +195,7 @@ RECIPES: dict[str, Recipe] = {
         first_stage="fcn8s",
         preset_notes={
             "paper": "from an FCN-8s run (init=), batch 1, T=5/10, CRF lr x1e4/x1e3",
-            "tiny": "from the tiny FCN-8s, Adam (CRF x50), 80 steps of batch 4",
+            "tiny": "from the tiny FCN-8s, Adam 2e-5 (CRF 1e-2), 80 steps of batch 4",
         },
     ),
     "joint": Recipe(
@@ -212,9 +219,9 @@ RECIPES: dict[str, Recipe] = {
                 "crf": _DEEPLAB_CRF,
             },
             "tiny": {
-                "model": {"name": "joint_deeplab_crf", "options": {"width": 0.125}},
+                "model": {"name": "joint_deeplab_crf", "options": {"width": 0.125, "dropout": 0.0}},
                 "data": {**_TINY_DATA},
-                "optim": {**_TINY_ADAM, "lr": 2e-4, "groups": "two_stage", "crf_lr_mult": 50.0},
+                "optim": {**_TINY_ADAM, "lr": 2e-5, "groups": "two_stage", "crf_lr_mult": 500.0},
                 "schedule": {"name": "constant"},
                 "train": {**_TINY_TRAIN, "steps": 60, "batch_size": 4, "save_every": 20},
                 "crf": _DEEPLAB_CRF,
@@ -223,7 +230,7 @@ RECIPES: dict[str, Recipe] = {
         first_stage="deeplab",
         preset_notes={
             "paper": "stage 2 from a deeplab run (init=), SGD 1e-4 CNN / 1e-3 CRF, 4k steps",
-            "tiny": "stage 2 from the tiny deeplab, Adam (CRF x50), 60 steps of batch 4",
+            "tiny": "stage 2 from the tiny deeplab, Adam 2e-5 (CRF 1e-2), 60 steps of batch 4",
         },
     ),
     "contextual": Recipe(

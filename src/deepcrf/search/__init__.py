@@ -11,7 +11,7 @@ Both return refine() keyword arguments (``deepcrf.params.CRFParams``'s JSON), us
 """
 
 from deepcrf.search.grid import COARSE_GRID, DEEPLAB_BASE, expand_grid, fine_grid, load_grid
-from deepcrf.search.grid_search import COARSE_TO_FINE, SearchResult, grid_search, select_best
+from deepcrf.search.runner import COARSE_TO_FINE, SearchResult, grid_search, select_best
 from deepcrf.search.samples import Sample, SampleFiles, folder_samples, take_first
 
 __all__ = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,9 @@ __all__ = [
     "check_samples",
     "fingerprint",
     "folder_samples",
+    "forget",
     "load_sample",
+    "spill",
     "take_first",
 ]
 
@@ -61,9 +63,36 @@ def load_sample(sample: Sample | SampleFiles) -> Sample:
     loaded = _LOADED.get(sample)
     if loaded is None:
         probs = _load_probs(sample.probs)
-        loaded = Sample(sample.name, read_image(sample.image), probs, read_label(sample.label))
-        _LOADED[sample] = loaded
+        image = _npy(sample.image) if sample.image.suffix == ".npy" else read_image(sample.image)
+        label = _npy(sample.label) if sample.label.suffix == ".npy" else read_label(sample.label)
+        loaded = _LOADED[sample] = Sample(sample.name, image, probs, label)
     return loaded
+
+
+def forget(samples: Iterable[Sample | SampleFiles]) -> None:
+    """Drop file samples from this process's cache (e.g. temporary files about to go)."""
+    for s in samples:
+        if isinstance(s, SampleFiles):
+            _LOADED.pop(s, None)
+
+
+def _npy(path: Path) -> np.ndarray:
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def spill(samples: Sequence[Sample | SampleFiles], folder: Path) -> list[SampleFiles]:
+    """In-memory samples written to ``folder`` as .npy files (workers memory-map them instead
+    of receiving pickled copies with every task); file samples are kept as they are."""
+    out = []
+    for i, s in enumerate(samples):
+        if isinstance(s, SampleFiles):
+            out.append(s)
+            continue
+        paths = [folder / f"{i:06d}_{kind}.npy" for kind in ("image", "probs", "label")]
+        for path, array in zip(paths, (s.image, s.probs, s.label)):
+            np.save(path, np.ascontiguousarray(array))
+        out.append(SampleFiles(s.name, *paths))
+    return out
 
 
 def _load_probs(path: Path) -> np.ndarray:

@@ -43,6 +43,7 @@ def test_finds_a_planted_optimum(make_samples):
     assert json.loads(json.dumps(result.to_json()))["best"] == planted
 
 
+@pytest.mark.slow
 def test_same_results_with_one_and_two_jobs(make_samples, tmp_path):
     samples = make_samples(4, size=(24, 32), seed=7)
     grid = {**GRID, "bilateral_sxy": [20.0, 50.0]}
@@ -144,3 +145,21 @@ def test_logits_instead_of_probabilities_are_refused(make_samples):
     logits = Sample("logits", s.image, np.log(s.probs) + 3.0, s.label)
     with pytest.raises(ValueError, match="not hold probabilities"):
         grid_search([logits], {"bilateral_compat": [3.0]})
+
+
+def test_coarse_to_fine_searches_around_the_coarse_choice(make_samples, monkeypatch):
+    import deepcrf.search.runner as module
+
+    small = {"bilateral_compat": [3.0, 6.0], "bilateral_sxy": [30.0, 60.0], "bilateral_srgb": [5.0]}
+    monkeypatch.setattr(module, "COARSE_GRID", small)
+    samples = make_samples(2, size=(20, 24), seed=4)
+    result = grid_search(samples)
+    coarse = [r for r in result.results if r["stage"] == "coarse"]
+    fine = [r for r in result.results if r["stage"] == "fine"]
+    assert len(coarse) == 4 and fine
+    center = select_best(coarse, validate_grid(small))["params"]
+    for r in fine:  # within one coarse step of the coarse choice
+        assert abs(r["params"]["bilateral_compat"] - center["bilateral_compat"]) <= 3.0
+        assert abs(r["params"]["bilateral_sxy"] - center["bilateral_sxy"]) <= 30.0
+    assert result.best in [r["params"] for r in fine] + [center]
+    assert result.to_json()["best_miou"] >= max(r["miou"] for r in fine) - 1e-3

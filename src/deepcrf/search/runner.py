@@ -18,6 +18,7 @@ step along each searched axis), then the higher mIoU, then the earlier point in 
 from __future__ import annotations
 
 import functools
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from deepcrf.search.grid import (
     validate_grid,
 )
 from deepcrf.search.results import ResultsLog
-from deepcrf.search.samples import Sample, SampleFiles, check_samples, fingerprint
+from deepcrf.search.samples import Sample, SampleFiles, check_samples, fingerprint, forget, spill
 from deepcrf.search.scoring import ScoreGroup, group_points, score_group
 
 __all__ = ["COARSE_TO_FINE", "SearchResult", "grid_search", "select_best"]
@@ -98,17 +99,17 @@ def grid_search(
             ``close()`` (e.g. a tqdm factory), or None.
     """
     if grid == COARSE_TO_FINE:
-        stages = [("coarse", validate_grid(COARSE_GRID, base, "grid"))]
+        stage_name, axes = "coarse", validate_grid(COARSE_GRID, base, "grid")
     elif isinstance(grid, str):
         raise ValueError(f"grid: expected {COARSE_TO_FINE!r} or a mapping, got {grid!r}")
     else:
-        stages = [("grid", validate_grid(grid, base, "grid"))]
+        stage_name, axes = "grid", validate_grid(grid, base, "grid")
     if not 0 <= tolerance < 1:
         raise ValueError(f"tolerance: expected a number in [0, 1), got {tolerance!r}")
     num_classes = check_samples(samples, ignore_index)
     search = {
         "protocol": COARSE_TO_FINE if grid == COARSE_TO_FINE else "grid",
-        "grid": stages[0][1],
+        "grid": axes,
         "base": base.to_dict(),
         "images": [s.name for s in samples],
         "data": fingerprint(samples),
@@ -116,33 +117,23 @@ def grid_search(
         "tolerance": tolerance,
     }
     log = ResultsLog(results_file, search)
-    run = functools.partial(
-        _evaluate,
-        samples=list(samples),
-        num_classes=num_classes,
-        ignore_index=ignore_index,
-        log=log,
-        jobs=jobs,
-        progress=progress,
-    )
-    baseline_points = {
-        "no_crf": base.replace(iterations=0).to_dict(),
-        "default": CRFParams().to_dict(),
-    }
-    baseline_rows = run("baseline", list(baseline_points.values()))
-    baseline = {name: row["miou"] for name, row in zip(baseline_points, baseline_rows)}
-
-    results: list[dict] = []
-    stage_name, axes = stages[0]
-    rows = run(stage_name, expand_grid(axes, base))
-    results += rows
-    best = select_best(rows, axes, tolerance)
-    if grid == COARSE_TO_FINE:
-        axes = fine_grid(axes, best["params"])
-        fine_rows = run("fine", expand_grid(axes, base))
-        seen = {r["key"] for r in results}
-        results += [r for r in fine_rows if r["key"] not in seen]
-        best = select_best(fine_rows, axes, tolerance)
+    with tempfile.TemporaryDirectory(prefix="deepcrf-search-") as folder:
+        shared = spill(samples, Path(folder)) if jobs > 1 else list(samples)
+        run = functools.partial(
+            _evaluate,
+            samples=shared,
+            num_classes=num_classes,
+            ignore_index=ignore_index,
+            log=log,
+            jobs=jobs,
+            progress=progress,
+        )
+        try:
+            baseline, results, best = _stages(
+                run, stage_name, axes, grid == COARSE_TO_FINE, base, tolerance
+            )
+        finally:
+            forget(s for s in shared if s not in samples)
     return SearchResult(
         best=best["params"],
         baseline=baseline,
@@ -151,6 +142,25 @@ def grid_search(
         images=[s.name for s in samples],
         extra={"best_miou": best["miou"], "best_pixel_acc": best["pixel_acc"]},
     )
+
+
+def _stages(run, stage_name: str, axes: dict, coarse_to_fine: bool, base, tolerance: float):
+    """Baselines, then the grid (or coarse then fine): (baseline, rows, best row)."""
+    baseline_points = {
+        "no_crf": base.replace(iterations=0).to_dict(),
+        "default": CRFParams().to_dict(),
+    }
+    baseline_rows = run("baseline", list(baseline_points.values()))
+    baseline = {name: row["miou"] for name, row in zip(baseline_points, baseline_rows)}
+    results = rows = run(stage_name, expand_grid(axes, base))
+    best = select_best(rows, axes, tolerance)
+    if coarse_to_fine:
+        axes = fine_grid(axes, best["params"])
+        fine_rows = run("fine", expand_grid(axes, base))
+        seen = {r["key"] for r in rows}
+        results = rows + [r for r in fine_rows if r["key"] not in seen]
+        best = select_best(fine_rows, axes, tolerance)
+    return baseline, results, best
 
 
 def _public(row: dict) -> dict:
