@@ -10,6 +10,9 @@ machines are shared (absolute times are printed only on a GPU).
     PYTHONPATH=src python benchmarks/bench_contextual.py [--channels 4608] [--device cuda]
     PYTHONPATH=src python benchmarks/bench_contextual.py --featmap-width 1.0 --device cuda
 
+``--train-step`` instead times one asynchronous training step (the tiny preset's networks)
+against the unary-only step.
+
 With --featmap-width the zoo's FeatMap-Net (at that width) also runs on an image whose map is
 35 x 35, in a row of its own and in the full pipeline row.
 """
@@ -172,5 +175,35 @@ def main() -> None:
         print("| " + " | ".join([*cells, f"{mem:>14.1f}"]) + " |")
 
 
+def train_step_table(width: float, crop: int, batch: int, repeats: int) -> None:
+    """Time of one asynchronous training step of the zoo's contextual CRF against the
+    unary-only model's step (same FeatMap-Net width, crop and batch), both on the CPU."""
+    from deepcrf.contextual import asynchronous_step
+    from deepcrf.models import build
+    from deepcrf.recipes.config import OptimConfig
+    from deepcrf.recipes.contextual import build_contextual_optimizer
+
+    torch.manual_seed(0)
+    x = torch.randn(batch, 3, crop, crop)
+    y = torch.randint(0, 5, (batch, crop, crop))
+    rows = []
+    for name, relations in (("unary only (reference)", []), ("unary + 2 Pairwise-Nets", None)):
+        model = build("contextual_crf", 5, width=width, relations=relations)
+        opt = build_contextual_optimizer(model, OptimConfig(name="adam"))
+
+        def step(model=model, opt=opt):
+            return asynchronous_step(model, x, y, opt.main, opt.pairwise)
+
+        rows.append((name, seconds(step, torch.device("cpu"), repeats)))
+    print(f"training step: width {width}, {crop} px crops, batch {batch}, 5 classes, CPU")
+    print(f"| {'case':<30} | time / ref |")
+    print(f"|{'-' * 32}|------------|")
+    for name, t in rows:
+        print(f"| {name:<30} | {t / rows[0][1]:>10.2f} |")
+
+
 if __name__ == "__main__":
-    main()
+    if "--train-step" in sys.argv:
+        train_step_table(width=0.0625, crop=64, batch=4, repeats=3)
+    else:
+        main()

@@ -58,3 +58,13 @@ def test_split_is_the_default_for_the_zoo_net_and_refused_for_others():
 def test_pairwise_net_needs_two_node_features():
     with pytest.raises(ValueError, match="even"):
         PairwiseNet(3, 7)
+
+
+def test_out_of_memory_names_the_chunk_size_to_lower():
+    class Hungry(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 GB")
+
+    feats = torch.randn(9, 3)
+    with pytest.raises(MemoryError, match="chunk_size"):
+        pairwise_scores(feats, range_box_edges(3, 3, box=1.0, grid=3), Hungry(), 2, split=False)

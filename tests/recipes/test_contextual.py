@@ -112,3 +112,8 @@ def test_bad_settings_name_their_key(voc_tree, tmp_path):
         main(_config(voc_tree, "optim.accumulate=2"), tmp_path / "b")
     with pytest.raises(ValueError, match=r"data\.crop_size"):
         main(_config(voc_tree, "data.crop_size=8"), tmp_path / "c")
+
+
+def test_one_class_is_refused(voc_tree, tmp_path):
+    with pytest.raises(ValueError, match=r"at least 2 classes"):
+        main(_config(voc_tree, "model.num_classes=1"), tmp_path / "one")

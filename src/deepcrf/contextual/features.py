@@ -95,10 +95,20 @@ def pairwise_scores(
     parts = []
     out = None
     for part in edge_chunks(edges.shape[0], chunk_size):
-        if recompute and track and grad_inputs:
-            scores = checkpoint(chunk_fn, *inputs, edges[part], pairwise_net, use_reentrant=False)
-        else:
-            scores = chunk_fn(*inputs, edges[part], pairwise_net)
+        try:
+            if recompute and track and grad_inputs:
+                scores = checkpoint(
+                    chunk_fn, *inputs, edges[part], pairwise_net, use_reentrant=False
+                )
+            else:
+                scores = chunk_fn(*inputs, edges[part], pairwise_net)
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if "memory" not in str(exc).lower():
+                raise
+            raise MemoryError(
+                f"out of memory evaluating the Pairwise-Net on {chunk_size} edges at once: "
+                "lower chunk_size (model.options.chunk_size), or the batch / crop size"
+            ) from exc
         if scores.dim() != 2 or scores.shape[1] != k * k:
             raise ValueError(
                 f"pairwise_net must return (n, num_classes**2) = (n, {k * k}) scores, "

@@ -99,6 +99,11 @@ def build_contextual_optimizer(model: ContextualCRF, cfg: OptimConfig) -> Contex
 
 def check_contextual(config: Config, model: ContextualCRF) -> None:
     """Settings the contextual recipe cannot run with, each named by its key."""
+    if model.num_classes < 2:
+        raise ValueError(
+            f"model.num_classes: the contextual CRF needs at least 2 classes, the dataset "
+            f"defines {model.num_classes} (pairwise potentials over one label carry nothing)"
+        )
     if config.train.amp == "fp16":
         raise ValueError("train.amp: fp16 is not supported by the contextual model (use bf16)")
     if config.optim.accumulate != 1:
