@@ -125,6 +125,22 @@ def _init_worker(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    parent = multiprocessing.parent_process()  # the pool's process, even if already gone
+    _exit_with_parent(parent.pid if parent is not None else os.getppid())
+
+
+def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
+    """End this worker when its parent is gone: a parent killed with SIGKILL cannot shut
+    the pool down, and idle workers would otherwise wait for work forever."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="deepcrf-parent-watch", daemon=True).start()
 
 
 def process_map(
