@@ -19,6 +19,7 @@ from deepcrf.arrays import tensor_from_numpy, transpose_copy
 from deepcrf.crf import Kernel, Pairwise, mean_field
 from deepcrf.features import bilateral_features, grid_features, grid_lattice
 from deepcrf.inputs import check_integer, check_label_count, check_labels
+from deepcrf.lattice import LatticeRangeError, build_lattice
 from deepcrf.params import CRFParams
 from deepcrf.routing import prepare_refine, prepare_refine_labels
 from deepcrf.threads import adaptive
@@ -134,7 +135,11 @@ def refine(
     kernels = []
     if _active(gaussian_compat):
         lattice = (
-            grid_lattice(spatial, gaussian_sxy, spacing, q.device, copies=b)
+            _named_lattice(
+                "gaussian_sxy",
+                gaussian_sxy,
+                lambda: grid_lattice(spatial, gaussian_sxy, spacing, q.device, copies=b),
+            )
             if filter == "lattice"
             else None
         )
@@ -146,7 +151,16 @@ def refine(
         feats = torch.cat(
             [bilateral_features(img[i], bilateral_sxy, bilateral_srgb, spacing) for i in range(b)]
         )
-        kernels.append(Kernel(feats, _compat(bilateral_compat, q.device), normalization))
+        lattice = (
+            _named_lattice(
+                "bilateral_sxy / bilateral_srgb",
+                (bilateral_sxy, bilateral_srgb),
+                lambda: build_lattice(feats, segments),
+            )
+            if filter == "lattice"
+            else None
+        )
+        kernels.append(Kernel(feats, _compat(bilateral_compat, q.device), normalization, lattice))
     for k, (features, compat) in enumerate(extra_kernels):
         f = torch.as_tensor(
             np.asarray(features) if not isinstance(features, torch.Tensor) else features
@@ -157,7 +171,14 @@ def refine(
                 f"got {tuple(f.shape)}"
             )
         f = f.to(q.device).float().reshape(n, -1).repeat(b, 1)
-        kernels.append(Kernel(f, _compat(compat, q.device), normalization))
+        lattice = (
+            _named_lattice(
+                f"extra_kernels[{k}]", None, lambda f=f: build_lattice(f, segments)
+            )
+            if filter == "lattice"
+            else None
+        )
+        kernels.append(Kernel(f, _compat(compat, q.device), normalization, lattice))
 
     pairwise = Pairwise(kernels, num_labels, segments, filter=filter)
     marginals = mean_field(unary, pairwise, iterations)
@@ -166,6 +187,18 @@ def refine(
         out = out[0]
     release_after(b * n * num_labels)  # large refinements: freed buffers back to the OS
     return out.cpu().numpy() if is_numpy else out
+
+
+def _named_lattice(name: str, value: Any, build):
+    """``build()``, with a key-range failure reported against the argument ``name``."""
+    try:
+        return build()
+    except LatticeRangeError:
+        what = "the features" if value is None else f"bandwidths {value!r}"
+        raise ValueError(
+            f"{name}: {what} spread the points over more lattice cells than it can index "
+            "(bandwidths far too small for the features' range); use larger bandwidths"
+        ) from None
 
 
 def refine_labels(

@@ -33,7 +33,12 @@ from deepcrf.allocator import tune_allocator
 from deepcrf.arrays import transpose_copy
 from deepcrf.threads import adaptive
 
-__all__ = ["Lattice", "build_lattice", "stack_lattices"]
+__all__ = ["Lattice", "LatticeRangeError", "build_lattice", "stack_lattices"]
+
+
+class LatticeRangeError(ValueError):
+    """Features spread over more lattice cells than 64-bit keys can index (bandwidths far
+    too small for the features' range)."""
 
 _MAX_PACKED_BITS = 62
 _MAX_FEATURE = 1e7  # keeps integer lattice keys exact in float32 arithmetic
@@ -409,7 +414,7 @@ def _vertex_codes(reduced: torch.Tensor, rank: torch.Tensor, set_index: torch.Te
     num_sets = 1 if set_index is None else int(set_index.max().item()) + 1
     num_codes = total * (d + 1) * num_sets
     if num_codes >= 2**_MAX_PACKED_BITS:
-        raise ValueError(
+        raise LatticeRangeError(
             "features: the lattice keys span too large a range to index; the features are "
             "probably scaled far too finely (bandwidths too small for their range)"
         )
@@ -452,7 +457,7 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
         raise ValueError("features: contain NaN or infinite values")
     largest = coords.abs().max().item()
     if largest > _MAX_FEATURE:
-        raise ValueError(
+        raise LatticeRangeError(
             f"features: magnitude up to {largest:.3g} exceeds the lattice's range "
             f"({_MAX_FEATURE:.0e}); divide the features by larger bandwidths"
         )
