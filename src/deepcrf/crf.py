@@ -41,6 +41,7 @@ __all__ = [
     "MessagePassing",
     "NormalizedKernel",
     "Pairwise",
+    "SideBySide",
     "compat_matrix",
     "mean_field",
     "mean_field_step",
@@ -292,6 +293,29 @@ class _StackedMessage(torch.autograd.Function):
                 sliced = lattice.slice_values(lattice.blur(spread, transpose=True))
                 grad_q = sliced if grad_q is None else grad_q.add_(sliced)
         return grad, grad_q, None, *grads
+
+
+class SideBySide:
+    """R mean-field runs with the same kernels on the same points as one message passing.
+
+    ``pairwise`` is built for R*L labels (per-run compatibilities as a block-diagonal or
+    diagonal compatibility, e.g. a diagonal vector of each run's weights repeated L times).
+
+    The runs' marginals arrive as (N*R, L) rows, point-major (row p*R + r is run r at point
+    p), which is the same memory as (N, R*L): filtered side by side as R*L channels (Potts
+    kernels act on each channel alone), all runs share one lattice and one splat/blur/slice
+    per iteration, with no copy; the mean-field softmax over L still sees each run alone.
+    """
+
+    def __init__(self, pairwise: Pairwise, runs: int) -> None:
+        self.pairwise = pairwise
+        self.runs = runs
+        self.message_bound = pairwise.message_bound
+
+    def add_message(self, logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        n, width = q.shape[0] // self.runs, q.shape[1] * self.runs
+        out = self.pairwise.add_message(logits.view(n, width), q.view(n, width))
+        return out.view(q.shape)
 
 
 class MessagePassing(Protocol):
