@@ -241,8 +241,7 @@ class _Stack:
         matrices = [
             None if t is None else (torch.diag(t) if t.dim() == 1 else t) for t in self.transforms
         ]
-        values = self.stacked.splat_blur(q, transforms=matrices)
-        return self.stacked.slice_values(values, add=logits)
+        return self.stacked.filter_add(q, logits, transforms=matrices)
 
 
 class _StackedMessage(torch.autograd.Function):
