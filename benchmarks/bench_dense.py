@@ -16,6 +16,8 @@ Prints markdown tables (paste them into README):
      normalisation, next to a copy of an (N, L) buffer timed in the same run, so the
      distance to the memory-bandwidth floor is printed (an iteration must at least read the
      marginals, read the unaries and write the new marginals: 1.5 copies).
+  7. ``--memory 0.5,2,4``: only peak memory per megapixel, untiled vs tiled within a
+     budget (``--budget 1G``; see ``deepcrf.tiling``).
 
 Usage: python benchmarks/bench_dense.py [--repeats 5] [--sizes 0.1,0.25,0.5,1,2,4]
        python benchmarks/bench_dense.py --load --breakdown --sizes '' --threads ''
@@ -204,6 +206,44 @@ def gpu_rows(image, unary_probs, batch_sizes=(1, 4, 16)) -> list[dict]:
 
         seconds = timed(step, 10)
         rows.append({"batch": b, "ms_per_batch": seconds * 1e3, "images_per_s": b / seconds})
+    return rows
+
+
+def memory_per_megapixel(sizes_mp: list[float], budget: str) -> list[dict]:
+    """Peak RSS growth per megapixel of ``deepcrf.refine`` (numpy, 21 labels, T=5) on the
+    first photo resized to each size: untiled (``tile=False``, the memory before tiling
+    existed) and with the memory budget ``budget`` (tiles above it); fresh child processes.
+    The marginals returned (84 bytes per pixel) are not counted."""
+    rows = []
+    for mp in sizes_mp:
+        row = {"mp": mp}
+        for key, tile, env_budget in (("untiled", "False", None), ("budget", "None", budget)):
+            code = f"""
+import sys, numpy as np
+from PIL import Image
+sys.path.insert(0, {str(ROOT / "benchmarks")!r})
+import bench_dense as b
+from _memory import rss_kib
+from deepcrf import refine
+name, image, labels = b.photos()[0]
+scale = ({mp} * 1e6 / (image.shape[0] * image.shape[1])) ** 0.5
+size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+image = np.array(Image.fromarray(image).resize(size, Image.BICUBIC))
+if labels is not None:
+    labels = np.array(Image.fromarray(labels.astype(np.uint8)).resize(size, Image.NEAREST))
+probs = b.probabilities(image, labels)
+base = rss_kib()[0]
+q = refine(probs, image, iterations=5, tile={tile})
+print((rss_kib()[1] - base) / 1024 - q.nbytes / 2**20)
+"""
+            env = dict(__import__("os").environ)
+            if env_budget:
+                env["DEEPCRF_MEMORY_BUDGET"] = env_budget
+            out = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+            )
+            row[key] = float(out.stdout.strip().splitlines()[-1])
+        rows.append(row)
     return rows
 
 
@@ -407,7 +447,22 @@ def main() -> None:
     parser.add_argument("--busy", type=int, default=1, help="competing processes for --load")
     parser.add_argument("--breakdown", action="store_true", help="per-iteration breakdown")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
+    parser.add_argument(
+        "--memory",
+        metavar="MP",
+        help="only print peak memory per megapixel at these sizes (e.g. 0.5,2,4), untiled "
+        "vs tiled within --budget",
+    )
+    parser.add_argument("--budget", default="1G", help="DEEPCRF_MEMORY_BUDGET for --memory")
     args = parser.parse_args()
+    if args.memory:
+        sizes = [float(s) for s in args.memory.split(",")]
+        print(f"| megapixels | untiled MB/MP | tiled within {args.budget}: MB/MP | ratio |")
+        print("|---|---|---|---|")
+        for row in memory_per_megapixel(sizes, args.budget):
+            before, after = row["untiled"] / row["mp"], row["budget"] / row["mp"]
+            print(f"| {row['mp']:g} | {before:.0f} | {after:.0f} | {after / before:.2f} |")
+        return
     try:
         import pydensecrf.densecrf as reference
     except ImportError:

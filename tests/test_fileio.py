@@ -60,3 +60,13 @@ def test_files_by_stem_duplicates_are_an_error(tmp_path):
         files_by_stem(tmp_path, [".png", ".jpg"], "images")
     with pytest.raises(FileNotFoundError, match="images"):
         files_by_stem(tmp_path / "nope", [".png"], "images")
+
+
+def test_remove_stale_temps_of_named_outputs_only(tmp_path):
+    mine = tmp_path / f".a.png{TEMP_MARKER}x1.png"
+    other = tmp_path / f".b.png{TEMP_MARKER}x2.png"
+    for p in (mine, other):
+        p.write_text("half")
+    assert remove_stale_temps(tmp_path, ["a.png"]) == [mine]
+    assert other.exists()
+    assert remove_stale_temps(tmp_path) == [other]

@@ -18,7 +18,7 @@ LEVELS = {
     # the mean-field core
     "crf": 3,
     # post-processing API, trainable layers, contextual CRF, pydensecrf drop-in
-    "dense": 4, "tiling": 4, "nn": 4, "contextual": 4, "compat": 4,
+    "dense": 4, "tiling": 4, "routing": 4, "nn": 4, "contextual": 4, "compat": 4,
     # models, data, metrics, pictures
     "models": 5, "data": 5, "metrics": 5, "viz": 5, "evaluation": 5,
     # applications of the CRF over data

@@ -15,10 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from deepcrf.allocator import release_after
 from deepcrf.arrays import tensor_from_numpy, transpose_copy
 from deepcrf.crf import Kernel, Pairwise, mean_field
 from deepcrf.features import bilateral_features, grid_features, grid_lattice
+from deepcrf.inputs import check_integer, check_label_count, check_labels
 from deepcrf.params import CRFParams
+from deepcrf.routing import prepare_refine, prepare_refine_labels
 from deepcrf.threads import adaptive
 
 __all__ = ["refine", "refine_labels", "unary_from_labels", "unary_from_probs"]
@@ -40,10 +43,12 @@ def unary_from_labels(
     Each pixel's label gets probability ``gt_prob``, every other label an equal share of
     the rest; pixels equal to ``ignore_index`` get a uniform distribution ("unsure").
     """
+    if isinstance(gt_prob, bool) or not isinstance(gt_prob, (int, float, np.floating)):
+        raise TypeError(f"gt_prob: expected a probability in (0, 1), got {gt_prob!r}")
     if not 0.0 < gt_prob < 1.0:
         raise ValueError(f"gt_prob: expected a probability in (0, 1), got {gt_prob}")
-    if num_labels < 2:
-        raise ValueError(f"num_labels: expected at least 2 labels, got {num_labels}")
+    num_labels = check_integer(num_labels, "num_labels", minimum=2)
+    labels = check_labels(labels if isinstance(labels, torch.Tensor) else np.asarray(labels))
     labels = torch.as_tensor(labels).long()
     unsure = (
         labels == ignore_index
@@ -80,6 +85,10 @@ def refine(
     filter: str = "lattice",
     clip: float = 1e-5,
     logits: bool = False,
+    strict: bool = False,
+    batched: bool | None = None,
+    tile: bool | int | None = None,
+    force: bool = False,
 ):
     """Refine class probabilities with a fully connected CRF; returns the marginals.
 
@@ -97,7 +106,20 @@ def refine(
     below at ``clip`` before taking logs, as pydensecrf's ``unary_from_softmax`` does.
     Defaults: ``CRFParams()``; ``refine(p, img, **params.to_dict())`` applies a
     ``CRFParams`` (e.g. a ``--crf-params`` file or a ``PRESETS`` entry).
+
+    Inputs are checked as ``deepcrf.inputs`` states (``strict=True`` turns its warnings
+    about unlikely pixel units into errors; ``batched=True`` refines numpy (B, L, *spatial)
+    item by item; ``force=True`` allows ``filter="exact"`` on large inputs). Inputs beyond
+    the memory budget are refined in overlapping tiles (``deepcrf.tiling``; ``tile=False``
+    never tiles, ``tile=True`` always, ``tile=<int>`` sets the tile core size).
     """
+    options = dict(locals())
+    routed = prepare_refine(refine, options)  # checks every argument; batch loop, tiles
+    if routed is not None:
+        return routed
+    probs, image, iterations = options["probs"], options["image"], options["iterations"]
+    gaussian_compat, bilateral_compat = options["gaussian_compat"], options["bilateral_compat"]
+    extra_kernels = options["extra_kernels"]
     is_numpy = isinstance(probs, np.ndarray)
     q, img, batched = _as_batched(probs, image)
     _check_probs(q, logits)
@@ -143,6 +165,7 @@ def refine(
     out = transpose_copy(marginals.view(b, n, num_labels)).view(b, num_labels, *spatial)
     if not batched:
         out = out[0]
+    release_after(b * n * num_labels)  # large refinements: freed buffers back to the OS
     return out.cpu().numpy() if is_numpy else out
 
 
@@ -160,6 +183,13 @@ def refine_labels(
     ``labels`` is (*spatial) numpy or (B, H, W) / (H, W) torch; ``ignore_index`` pixels
     start uniform. Other keyword arguments are those of ``refine``.
     """
+    labels = check_labels(labels)  # integers only (never truncated), detached
+    num_labels = check_label_count(check_integer(num_labels, "num_labels", 2), "num_labels")
+    routed = prepare_refine_labels(
+        refine_labels, labels, image, num_labels, gt_prob, ignore_index, kwargs
+    )
+    if routed is not None:  # a numpy batch refined image by image, or tiles
+        return routed
     is_numpy = isinstance(labels, np.ndarray)
     lab = tensor_from_numpy(labels) if is_numpy else labels
     if not is_numpy and lab.dim() == 3:

@@ -15,15 +15,14 @@ from tqdm import tqdm
 
 from .data.io import read_label
 from .data.lists import read_list
+from .fileio import files_by_stem
 from .metrics import ConfusionMatrix, TrimapConfusion
 
 __all__ = ["evaluate_folders", "match_label_files", "scores_result", "width_key"]
 
 
 def _pngs(folder: Path, what: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{what}: no such folder {folder}")
-    files = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() == ".png"}
+    files = files_by_stem(folder, (".png",), what)  # two maps with one stem: an error
     if not files:
         raise ValueError(f"{what}: no .png label maps in {folder}")
     return files

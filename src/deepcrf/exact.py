@@ -2,7 +2,9 @@
 
 out_i = sum_j exp(-|f_i - f_j|^2 / 2) v_j over all points j of the same point set,
 including j = i. Cost is O(N^2) per set, so it is meant for small inputs (tests, tiny
-images, gradient checks); memory is bounded by processing rows in chunks.
+images, gradient checks); memory is bounded by processing rows in chunks of at most
+``chunk`` rows and ``CHUNK_BYTES`` of temporaries (``refine`` refuses ``filter="exact"``
+above ``deepcrf.inputs.EXACT_MAX_POINTS`` points per image unless ``force=True``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import itertools
 
 import torch
 
-__all__ = ["exact_filter"]
+__all__ = ["CHUNK_BYTES", "exact_filter"]
+
+#: Bound on the temporary memory of one chunk of rows (their differences to all points).
+CHUNK_BYTES = 64 << 20
 
 
 def exact_filter(
@@ -37,8 +42,12 @@ def exact_filter(
     pieces = []
     for start, stop in itertools.pairwise(bounds):
         f, v = features[start:stop], values[start:stop]
-        for row in range(start, stop, chunk):
-            fi = features[row : min(row + chunk, stop)]
+        # rows per chunk: at most ``chunk``, and the (rows, n, d) difference tensor within
+        # CHUNK_BYTES (a 2048-row chunk of a VOC image would otherwise take 8 GB)
+        per_row = (stop - start) * (features.shape[1] + 2) * features.element_size()
+        rows = max(1, min(chunk, CHUNK_BYTES // max(per_row, 1)))
+        for row in range(start, stop, rows):
+            fi = features[row : min(row + rows, stop)]
             sq = (fi.unsqueeze(1) - f.unsqueeze(0)).pow(2).sum(-1)
             pieces.append(torch.exp(-0.5 * sq) @ v)
     return torch.cat(pieces) if pieces else values.new_zeros(values.shape)

@@ -7,17 +7,16 @@ and its bandwidth, so its lattice is built once and reused for every image of th
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
 
+from deepcrf.cache import ByteCache
 from deepcrf.lattice import Lattice, build_lattice
 
 __all__ = ["bilateral_features", "grid_features", "grid_lattice", "per_axis"]
 
-_GRID_CACHE: OrderedDict[tuple, Lattice] = OrderedDict()
-_GRID_CACHE_SIZE = 8
+_GRID_CACHE: ByteCache[Lattice] = ByteCache("grid lattices")  # bounded by bytes, thread-safe
 
 
 def per_axis(value: float | Sequence[float], count: int, name: str) -> list[float]:
@@ -98,15 +97,11 @@ def grid_lattice(
     """The lattice of ``grid_features`` for ``copies`` images of ``shape``, from a small cache."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     key = (tuple(shape), str(sxy), str(spacing), str(device), copies)
-    lattice = _GRID_CACHE.get(key)
-    if lattice is None:
+
+    def build() -> Lattice:
         features = grid_features(shape, sxy, spacing, device)
         n = features.shape[0]
-        segments = [i * n for i in range(copies + 1)]
-        lattice = build_lattice(features.repeat(copies, 1), segments)
-        _GRID_CACHE[key] = lattice
-        if len(_GRID_CACHE) > _GRID_CACHE_SIZE:
-            _GRID_CACHE.popitem(last=False)
-    else:
-        _GRID_CACHE.move_to_end(key)
+        return build_lattice(features.repeat(copies, 1), [i * n for i in range(copies + 1)])
+
+    lattice = _GRID_CACHE.get_or_create(key, build)
     return lattice

@@ -5,6 +5,10 @@ matching files by name stem.
   all. ``write`` fills a temporary file in the same folder (named ``.<name>.deepcrf-tmp-*``
   so that ``remove_stale_temps`` finds what a killed run left); the data are fsynced before
   the rename and the folder after it; the file gets the user's umask (not mkstemp's 0600).
+* ``atomic_write_many([(path, write), ...])``: several outputs of one item committed as a
+  unit: every temporary file is written and fsynced before the first rename, so a killed
+  run leaves either none of the outputs (plus temporaries that ``remove_stale_temps``
+  deletes) or all of the new ones, and ``outputs_complete`` tells a resumed run which.
 * ``files_by_stem(folder, suffixes, what)``: stem -> path; two files with one stem (e.g.
   ``a.png`` and ``a.jpg``) are an error naming both, never a silent choice.
 """
@@ -13,15 +17,17 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 
 __all__ = [
     "TEMP_MARKER",
     "atomic_write",
     "atomic_write_bytes",
+    "atomic_write_many",
     "atomic_write_text",
     "files_by_stem",
+    "outputs_complete",
     "remove_stale_temps",
 ]
 
@@ -55,26 +61,48 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], fsync: bool 
     suffix so writers that choose the format from it (PIL, numpy) do the right thing.
     On any error the temporary file is removed and ``path`` is left as it was.
     """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(
-        dir=folder, prefix=f".{path.name}{TEMP_MARKER}", suffix=path.suffix
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
+    return atomic_write_many([(path, write)], fsync)[0]
+
+
+def atomic_write_many(
+    writes: Sequence[tuple[str | Path, Callable[[Path], object]]], fsync: bool = True
+) -> list[Path]:
+    """Write several files as a unit: all temporaries are written (in order) and fsynced,
+    then renamed into place, then their folders fsynced. On any error before the renames,
+    every temporary is removed and no final path is touched."""
+    temps: list[tuple[Path, Path]] = []
     try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        for target, write in writes:
+            path = Path(target)
+            folder = path.parent if str(path.parent) else Path(".")
+            try:
+                fd, tmp_name = tempfile.mkstemp(
+                    dir=folder, prefix=f".{path.name}{TEMP_MARKER}", suffix=path.suffix
+                )
+            except OSError as exc:  # name the output, not the temporary
+                raise type(exc)(exc.errno, f"cannot write {path}: {exc.strerror}") from exc
+            os.close(fd)
+            temps.append((Path(tmp_name), path))
+            write(Path(tmp_name))
+            os.chmod(tmp_name, 0o666 & ~_umask())
+            if fsync:
+                with open(tmp_name, "rb+") as handle:
+                    os.fsync(handle.fileno())
+        for tmp, path in temps:
+            os.replace(tmp, path)
         if fsync:
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        if fsync:
-            _fsync_dir(folder)
+            for folder in {path.parent for _, path in temps}:
+                _fsync_dir(folder if str(folder) else Path("."))
     finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+        for tmp, _ in temps:
+            if tmp.exists():
+                tmp.unlink()
+    return [path for _, path in temps]
+
+
+def outputs_complete(paths: Iterable[str | Path]) -> bool:
+    """Whether every output of an item exists (a resumed run redoes the item otherwise)."""
+    return all(Path(p).is_file() for p in paths)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -93,13 +93,15 @@ def test_grid_search_output_table_plot_and_round_trip(folders, capsys):
                 "--out",
                 str(refined),
                 "--save-probs",
+                str(refined.parent / "marginals"),
             ]
         )
         == 0
     )
     image = np.asarray(Image.open(folders / "img" / "n4.png").convert("RGB"))
     expected = refine(np.load(folders / "probs" / "n4.npy"), image, **result["best"])
-    np.testing.assert_allclose(np.load(refined.with_suffix(".npy")), expected, atol=1e-6)
+    marginals = np.load(refined.parent / "marginals" / (refined.stem + ".npy"))
+    np.testing.assert_allclose(marginals, expected, atol=1e-6)
 
 
 def test_fit_method(folders):

@@ -29,6 +29,7 @@ def test_single_image_with_probabilities(tmp_path):
             "--out",
             str(out),
             "--save-probs",
+            str(tmp_path / "marginals"),
             "--iterations",
             "5",
         ]
@@ -36,7 +37,7 @@ def test_single_image_with_probabilities(tmp_path):
     assert code == 0
     refined = np.array(Image.open(out))
     assert Image.open(out).mode == "P" and refined.shape == label.shape
-    marginals = np.load(out.with_suffix(".npy"))
+    marginals = np.load(tmp_path / "marginals" / "refined.npy")
     assert marginals.shape == probs.shape
     np.testing.assert_array_equal(marginals.argmax(0), refined)
     assert (refined == label).mean() >= (probs.argmax(0) == label).mean()
@@ -103,3 +104,4 @@ def test_missing_files(tmp_path, capsys, missing):
         np.save(tmp_path / "a.npy", probs)
     assert main(["refine", str(tmp_path / "a.png"), "--probs", str(tmp_path / "a.npy")]) == 1
     assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "a_crf.png").exists()

@@ -10,7 +10,7 @@ from deepcrf.cli.progress import close_bars, progress, summary
 def test_bar_total_excludes_skipped(capsys):
     assert list(progress(["a", "b"], "refine", skipped=5)) == ["a", "b"]
     err = capsys.readouterr().err
-    assert "refine (5 already done)" in err and "2/2" in err and "7" not in err.split("|")[-1]
+    assert "refine (5 already done)" in err and "2/2" in err and "/7" not in err
     assert list(progress(iter(range(3)), "x")) == [0, 1, 2]  # no length: no total
 
 

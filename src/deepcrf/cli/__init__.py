@@ -45,8 +45,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Failures a user can cause and fix (bad arguments, files, devices, memory): reported as
+#: one ``deepcrf <command>: error: ...`` line. Anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS = (ValueError, TypeError, OSError, ImportError, MemoryError, NotImplementedError)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an expected failure, naming the file for OS errors."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        target = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else f"{exc.filename}"
+        return f"{target}: {exc.strerror}"
+    if isinstance(exc, MemoryError):
+        return (
+            f"out of memory ({exc or 'allocation failed'}); lower DEEPCRF_MEMORY_BUDGET or "
+            "use --tile to refine in smaller pieces"
+        )
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split()) if "\n" in text else text
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the process exit status."""
+    """Run the command line; returns the process exit status.
+
+    Expected failures (``EXPECTED_ERRORS``) print one ``deepcrf <command>: error: ...`` line
+    and return 1 (``DEEPCRF_DEBUG=1`` shows their traceback); Ctrl-C returns 130; bad
+    flags are argparse's usage errors (exit 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -54,8 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, TypeError) as exc:
-        print(f"deepcrf {args.command}: error: {exc}", file=sys.stderr)
+    except BrokenPipeError:  # the reader went away (e.g. `deepcrf refine | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except EXPECTED_ERRORS as exc:
+        if os.environ.get("DEEPCRF_DEBUG"):
+            raise
+        print(f"deepcrf {args.command}: error: {describe(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         from deepcrf.cli.progress import close_bars
@@ -67,9 +95,6 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    except BrokenPipeError:  # the reader went away (e.g. `deepcrf refine | head`): stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

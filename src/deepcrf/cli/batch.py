@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from deepcrf.cli.progress import progress, summary
-from deepcrf.fileio import remove_stale_temps
+from deepcrf.fileio import outputs_complete, remove_stale_temps
 from deepcrf.parallel import parse_shard, process_map, shard
 
 __all__ = ["BatchItem", "BatchSummary", "add_batch_arguments", "run_batch", "summary_line"]
@@ -26,11 +26,18 @@ __all__ = ["BatchItem", "BatchSummary", "add_batch_arguments", "run_batch", "sum
 
 @dataclass(frozen=True)
 class BatchItem:
-    """One unit of work: its name (the shard key), input files and output file."""
+    """One unit of work: its name (the shard key), input files and output file (plus
+    ``extra`` outputs written with it as a unit; the item is done when all exist)."""
 
     name: str
     inputs: tuple[Path, ...]
     output: Path
+    extra: tuple[Path, ...] = ()
+
+    @property
+    def outputs(self) -> tuple[Path, ...]:
+        """Every output of the item."""
+        return (self.output, *self.extra)
 
 
 @dataclass(frozen=True)
@@ -94,10 +101,11 @@ def run_batch(
         raise ValueError("items: duplicate names")
     mine = set(shard(names, index, count))
     selected = [item for item in items if item.name in mine]
-    for folder in {item.output.parent for item in selected}:
+    mine_outputs = [path for item in selected for path in item.outputs]
+    for folder in {path.parent for path in mine_outputs}:
         folder.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(folder, only={i.output.name for i in selected})
-    todo = [item for item in selected if overwrite or not item.output.exists()]
+        remove_stale_temps(folder, only={p.name for p in mine_outputs if p.parent == folder})
+    todo = [item for item in selected if overwrite or not outputs_complete(item.outputs)]
     skipped = len(selected) - len(todo)
     start = time.perf_counter()
     results = process_map(functools.partial(_named, work), todo, jobs, help_locally=True)

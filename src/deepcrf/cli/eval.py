@@ -23,8 +23,8 @@ def _widths(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated widths like 1,2,5, got {text!r}"
         ) from None
-    if not widths or any(w < 0 for w in widths):
-        raise argparse.ArgumentTypeError(f"expected non-negative widths, got {text!r}")
+    if not widths or any(not (0 <= w < float("inf")) for w in widths):
+        raise argparse.ArgumentTypeError(f"expected finite non-negative widths, got {text!r}")
     return widths
 
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepcrf.cache import ByteCache
+
 from .features import pairwise_scores
 from .graph import RELATIONS, batch_edges, range_box_edges
 from .inference import mean_field
@@ -97,7 +99,7 @@ class ContextualCRF(nn.Module):
         self.iterations = iterations
         self.chunk_size = chunk_size
         self.ignore_index = ignore_index
-        self._graphs: dict[tuple, list[torch.Tensor]] = {}
+        self._graphs: ByteCache[list[torch.Tensor]] = ByteCache("contextual graphs")
 
     # -- parameter groups (the asynchronous update steps them separately) ------------------
     def featmap_parameters(self) -> list[nn.Parameter]:
@@ -123,12 +125,13 @@ class ContextualCRF(nn.Module):
     def graph(self, h: int, w: int, batch: int, device: torch.device) -> list[torch.Tensor]:
         """Batched range-box edges (B*E, 2) per relation, cached by map size."""
         key = (h, w, batch, str(device))
-        if key not in self._graphs:
-            self._graphs[key] = [
+        return self._graphs.get_or_create(
+            key,
+            lambda: [
                 batch_edges(range_box_edges(h, w, r, self.box, self.grid), h * w, batch).to(device)
                 for r in self.relations
-            ]
-        return self._graphs[key]
+            ],
+        )
 
     def potentials(self, features: Sequence[torch.Tensor]) -> Potentials:
         """Unary and pairwise scores of a batch from its feature maps."""

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deepcrf.fileio import files_by_stem
+
 from .base import SegmentationDataset
 from .io import IMAGE_EXTENSIONS
 from .lists import read_list, resolve_listed_path
@@ -14,24 +16,12 @@ from .lists import read_list, resolve_listed_path
 __all__ = ["FolderSegmentation", "pair_by_stem"]
 
 
-def _by_stem(folder: Path, exts: tuple[str, ...], what: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{what}: no such folder {folder}")
-    found: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in exts:
-            if p.stem in found:
-                raise ValueError(f"{what}: two files with stem {p.stem!r}: {found[p.stem]}, {p}")
-            found[p.stem] = p
-    return found
-
-
 def pair_by_stem(
     images_dir: str | Path, masks_dir: str | Path, names: list[str] | None = None
 ) -> list[tuple[str, Path, Path]]:
     """(stem, image, mask) for every stem (or every listed name); errors list unpaired files."""
-    images = _by_stem(Path(images_dir), IMAGE_EXTENSIONS, "images_dir")
-    masks = _by_stem(Path(masks_dir), (".png",), "masks_dir")
+    images = files_by_stem(images_dir, IMAGE_EXTENSIONS, "images_dir")
+    masks = files_by_stem(masks_dir, (".png",), "masks_dir")
     if names is None:
         if not images:
             raise ValueError(f"images_dir: no images in {images_dir}")

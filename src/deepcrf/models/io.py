@@ -26,6 +26,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from deepcrf.fileio import atomic_write
+
+from .validate import check_config, is_safetensors, read_header
+
 #: Parameter names and shapes of torchvision's ``vgg16`` (no batch norm).
 TORCHVISION_VGG16_SHAPES: dict[str, tuple[int, ...]] = {}
 _IN = 3
@@ -108,9 +112,16 @@ def _read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> dict[st
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"ImageNet VGG-16 checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        return dict(_safetensors().load_file(str(path)))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    if path.suffix.lower() == ".safetensors" or is_safetensors(path):
+        return _load_tensors(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load of a foreign file raises anything (KeyError, ...)
+        if isinstance(exc, (PermissionError, IsADirectoryError, MemoryError)):
+            raise
+        raise ValueError(
+            f"{path}: cannot read as a torch checkpoint (.pth) or safetensors file: {exc}"
+        ) from exc
     if not isinstance(state, Mapping):
         raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__})")
     return dict(state)
@@ -208,16 +219,19 @@ def load_imagenet_vgg16(
 
 def _converted_backbone(source) -> tuple[Path, dict, dict[str, torch.Tensor]] | None:
     """(path, config, tensors) when ``source`` is a deepcrf model file, else None."""
-    if isinstance(source, Mapping) or Path(source).suffix != ".safetensors":
+    if isinstance(source, Mapping) or Path(source).suffix.lower() != ".safetensors":
         return None
     path = Path(source)
     if not path.is_file():
         return None  # the torchvision path reports the missing file
-    with _safetensors_open(path) as f:
-        metadata = f.metadata() or {}
+    _, metadata = _checked_header(path)
     if "deepcrf.config" not in metadata:
         return None
-    return path, json.loads(metadata["deepcrf.config"]), _safetensors().load_file(str(path))
+    try:
+        config = json.loads(metadata["deepcrf.config"])
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: deepcrf.config is not valid JSON: {exc}") from exc
+    return path, config, _load_tensors(path)
 
 
 def _load_converted_backbone(
@@ -269,10 +283,8 @@ def save_safetensors(
     config = getattr(model, "config", None)
     if config is not None:
         metadata["deepcrf.config"] = json.dumps(config)
-    tmp = path.with_name(path.name + ".tmp")
-    _safetensors().save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
-    return path
+    st = _safetensors()
+    return atomic_write(path, lambda tmp: st.save_file(tensors, str(tmp), metadata=metadata))
 
 
 def load_safetensors(model: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
@@ -280,7 +292,7 @@ def load_safetensors(model: nn.Module, path: str | Path, strict: bool = True) ->
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"safetensors file not found: {path}")
-    state = _safetensors().load_file(str(path))
+    state = _load_tensors(path)
     try:
         model.load_state_dict(state, strict=strict)
     except RuntimeError as exc:
@@ -304,31 +316,49 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> nn
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"safetensors file not found: {path}")
-    with _safetensors_open(path) as f:
-        metadata = f.metadata() or {}
+    header, metadata = _checked_header(path)
     if "deepcrf.config" not in metadata:
         raise ValueError(f"{path} has no deepcrf.config metadata; use load_safetensors instead")
-    config = json.loads(metadata["deepcrf.config"])
+    try:
+        config = json.loads(metadata["deepcrf.config"])
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: deepcrf.config is not valid JSON: {exc}") from exc
     if not isinstance(config, dict) or "name" not in config or "num_classes" not in config:
         raise ValueError(f"{path}: deepcrf.config metadata must hold name and num_classes")
     recorded = {k: config.pop(k) for k in RECORDED_KEYS if k in config}
+    config = dict(check_config(path, config, header))  # before allocating anything
     model = build(config.pop("name"), config.pop("num_classes"), **config)
     model.config.update(recorded)
     load_safetensors(model, path)
     return model.to(device) if device is not None else model
 
 
+def _checked_header(path: Path) -> tuple[dict, dict[str, str]]:
+    """The safetensors header of ``path``, with errors naming the file."""
+    if path.suffix.lower() != ".safetensors" and not is_safetensors(path):
+        raise ValueError(f"{path}: expected a .safetensors file (got suffix {path.suffix!r})")
+    return read_header(path)
+
+
 def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
-    """The string metadata of a .safetensors file (empty when it has none)."""
+    """The string metadata of a .safetensors file (empty when it has none); a corrupt file
+    is a ValueError naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"safetensors file not found: {path}")
-    with _safetensors_open(path) as f:
-        return dict(f.metadata() or {})
+    return dict(_checked_header(path)[1])
 
 
-def _safetensors_open(path: Path):
-    _safetensors()  # clear error when missing
-    from safetensors import safe_open
-
-    return safe_open(str(path), framework="pt")
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file; a corrupt file is a ValueError naming it."""
+    _checked_header(path)
+    try:
+        return dict(_safetensors().load_file(str(path)))
+    except (OSError, ValueError, RuntimeError) as exc:
+        if isinstance(exc, (PermissionError, IsADirectoryError)):
+            raise
+        raise ValueError(f"{path}: cannot read the safetensors file: {exc}") from exc
+    except Exception as exc:  # safetensors' own error type is not an OSError/ValueError
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        raise ValueError(f"{path}: cannot read the safetensors file: {exc}") from exc

@@ -169,9 +169,9 @@ RECIPES: dict[str, Recipe] = {
                 "data": {**_TINY_DATA},
                 "optim": {
                     **_TINY_ADAM,
-                    "lr": 2e-4,
-                    "crf_lr_mult": 50.0,
-                    "compat_lr_mult": 50.0,
+                    "lr": 2e-5,
+                    "crf_lr_mult": 500.0,
+                    "compat_lr_mult": 500.0,
                     "freeze": ["fcn.upscore8"],
                 },
                 "schedule": {"name": "constant"},
@@ -182,7 +182,7 @@ RECIPES: dict[str, Recipe] = {
         first_stage="fcn8s",
         preset_notes={
             "paper": "from an FCN-8s run (init=), batch 1, T=5/10, CRF lr x1e4/x1e3",
-            "tiny": "from the tiny FCN-8s, Adam (CRF x50), 80 steps of batch 4",
+            "tiny": "from the tiny FCN-8s, Adam 2e-5 (CRF 1e-2), 80 steps of batch 4",
         },
     ),
     "joint": Recipe(
@@ -208,7 +208,7 @@ RECIPES: dict[str, Recipe] = {
             "tiny": {
                 "model": {"name": "joint_deeplab_crf", "options": {"width": 0.125, "dropout": 0.0}},
                 "data": {**_TINY_DATA},
-                "optim": {**_TINY_ADAM, "lr": 2e-4, "groups": "two_stage", "crf_lr_mult": 50.0},
+                "optim": {**_TINY_ADAM, "lr": 2e-5, "groups": "two_stage", "crf_lr_mult": 500.0},
                 "schedule": {"name": "constant"},
                 "train": {**_TINY_TRAIN, "steps": 60, "batch_size": 4, "save_every": 20},
                 "crf": _DEEPLAB_CRF,
@@ -217,7 +217,7 @@ RECIPES: dict[str, Recipe] = {
         first_stage="deeplab",
         preset_notes={
             "paper": "stage 2 from a deeplab run (init=), SGD 1e-4 CNN / 1e-3 CRF, 4k steps",
-            "tiny": "stage 2 from the tiny deeplab, Adam (CRF x50), 60 steps of batch 4",
+            "tiny": "stage 2 from the tiny deeplab, Adam 2e-5 (CRF 1e-2), 60 steps of batch 4",
         },
     ),
 }

@@ -65,7 +65,7 @@ def score_params(
     cm = ConfusionMatrix(num_classes, ignore_index)
     for s in samples:
         x = load_sample(s)
-        q = refine(np.array(x.probs, np.float32), x.image, **params)
+        q = refine(np.array(x.probs, np.float32), np.array(x.image), **params)
         cm.update(q.argmax(0), x.label, name=s.name)
     return cm.scores()
 
@@ -139,7 +139,7 @@ def fit(
         for step in range(1, steps + 1):
             x = load_sample(samples[int(order[(step - 1) % len(samples)])])
             unary = unary_from_probs(torch.from_numpy(np.array(x.probs, np.float32)))[None]
-            image = torch.from_numpy(np.ascontiguousarray(x.image)).permute(2, 0, 1)[None]
+            image = torch.from_numpy(np.array(x.image)).permute(2, 0, 1)[None]
             target = torch.from_numpy(np.asarray(x.label, np.int64))[None]
             logits = crf(unary, image.float())
             loss = F.cross_entropy(logits, target, ignore_index=ignore_index)

@@ -165,7 +165,7 @@ def _score_batch(group: ScoreGroup, batch: list[Sample], labels: int, ignore_ind
         feats = torch.cat(
             [
                 bilateral_features(
-                    torch.from_numpy(np.ascontiguousarray(s.image)),
+                    torch.from_numpy(np.array(s.image)),
                     group.bilateral_sxy,
                     group.bilateral_srgb,
                 )

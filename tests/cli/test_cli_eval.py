@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "data"))
-from fake_trees import make_voc_tree
-
 from deepcrf.cli import main
 from deepcrf.data import VOCSegmentation
 from deepcrf.viz import save_label_png
+from fake_trees import make_voc_tree
 
 K = 21
 

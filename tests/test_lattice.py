@@ -7,10 +7,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference_lattice import reference_lattice_filter
 
 from deepcrf.exact import exact_filter
 from deepcrf.lattice import build_lattice, stack_lattices
+from reference_lattice import reference_lattice_filter
 
 
 def random_features(n: int, d: int, seed: int, spread: float = 3.0) -> torch.Tensor:

@@ -1,0 +1,36 @@
+"""deepcrf.arrays: numpy -> torch without surprises, the fast transposing copy."""
+
+import numpy as np
+import pytest
+import torch
+
+from deepcrf.arrays import tensor_from_numpy, transpose_copy
+
+
+def test_contiguous_writable_arrays_share_memory():
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    t = tensor_from_numpy(a)
+    t[0, 0] = 42
+    assert a[0, 0] == 42
+
+
+def test_read_only_and_strided_arrays_are_copied_and_left_alone():
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    a.flags.writeable = False
+    t = tensor_from_numpy(a)
+    t += 1
+    assert a[0, 0] == 0 and t[0, 0] == 1
+    b = np.arange(12, dtype=np.float64).reshape(3, 4)[:, ::2]
+    t = tensor_from_numpy(b, dtype=np.float32)
+    assert t.is_contiguous() and t.dtype == torch.float32
+    np.testing.assert_array_equal(t.numpy(), b.astype(np.float32))
+
+
+@pytest.mark.parametrize("shape", [(7, 3), (2, 5, 4), (1, 1)])
+@pytest.mark.parametrize("scale", [None, 0.5])
+def test_transpose_copy_equals_transpose_contiguous(shape, scale):
+    x = torch.randn(shape)
+    out = transpose_copy(x, scale)
+    expected = x.transpose(-1, -2).contiguous() * (1 if scale is None else scale)
+    assert out.is_contiguous() and out.shape == expected.shape
+    torch.testing.assert_close(out, expected)
