@@ -8,6 +8,7 @@ DeepLab-LargeFOV's cross-validated values (w1=4, σα=121, σβ=5, w2=3, σγ=3,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -293,11 +294,14 @@ def _as_batched(probs, image):
 def _check_probs(q: torch.Tensor, logits: bool) -> None:
     if q.is_complex() or not (q.is_floating_point()):
         raise TypeError(f"probs: expected a floating-point array, got {q.dtype}")
-    if not torch.isfinite(q).all():
+    # two passes over the input (it can be large): min/max (NaN propagates into both),
+    # then the label sums of probabilities
+    low, high = (float(v) for v in torch.aminmax(q)) if q.numel() else (0.0, 0.0)
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError("probs: contains NaN or infinite values")
     if logits:
         return
-    if (q < 0).any():
+    if low < 0:
         raise ValueError("probs: probabilities must be >= 0 (pass logits=True for scores)")
     sums = q.sum(dim=1)
     if (sums - 1).abs().max() > 1e-3:
