@@ -10,6 +10,9 @@ machines are shared (absolute times are printed only on a GPU).
     PYTHONPATH=src python benchmarks/bench_contextual.py [--channels 4608] [--device cuda]
     PYTHONPATH=src python benchmarks/bench_contextual.py --featmap-width 1.0 --device cuda
 
+``--train-step`` instead times one asynchronous training step (the tiny preset's networks)
+against the unary-only step.
+
 With --featmap-width the zoo's FeatMap-Net (at that width) also runs on an image whose map is
 35 x 35, in a row of its own and in the full pipeline row.
 """
@@ -84,7 +87,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=21)
     parser.add_argument("--channels", type=int, default=4608, help="feature dimension C")
     parser.add_argument("--hidden", type=int, default=512, help="Unary/Pairwise-Net hidden FC")
-    parser.add_argument("--chunk", type=int, default=2048, help="edges per Pairwise-Net call")
+    parser.add_argument("--chunk", type=int, default=8192, help="edges per Pairwise-Net call")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--featmap-width", type=float, default=None)
@@ -94,24 +97,21 @@ def main() -> None:
     torch.manual_seed(0)
     s, k, c, hid = args.size, args.classes, args.channels, args.hidden
 
-    def mlp(inp: int, out: int) -> torch.nn.Module:
-        net = torch.nn.Sequential(
-            torch.nn.Linear(inp, hid), torch.nn.ReLU(), torch.nn.Linear(hid, out)
-        )
-        return net.to(device).eval()
+    from deepcrf.models.featmap import PairwiseNet, UnaryNet
 
-    unary_net = mlp(c, k)
-    pairwise_nets = [mlp(2 * c, k * k) for _ in range(2)]
+    width = hid / 512
+    unary_net = UnaryNet(k, c, width).to(device).eval()
+    pairwise_nets = [PairwiseNet(k, 2 * c, width).to(device).eval() for _ in range(2)]
     nodes = [torch.randn(s * s, c, device=device) for _ in range(3)]
     edges = [range_box_edges(s, s, r).to(device) for r in ("surrounding", "above_below")]
 
     def unary_only():
         return unary_net(nodes[0]).softmax(1)
 
-    def potentials(chunk: int):
+    def potentials(chunk: int, split: bool = True):
         unary = unary_net(nodes[0])
         tables = [
-            pairwise_scores(f, e, net, k, chunk)
+            pairwise_scores(f, e, net, k, chunk, split=split)
             for f, e, net in zip(nodes[1:], edges, pairwise_nets, strict=True)
         ]
         return unary, tables
@@ -121,16 +121,18 @@ def main() -> None:
     def inference():
         return mean_field(fixed[0], edges, fixed[1], iterations=3)
 
-    def pipeline(chunk: int):
-        unary, tables = potentials(chunk)
+    def pipeline(chunk: int, split: bool = True):
+        unary, tables = potentials(chunk, split)
         return mean_field(unary, edges, tables, iterations=3)
 
     rows: list[tuple[str, Callable[[], object]]] = [
         ("unary-only forward (reference)", unary_only),
-        (f"potentials, chunk {args.chunk}", lambda: potentials(args.chunk)),
+        (f"before: potentials, unsplit, chunk {args.chunk}", lambda: potentials(args.chunk, False)),
+        ("before: potentials + 3 MF, unsplit", lambda: pipeline(args.chunk, False)),
+        (f"potentials, split, chunk {args.chunk}", lambda: potentials(args.chunk)),
         ("3 mean-field iterations", inference),
-        (f"potentials + 3 MF, chunk {args.chunk}", lambda: pipeline(args.chunk)),
-        ("potentials + 3 MF, one chunk", lambda: pipeline(max(e.shape[0] for e in edges))),
+        (f"potentials + 3 MF, split, chunk {args.chunk}", lambda: pipeline(args.chunk)),
+        ("potentials + 3 MF, split, one chunk", lambda: pipeline(max(e.shape[0] for e in edges))),
     ]
     if args.featmap_width is not None:
         from deepcrf.models import build
@@ -164,14 +166,44 @@ def main() -> None:
         f"hidden {hid}, device {device}, torch threads {torch.get_num_threads()}"
     )
     gpu = device.type == "cuda"
-    columns = [f"{'case':<40}", f"{'time / ref':>10}"] + ([f"{'time (s)':>9}"] if gpu else [])
+    columns = [f"{'case':<44}", f"{'time / ref':>10}"] + ([f"{'time (s)':>9}"] if gpu else [])
     columns.append(f"{'peak extra MiB':>14}")
     print("| " + " | ".join(columns) + " |")
     print("|" + "|".join("-" * (len(c) + 2) for c in columns) + "|")
     for name, t, mem in results:
-        cells = [f"{name:<40}", f"{t / ref:>10.1f}"] + ([f"{t:>9.4f}"] if gpu else [])
+        cells = [f"{name:<44}", f"{t / ref:>10.1f}"] + ([f"{t:>9.4f}"] if gpu else [])
         print("| " + " | ".join([*cells, f"{mem:>14.1f}"]) + " |")
 
 
+def train_step_table(width: float, crop: int, batch: int, repeats: int) -> None:
+    """Time of one asynchronous training step of the zoo's contextual CRF against the
+    unary-only model's step (same FeatMap-Net width, crop and batch), both on the CPU."""
+    from deepcrf.contextual import asynchronous_step
+    from deepcrf.models import build
+    from deepcrf.recipes.config import OptimConfig
+    from deepcrf.recipes.contextual import build_contextual_optimizer
+
+    torch.manual_seed(0)
+    x = torch.randn(batch, 3, crop, crop)
+    y = torch.randint(0, 5, (batch, crop, crop))
+    rows = []
+    for name, relations in (("unary only (reference)", []), ("unary + 2 Pairwise-Nets", None)):
+        model = build("contextual_crf", 5, width=width, relations=relations)
+        opt = build_contextual_optimizer(model, OptimConfig(name="adam"))
+
+        def step(model=model, opt=opt):
+            return asynchronous_step(model, x, y, opt.main, opt.pairwise)
+
+        rows.append((name, seconds(step, torch.device("cpu"), repeats)))
+    print(f"training step: width {width}, {crop} px crops, batch {batch}, 5 classes, CPU")
+    print(f"| {'case':<30} | time / ref |")
+    print(f"|{'-' * 32}|------------|")
+    for name, t in rows:
+        print(f"| {name:<30} | {t / rows[0][1]:>10.2f} |")
+
+
 if __name__ == "__main__":
-    main()
+    if "--train-step" in sys.argv:
+        train_step_table(width=0.0625, crop=64, batch=4, repeats=3)
+    else:
+        main()

@@ -136,3 +136,21 @@ def test_pairwise_scores_same_with_and_without_autograd():
     (g,) = torch.autograd.grad(chunked.square().sum(), nodes)
     (ref,) = torch.autograd.grad(direct.square().sum(), nodes)
     torch.testing.assert_close(g, ref)
+
+
+def test_pairwise_weight_scales_the_tables_in_mean_field():
+    from contextual_nets import tiny_model as _tiny
+
+    from deepcrf.contextual import mean_field as _mf
+
+    x = torch.randn(1, 3, 12, 12)
+    zero = _tiny(pairwise_weight=0.0)
+    with torch.no_grad():
+        pot = zero.potentials(zero.feature_maps(x))
+        assert torch.allclose(
+            zero.marginals(x).permute(0, 2, 3, 1).reshape(-1, 3), pot.unary.softmax(1), atol=1e-6
+        )
+        half = _tiny(pairwise_weight=0.5)
+        expected = _mf(pot.unary, pot.edges, [t * 0.5 for t in pot.pairwise], 3)
+        got = half.marginals(x).permute(0, 2, 3, 1).reshape(-1, 3)
+        assert torch.allclose(got, expected, atol=1e-6)

@@ -55,8 +55,12 @@ def test_featmap_moves_once_per_step_pairwise_once_per_subiteration():
     main.register_step_post_hook(after_main)
     result = asynchronous_step(model, x, labels, main, pair, edges_per_update=200)
 
-    expected = [math.ceil(valid_edge_count(model, labels, i) / 200) for i in range(2)]
+    # ceil(graph edges / 200) sub-iterations (equal on every process), each with at most 200
+    # of the valid edges
+    graph = model.graph(8, 8, 2, torch.device("cpu"))
+    expected = [math.ceil(e.shape[0] / 200) for e in graph]
     assert [result.pairwise_updates[r] for r in model.relations] == expected
+    assert all(valid_edge_count(model, labels, i) <= 200 * expected[i] for i in range(2))
     assert expected[0] > 1 and expected[1] > 1
     sub = [ev for ev in events if ev[0] == "pairwise"]
     assert len(sub) == sum(expected)

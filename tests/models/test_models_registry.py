@@ -22,6 +22,7 @@ EXPECTED = {
     "unary_net",
     "pairwise_net",
     "refine_net",
+    "contextual_crf",
 }
 
 

@@ -6,15 +6,34 @@ has ~1,200 nodes x 24 edges per relation: materialising every (E, 2C) edge featu
 hidden activation at once is what runs out of memory, so the net is applied ``chunk_size``
 edges at a time. Under autograd each chunk is recomputed in the backward pass
 (activation checkpointing), so only the (E, K, K) scores are kept alive.
+
+Split first layer: a Pairwise-Net whose first layer is linear on ``[f_p, f_q]`` computes
+``W [f_p; f_q] + b = (W_p f_p + b) + W_q f_q``. A net that offers this split
+(:class:`SplitPairwiseNet`: ``project_nodes`` and ``score_edges``) has both products computed
+once per node, before edges are formed; an edge then costs a gather, an addition and the
+second layer, independent of the feature width C (the paper's C is 4608, so the edge cost
+drops by about 2C / K^2). Chunking and recomputation apply to the per-edge part.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+
+@runtime_checkable
+class SplitPairwiseNet(Protocol):
+    """A Pairwise-Net whose first layer is split into per-node products."""
+
+    def project_nodes(self, node_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W_p f + b, W_q f)`` for node features (N, C): two (N, hidden) tensors."""
+
+    def score_edges(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores (n, K*K) from the first layer's pre-activations (n, hidden)."""
 
 
 def edge_features(node_features: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
@@ -40,28 +59,56 @@ def pairwise_scores(
     num_classes: int,
     chunk_size: int = 8192,
     recompute: bool = True,
+    split: bool | None = None,
 ) -> torch.Tensor:
     """Pairwise-Net scores z_pq(y_p, y_q) for every edge, as (E, K, K), chunk by chunk.
 
     ``pairwise_net`` maps (n, 2C) edge features to (n, K*K) scores laid out row-major, i.e.
     entry ``y_p * K + y_q``. With ``recompute`` (and autograd on) each chunk's activations are
     recomputed in the backward pass instead of stored; turn it off for nets whose forward has
-    side effects (batch-norm running statistics would be updated twice).
+    side effects (batch-norm running statistics would be updated twice). ``split`` (default:
+    whenever the net is a :class:`SplitPairwiseNet`) computes the first layer once per node;
+    ``split=False`` forms every (E, 2C) edge feature (the reference path).
     """
     _check_edges(edges, node_features.shape[0])
     k = num_classes
     track = torch.is_grad_enabled() and (
         node_features.requires_grad or any(p.requires_grad for p in pairwise_net.parameters())
     )
+    can_split = isinstance(pairwise_net, SplitPairwiseNet)
+    if split is None:
+        split = can_split
+    elif split and not can_split:
+        raise TypeError(
+            "split=True needs a Pairwise-Net with project_nodes and score_edges "
+            f"(deepcrf.models PairwiseNet), got {type(pairwise_net).__name__}"
+        )
+    inputs: tuple[torch.Tensor, ...] = (node_features,)
+    chunk_fn = _chunk_scores
+    if split:
+        if 2 * edges.shape[0] < node_features.shape[0]:  # a few edges: project their nodes only
+            used, edges = torch.unique(edges, return_inverse=True)
+            node_features = node_features[used]
+        inputs = tuple(pairwise_net.project_nodes(node_features))
+        chunk_fn = _split_chunk_scores
+    grad_inputs = any(t.requires_grad for t in inputs)
     parts = []
     out = None
     for part in edge_chunks(edges.shape[0], chunk_size):
-        if recompute and track and node_features.requires_grad:
-            scores = checkpoint(
-                _chunk_scores, node_features, edges[part], pairwise_net, use_reentrant=False
-            )
-        else:
-            scores = _chunk_scores(node_features, edges[part], pairwise_net)
+        try:
+            if recompute and track and grad_inputs:
+                scores = checkpoint(
+                    chunk_fn, *inputs, edges[part], pairwise_net, use_reentrant=False
+                )
+            else:
+                scores = chunk_fn(*inputs, edges[part], pairwise_net)
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if "memory" not in str(exc).lower():
+                raise
+            raise MemoryError(
+                f"out of memory evaluating the Pairwise-Net on {chunk_size} edges at once: "
+                "lower chunk_size (model.options.chunk_size), or the batch / crop size"
+            ) from exc
         if scores.dim() != 2 or scores.shape[1] != k * k:
             raise ValueError(
                 f"pairwise_net must return (n, num_classes**2) = (n, {k * k}) scores, "
@@ -82,6 +129,12 @@ def _chunk_scores(
     node_features: torch.Tensor, edges: torch.Tensor, pairwise_net: nn.Module
 ) -> torch.Tensor:
     return pairwise_net(edge_features(node_features, edges))
+
+
+def _split_chunk_scores(
+    first: torch.Tensor, second: torch.Tensor, edges: torch.Tensor, pairwise_net: nn.Module
+) -> torch.Tensor:
+    return pairwise_net.score_edges(first[edges[:, 0]] + second[edges[:, 1]])
 
 
 def _check_edges(edges: torch.Tensor, num_nodes: int) -> None:

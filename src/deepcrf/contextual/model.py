@@ -29,7 +29,7 @@ from .piecewise import piecewise_nll
 class Potentials:
     """Potentials of a batch as one disjoint graph of B*h*w nodes (image b's nodes first)."""
 
-    unary: torch.Tensor  # (B*h*w, K) scores z_p
+    unary: torch.Tensor | list[torch.Tensor]  # (B*h*w, K) scores z_p (a list: an ensemble)
     edges: list[torch.Tensor]  # per relation, (B*E, 2)
     pairwise: list[torch.Tensor]  # per relation, (B*E, K, K) scores z_pq
     shape: tuple[int, int, int]  # (B, h, w)
@@ -40,14 +40,20 @@ class ContextualCRF(nn.Module):
 
     Args:
         featmap: image (B, 3, H, W) -> features (B, C, h, w). One module shared by every
-            potential, or a sequence with one module per potential type: the unary first, then
-            one per relation (the paper's setting; all must give the same h x w).
-        unary_net: features (B, C, h, w) -> scores (B, K, h, w).
+            potential, or a sequence with one module per potential type: the unary nets first,
+            then one per relation (the paper's setting; all must give the same h x w).
+        unary_net: features (B, C, h, w) -> scores (B, K, h, w); a sequence of them is an
+            ensemble of unary potentials (each its own piecewise likelihood, scores summed
+            in inference; the paper's Table 2).
         pairwise_nets: one per relation, edge features (E, 2C) -> (E, K*K), index y_p*K + y_q.
         num_classes: K.
         relations: names from ``RELATIONS``; ``()`` gives the unary-only model.
         box, grid: range-box geometry (see ``range_box_edges``).
         iterations: mean-field iterations for inference (the paper uses 3).
+        pairwise_weight: multiplies the pairwise scores in mean field (1: the paper). The
+            piecewise-trained tables each carry the pair's joint likelihood, so a node hears
+            its ~48 neighbours' opinions; a weight below 1 tempers that when the Pairwise-Nets
+            are weak (short trainings). Training is unaffected.
         chunk_size: edges per Pairwise-Net call.
         ignore_index: void label.
     """
@@ -55,13 +61,14 @@ class ContextualCRF(nn.Module):
     def __init__(
         self,
         featmap: nn.Module | Sequence[nn.Module],
-        unary_net: nn.Module,
+        unary_net: nn.Module | Sequence[nn.Module],
         pairwise_nets: Sequence[nn.Module],
         num_classes: int,
         relations: Sequence[str] = RELATIONS,
         box: float = 0.4,
         grid: int = 5,
         iterations: int = 3,
+        pairwise_weight: float = 1.0,
         chunk_size: int = 8192,
         ignore_index: int = 255,
     ) -> None:
@@ -75,12 +82,16 @@ class ContextualCRF(nn.Module):
                 f"pairwise_nets must hold one net per relation ({len(relations)}), "
                 f"got {len(pairwise_nets)}"
             )
+        unary_nets = [unary_net] if isinstance(unary_net, nn.Module) else list(unary_net)
+        if not unary_nets:
+            raise ValueError("unary_net must be a module or a non-empty sequence of modules")
+        types = len(unary_nets) + len(relations)
         featmaps = [featmap] if isinstance(featmap, nn.Module) else list(featmap)
         if len(featmaps) == 1:
-            featmaps = featmaps * (1 + len(relations))
-        if len(featmaps) != 1 + len(relations):
+            featmaps = featmaps * types
+        if len(featmaps) != types:
             raise ValueError(
-                f"featmap must be one module or 1 + len(relations) = {1 + len(relations)} "
+                f"featmap must be one module or len(unary nets) + len(relations) = {types} "
                 f"modules (unary first), got {len(featmaps)}"
             )
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -91,29 +102,40 @@ class ContextualCRF(nn.Module):
                 distinct.append(m)
         self.featmaps = nn.ModuleList(distinct)
         self.featmap_index = [next(i for i, d in enumerate(distinct) if d is m) for m in featmaps]
-        self.unary_net = unary_net
+        self.unary_nets = nn.ModuleList(unary_nets)
+        self.output_stride = getattr(featmaps[0], "output_stride", None)
         self.pairwise_nets = nn.ModuleList(pairwise_nets)
         self.num_classes = num_classes
         self.relations = relations
         self.box, self.grid = box, grid
         self.iterations = iterations
+        if not isinstance(pairwise_weight, (int, float)) or not pairwise_weight >= 0:
+            raise ValueError(f"pairwise_weight must be a number >= 0, got {pairwise_weight!r}")
+        self.pairwise_weight = float(pairwise_weight)
         self.chunk_size = chunk_size
         self.ignore_index = ignore_index
         self._graphs: ByteCache[list[torch.Tensor]] = ByteCache("contextual graphs")
+
+    outputs_probabilities = True  # forward(images) gives marginals, not scores
+
+    @property
+    def unary_net(self) -> nn.Module:
+        """The (first) Unary-Net."""
+        return self.unary_nets[0]
 
     # -- parameter groups (the asynchronous update steps them separately) ------------------
     def featmap_parameters(self) -> list[nn.Parameter]:
         return list(self.featmaps.parameters())
 
     def unary_parameters(self) -> list[nn.Parameter]:
-        return list(self.unary_net.parameters())
+        return list(self.unary_nets.parameters())
 
     def pairwise_parameters(self) -> list[nn.Parameter]:
         return list(self.pairwise_nets.parameters())
 
     # -- building blocks -----------------------------------------------------------------
     def feature_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Feature maps (B, C, h, w), one per potential type (unary, then each relation)."""
+        """Feature maps (B, C, h, w), one per potential type (unary nets, then relations)."""
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             raise ValueError("images must be a (B, 3, H, W) tensor")
         maps = [net(images) for net in self.featmaps]
@@ -133,21 +155,32 @@ class ContextualCRF(nn.Module):
             ],
         )
 
+    def unary_scores(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Node scores (B*h*w, K) of each Unary-Net from its feature map."""
+        b, _, h, w = features[0].shape
+        out = []
+        for f, net in zip(features, self.unary_nets, strict=False):
+            unary = net(f)
+            if unary.shape != (b, self.num_classes, h, w):
+                raise ValueError(
+                    f"unary_net must return (B, K, h, w) = {(b, self.num_classes, h, w)}, "
+                    f"got {tuple(unary.shape)}"
+                )
+            out.append(node_features(unary))
+        return out
+
     def potentials(self, features: Sequence[torch.Tensor]) -> Potentials:
         """Unary and pairwise scores of a batch from its feature maps."""
         b, _, h, w = features[0].shape
-        unary = self.unary_net(features[0])
-        if unary.shape != (b, self.num_classes, h, w):
-            raise ValueError(
-                f"unary_net must return (B, K, h, w) = {(b, self.num_classes, h, w)}, "
-                f"got {tuple(unary.shape)}"
-            )
-        edges = self.graph(h, w, b, unary.device)
+        unaries = self.unary_scores(features)
+        n = len(self.unary_nets)
+        edges = self.graph(h, w, b, unaries[0].device)
         tables = [
             pairwise_scores(node_features(f), e, net, self.num_classes, self.chunk_size)
-            for f, e, net in zip(features[1:], edges, self.pairwise_nets, strict=True)
+            for f, e, net in zip(features[n:], edges, self.pairwise_nets, strict=True)
         ]
-        return Potentials(node_features(unary), list(edges), tables, (b, h, w))
+        unary = unaries[0] if n == 1 else unaries
+        return Potentials(unary, list(edges), tables, (b, h, w))
 
     def node_labels(self, labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Labels (B, H, W) at node resolution (majority vote, see ``downsample_labels``)."""
@@ -181,7 +214,10 @@ class ContextualCRF(nn.Module):
         """Coarse mean-field marginals (B, K, h, w)."""
         pot = self.potentials(self.feature_maps(images))
         its = self.iterations if iterations is None else iterations
-        q = mean_field(pot.unary, pot.edges, pot.pairwise, its)
+        tables = pot.pairwise
+        if self.pairwise_weight != 1.0:
+            tables = [t * self.pairwise_weight for t in tables]
+        q = mean_field(pot.unary, pot.edges, tables, its)
         b, h, w = pot.shape
         return q.view(b, h, w, -1).permute(0, 3, 1, 2)
 

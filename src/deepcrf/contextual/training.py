@@ -4,12 +4,15 @@ A 35 x 35 map has ~30,000 edges per relation: one Pairwise-Net update over all o
 huge batch and holds every edge feature in memory. Instead, per SGD step:
 
 1. the FeatMap-Nets run once; their outputs are detached into leaves that collect gradients;
-2. the Unary-Net loss (mean over valid nodes) is back-propagated once;
-3. for each relation the valid edges (both ends labelled) are shuffled and split into subsets
-   of ``edges_per_update``; each subset's mean NLL is back-propagated and the Pairwise-Net is
-   updated at once (``pairwise_optimizer.step()``) — later subsets see the updated net. The
-   subset's gradient w.r.t. the node features is weighted by its share of the edges, so the
-   leaves accumulate exactly the gradient of the relation's mean NLL (for a frozen net);
+2. the Unary-Net loss (mean over valid nodes; summed over an ensemble's nets) is
+   back-propagated once;
+3. for each relation the valid edges (both ends labelled) are shuffled and split into
+   ``ceil(E / edges_per_update)`` subsets (E: the relation's edges in the batch's graph, so
+   subsets hold up to ``edges_per_update`` edges, fewer where nodes are void); each subset's
+   mean NLL is back-propagated and the Pairwise-Net is updated at once
+   (``pairwise_optimizer.step()``) — later subsets see the updated net. The subset's
+   gradient w.r.t. the node features is weighted by its share of the edges, so the leaves
+   accumulate exactly the gradient of the relation's mean NLL (for a frozen net);
 4. the accumulated feature gradients are back-propagated through the FeatMap-Nets once and
    ``optimizer`` (FeatMap-Nets + Unary-Net) steps once.
 
@@ -19,11 +22,12 @@ the FeatMap-Net gradient of a step equals that loss's gradient.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
-from .features import edge_chunks, pairwise_scores
+from .features import pairwise_scores
 from .model import ContextualCRF, node_features
 from .piecewise import pairwise_nll_terms, unary_nll_terms
 
@@ -49,11 +53,15 @@ def asynchronous_step(
     pairwise_optimizer: torch.optim.Optimizer,
     edges_per_update: int = 2000,
     generator: torch.Generator | None = None,
+    reduce_grads: Callable[[list[torch.Tensor]], None] | None = None,
 ) -> AsyncStepResult:
     """One SGD step with asynchronous Pairwise-Net updates (see the module docstring).
 
     ``optimizer`` must hold the FeatMap-Net and Unary-Net parameters and
     ``pairwise_optimizer`` the Pairwise-Net parameters (``model.pairwise_parameters()``).
+    ``reduce_grads`` (data-parallel training) averages the gradients of the given parameters
+    over the processes before every optimiser step; the number of Pairwise-Net
+    sub-iterations depends only on the graph, so every process runs the same number.
     """
     _check_optimizers(model, optimizer, pairwise_optimizer)
     if isinstance(edges_per_update, bool) or not isinstance(edges_per_update, int):
@@ -70,28 +78,29 @@ def asynchronous_step(
     y = model.node_labels(labels, (h, w)).to(feats[0].device)
     valid = y != model.ignore_index
 
-    unary = node_features(model.unary_net(feats[0]))
-    unary_terms = unary_nll_terms(unary, y, valid)
-    unary_loss = unary_terms.sum() / max(unary_terms.numel(), 1)
+    unary_loss = sum(_mean(unary_nll_terms(u, y, valid)) for u in model.unary_scores(feats))
     unary_loss.backward()
     result = AsyncStepResult(unary_loss=unary_loss.item())
 
     edges = model.graph(h, w, b, feats[0].device)
+    n_unary = len(model.unary_nets)
     for relation, f, e, net in zip(
-        model.relations, feats[1:], edges, model.pairwise_nets, strict=True
+        model.relations, feats[n_unary:], edges, model.pairwise_nets, strict=True
     ):
+        parts = -(-e.shape[0] // edges_per_update)  # from the whole graph: equal on all ranks
         e = e[valid[e[:, 0]] & valid[e[:, 1]]]
         e = e[torch.randperm(e.shape[0], generator=generator).to(e.device)]
         total, seen, updates = e.shape[0], 0.0, 0
-        for part in edge_chunks(total, edges_per_update):
-            subset = e[part]
-            share = subset.shape[0] / total
+        for subset in torch.tensor_split(e, parts) if parts else ():
+            share = subset.shape[0] / max(total, 1)
             nodes = node_features(f)
             nodes.register_hook(lambda g, share=share: g * share)
             pairwise_optimizer.zero_grad(set_to_none=True)
             scores = pairwise_scores(nodes, subset, net, model.num_classes, model.chunk_size)
-            loss = pairwise_nll_terms(subset, scores, y, valid).mean()
+            loss = _mean(pairwise_nll_terms(subset, scores, y, valid))
             loss.backward()
+            if reduce_grads is not None:
+                reduce_grads(model.pairwise_parameters())
             pairwise_optimizer.step()
             seen += loss.item() * share
             updates += 1
@@ -102,8 +111,14 @@ def asynchronous_step(
     grads = [(m, g) for m, g in grads if g is not None and m.requires_grad]
     if grads:
         torch.autograd.backward([m for m, _ in grads], [g for _, g in grads])
+    if reduce_grads is not None:
+        reduce_grads([p for g in optimizer.param_groups for p in g["params"]])
     optimizer.step()
     return result
+
+
+def _mean(terms: torch.Tensor) -> torch.Tensor:
+    return terms.sum() / max(terms.numel(), 1)
 
 
 def _check_optimizers(

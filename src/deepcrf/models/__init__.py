@@ -92,21 +92,32 @@ def build_contextual_crf(
     relations: Sequence[str] | None = None,
     shared_featmap: bool = False,
     featmap_options: dict[str, Any] | None = None,
+    unary_nets: int = 1,
     **options: Any,
 ) -> ContextualCRF:
     """Lin et al.'s contextual deep CRF from the zoo: a FeatMap-Net per potential type (or
-    one shared), Unary-Net and Pairwise-Nets of the given ``width``; ``options`` go to
-    ``deepcrf.contextual.ContextualCRF`` (box, grid, iterations, ...)."""
+    one shared), ``unary_nets`` Unary-Nets (an ensemble when > 1) and one Pairwise-Net per
+    relation (``[]``: the unary-only model), all of the given ``width``; ``featmap_options``
+    go to ``FeatMapNet`` (scales, pyramid_windows) and ``options`` to
+    ``deepcrf.contextual.ContextualCRF`` (box, grid, iterations, chunk_size, ...)."""
     relations = tuple(RELATIONS if relations is None else relations)
-    count = 1 if shared_featmap else 1 + len(relations)
+    if isinstance(unary_nets, bool) or not isinstance(unary_nets, int) or unary_nets < 1:
+        raise ValueError(f"unary_nets must be a positive int, got {unary_nets!r}")
+    count = 1 if shared_featmap else unary_nets + len(relations)
     featmaps = [build("featmap_net", width=width, **(featmap_options or {})) for _ in range(count)]
     c = featmaps[0].out_channels
-    unary = build("unary_net", num_classes=num_classes, in_channels=c, width=width)
+    unary = [
+        build("unary_net", num_classes=num_classes, in_channels=c, width=width)
+        for _ in range(unary_nets)
+    ]
     pairwise = [
         build("pairwise_net", num_classes=num_classes, in_channels=2 * c, width=width)
         for _ in relations
     ]
     return ContextualCRF(featmaps, unary, pairwise, num_classes, relations, **options)
+
+
+MODELS["contextual_crf"] = build_contextual_crf
 
 
 __all__ = [

@@ -147,10 +147,35 @@ class UnaryNet(PointwiseMLP):
 
 
 class PairwiseNet(PointwiseMLP):
-    """Pairwise-Net: edge features (E, 2C) (or (B, 2C, E, 1)) -> (E, K*K), index y_p*K + y_q."""
+    """Pairwise-Net: edge features (E, 2C) (or (B, 2C, E, 1)) -> (E, K*K), index y_p*K + y_q.
+
+    Its first layer splits over the two nodes, ``W [f_p; f_q] + b = (W_p f_p + b) + W_q f_q``:
+    ``project_nodes`` gives both products per node and ``score_edges`` the rest of the net, so
+    ``deepcrf.contextual.pairwise_scores`` pays the C-wide products once per node, not per edge.
+    """
 
     output_stride = 16
 
     def __init__(self, num_classes: int, in_channels: int, width: float = 1.0) -> None:
+        if in_channels % 2:
+            raise ValueError(
+                f"in_channels must be even (two node features concatenated), got {in_channels}"
+            )
         super().__init__(in_channels, scaled(512, check_width(width)), num_classes**2)
         self.num_classes = num_classes
+
+    def project_nodes(self, node_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W_p f + b, W_q f)`` for node features (N, C = in_channels / 2), each (N, hidden)."""
+        c = self.in_channels // 2
+        if node_features.dim() != 2 or node_features.shape[1] != c:
+            raise ValueError(f"expected node features (N, {c}), got {tuple(node_features.shape)}")
+        hidden = self.fc1.weight.shape[0]
+        # one GEMM for both products: rows [W_p; W_q] (2 hidden, C)
+        weight = self.fc1.weight.view(hidden, 2, c).transpose(0, 1).reshape(2 * hidden, c)
+        bias = torch.cat([self.fc1.bias, self.fc1.bias.new_zeros(hidden)])
+        first, second = F.linear(node_features, weight, bias).split(hidden, dim=1)
+        return first, second
+
+    def score_edges(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores (n, K*K) from the first layer's pre-activations (n, hidden)."""
+        return F.linear(F.relu(hidden), self.fc2.weight.flatten(1), self.fc2.bias)

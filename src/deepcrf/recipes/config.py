@@ -49,6 +49,9 @@ class ModelConfig:
     normalize: str = "imagenet"  # deepcrf.data.transforms.normalize mode
     init: str = "default"  # default | kaiming (He init of the VGG body, training from scratch)
     options: dict = field(default_factory=dict)  # constructor options (width, dropout, crf)
+    # contextual_crf: spatial relations of the Pairwise-Nets ([]: unary only); None: the
+    # model's own default (every relation)
+    relations: list | None = None
 
 
 @dataclass
@@ -92,6 +95,7 @@ class OptimConfig:
     groups: str = "caffe"  # caffe | two_stage (Schwing & Urtasun, deepcrf.nn)
     accumulate: int = 1  # micro-batches per optimiser step (effective batch)
     clip_grad_norm: float | None = None
+    edges_per_update: int = 2000  # contextual: edges per Pairwise-Net sub-iteration (§8.2)
 
 
 @dataclass
@@ -241,6 +245,7 @@ def _validate(config: Config) -> None:
         ("optim.groups", config.optim.groups in ("caffe", "two_stage"), "caffe or two_stage"),
         ("optim.lr", config.optim.lr > 0, "a positive number"),
         ("optim.accumulate", config.optim.accumulate >= 1, "an integer >= 1"),
+        ("optim.edges_per_update", config.optim.edges_per_update >= 1, "an integer >= 1"),
         (
             "schedule.name",
             config.schedule.name in ("step", "poly", "constant"),

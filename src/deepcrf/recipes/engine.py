@@ -15,6 +15,7 @@ pixels; their CRF runs in float32 under AMP.
 from __future__ import annotations
 
 import json
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..contextual import ContextualCRF
 from ..data.base import IGNORE
 from ..fileio import atomic_write_text, remove_stale_temps
 from ..metrics import ConfusionMatrix
@@ -38,6 +40,12 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import Config, save_yaml
+from .contextual import (
+    broadcast_parameters,
+    build_contextual_optimizer,
+    check_contextual,
+)
+from .contextual import train_step as contextual_step
 from .data import ResumableSampler, build_dataset, dataset_num_classes, eval_indices, train_loader
 from .distributed import Dist, all_gather_objects, all_reduce_sum, setup_distributed
 from .optim import build_optimizer, lr_factor
@@ -85,13 +93,21 @@ def build_run_model(config: Config, num_classes: int) -> nn.Module:
         raise ValueError(f"model.name: unknown model {name!r}; choose one of {sorted(MODELS)}")
     if getattr(MODELS[name], "needs_image", False):
         options["crf"] = run_crf_options(config)
+    if config.model.relations is not None:
+        if name != "contextual_crf":
+            raise ValueError(f"model.relations: only for contextual_crf, not {name!r}")
+        options["relations"] = list(config.model.relations)
     try:
         model = build(name, num_classes, **options)
     except TypeError as exc:
         raise ValueError(f"model.options: {exc}") from None
     model.config["normalize"] = config.model.normalize  # recorded, applied by eval/predict
+    bodies = list(getattr(model, "featmaps", [])) or [
+        getattr(model, getattr(model, "unary_attr", ""), model)
+    ]
     if config.model.init == "kaiming":
-        kaiming_body(getattr(model, getattr(model, "unary_attr", ""), model))
+        for body in bodies:
+            kaiming_body(body)
     if config.backbone_weights:
         path = Path(config.backbone_weights)
         if not path.is_file():
@@ -99,8 +115,8 @@ def build_run_model(config: Config, num_classes: int) -> nn.Module:
                 f"backbone_weights: no such file {path} (a torchvision vgg16 .pth; nothing is "
                 "downloaded at run time)"
             )
-        unary = getattr(model, getattr(model, "unary_attr", ""), model)
-        load_imagenet_vgg16(unary, path)
+        for body in bodies:
+            load_imagenet_vgg16(body, path)
     if config.init:
         load_init(model, config.init)
     return model
@@ -216,6 +232,18 @@ def train_one_epoch(model: nn.Module, loader, loop: _Loop, stop_at: int) -> bool
         if len(group) < accumulate:
             break
         tick = time.perf_counter()
+        if isinstance(model, ContextualCRF):  # piecewise loss, asynchronous updates
+            lr = _set_lr(loop.optimizer, cfg, state.step)
+            with _autocast(cfg, device):
+                loss = contextual_step(model, group[0], loop.optimizer, cfg, ctx)
+            if not math.isfinite(loss):
+                _nan_stop(loop)
+            state.step += 1
+            images = group[0]["image"].shape[0] * ctx.world
+            _after_step(model, loop, loss, lr, images, time.perf_counter() - tick)
+            if state.step >= stop_at:
+                return False
+            continue
         labels = [b["label"].to(device) for b in group]
         valid = sum((_stride_label(lab, cfg.data.label_stride) != IGNORE).sum() for lab in labels)
         global_valid = all_reduce_sum(valid.reshape(1).clone(), ctx)
@@ -471,7 +499,12 @@ def _main(config: Config, out: Path | None, resume: bool, stop_after, ctx: Dist)
             f"data: the {config.data.train_split!r} split has {len(train_set)} images, fewer "
             f"than train.batch_size {config.train.batch_size}"
         )
-    optimizer = build_optimizer(model, config.optim)
+    contextual = isinstance(model, ContextualCRF)
+    if contextual:
+        check_contextual(config, model)
+        optimizer = build_contextual_optimizer(model, config.optim)
+    else:
+        optimizer = build_optimizer(model, config.optim)
     scaler = torch.amp.GradScaler(
         "cuda", enabled=ctx.device.type == "cuda" and config.train.amp == "fp16"
     )
@@ -482,7 +515,9 @@ def _main(config: Config, out: Path | None, resume: bool, stop_after, ctx: Dist)
         scaler.load_state_dict(checkpoint["scaler"])
         state = TrainState(checkpoint["step"], checkpoint["epoch"], checkpoint["position"])
         set_rng_state(checkpoint["rng"][ctx.rank])
-    if ctx.active:
+    if ctx.active and contextual:
+        broadcast_parameters(model, ctx)  # gradients are averaged by train_step
+    elif ctx.active:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
         )

@@ -22,6 +22,8 @@ Schedules (``step``: x gamma every ``step_size`` steps; ``poly``: (1 - s/steps)^
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 import torch
 from torch import nn
 
@@ -31,10 +33,15 @@ from .config import OptimConfig, ScheduleConfig
 __all__ = ["build_optimizer", "lr_factor", "param_groups"]
 
 
+def _matches(name: str, prefix: str) -> bool:
+    """``name`` starts with ``prefix``, which may hold ``*`` wildcards (``featmaps.*.block6``)."""
+    return name.startswith(prefix) or ("*" in prefix and fnmatchcase(name, prefix + "*"))
+
+
 def _check_prefixes(model: nn.Module, prefixes: list, key: str) -> None:
     names = [n for n, _ in model.named_parameters()]
     for prefix in prefixes:
-        if not any(n.startswith(prefix) for n in names):
+        if not any(_matches(n, prefix) for n in names):
             raise ValueError(
                 f"{key}: no parameter name starts with {prefix!r}; top-level modules: "
                 + ", ".join(sorted({n.split(".")[0] for n in names}))
@@ -46,7 +53,7 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     _check_prefixes(model, cfg.head, "optim.head")
     _check_prefixes(model, cfg.freeze, "optim.freeze")
     for name, p in model.named_parameters():
-        if any(name.startswith(f) for f in cfg.freeze):
+        if any(_matches(name, f) for f in cfg.freeze):
             p.requires_grad_(False)
     if cfg.groups == "two_stage":
         unary_attr = getattr(model, "unary_attr", None)
@@ -79,7 +86,7 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
         if name.startswith("crf."):
             members["crf_compat" if name == "crf.compat" else "crf"].append(p)
             continue
-        head = any(name.startswith(h) for h in cfg.head)
+        head = any(_matches(name, h) for h in cfg.head)
         bias = name.endswith(".bias")
         members[("head_" if head else "") + ("bias" if bias else "weight")].append(p)
     return [

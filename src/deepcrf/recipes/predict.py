@@ -6,7 +6,8 @@
 ``deepcrf eval --model``, ``deepcrf predict``, ``deepcrf crf-search`` and the recipes: the
 model's input normalisation, bilinear up-sampling of stride-s scores to the image, softmax.
 Models with their own CRF (``needs_image``) get the raw pixels as well; their output is
-already the CRF's.
+already the CRF's. Models whose output is already probabilities (``outputs_probabilities``:
+the contextual CRF's coarse mean-field marginals) have those up-sampled bilinearly.
 """
 
 from __future__ import annotations
@@ -111,6 +112,14 @@ def model_logits(model: nn.Module, images_uint8: list[np.ndarray], device=None) 
         logits = model(x, raw)
     else:
         logits = model(x)
+    if getattr(model, "outputs_probabilities", False):
+        # marginals (the contextual CRF's mean field): up-sample the probabilities
+        # bilinearly, renormalise, and return their logarithm (its softmax is them again)
+        probs = logits.float()
+        if probs.shape[-2:] != x.shape[-2:]:
+            probs = F.interpolate(probs, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        probs = probs / probs.sum(dim=1, keepdim=True)
+        return probs.clamp_min(1e-30).log()
     if logits.shape[-2:] != x.shape[-2:]:
         logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
     return logits.float()

@@ -38,6 +38,19 @@ _TINY_TRAIN = {
     "save_every": 20,
     "log_every": 10,
 }
+# Lin et al.: FeatMap-Net on three scales with the 5x5 / 9x9 sliding pyramid, range box 0.4
+# of the short side sampled on a 5x5 grid, 3 mean-field iterations; one FeatMap-Net per
+# potential. Ablations: featmap_options.pyramid_windows=[], featmap_options.scales=[1.2],
+# model.relations=[] (unary only), unary_nets=N, shared_featmap=true.
+_CONTEXTUAL_MODEL = {
+    "featmap_options": {"scales": [1.2, 0.8, 0.4], "pyramid_windows": [5, 9]},
+    "box": 0.4,
+    "grid": 5,
+    "iterations": 3,
+    "unary_nets": 1,
+    "shared_featmap": False,
+}
+_CONTEXTUAL_NEW_LAYERS = ["featmaps.*.block6", "unary_nets", "pairwise_nets"]
 _TINY_ADAM = {"name": "adam", "weight_decay": 0.0, "bias_lr_mult": 1.0, "head_lr_mult": 1.0}
 
 
@@ -218,6 +231,63 @@ RECIPES: dict[str, Recipe] = {
         preset_notes={
             "paper": "stage 2 from a deeplab run (init=), SGD 1e-4 CNN / 1e-3 CRF, 4k steps",
             "tiny": "stage 2 from the tiny deeplab, Adam 2e-5 (CRF 1e-2), 60 steps of batch 4",
+        },
+    ),
+    "contextual": Recipe(
+        "Contextual deep CRF (Lin et al. 2016): multi-scale FeatMap-Nets, CNN unary and pairwise "
+        "potentials (surrounding, above/below), piecewise training, 3 mean-field iterations",
+        {
+            "paper": {
+                "model": {
+                    "name": "contextual_crf",
+                    "options": {**_CONTEXTUAL_MODEL, "width": 1.0},
+                },
+                "data": {
+                    "dataset": "voc",
+                    "train_split": "trainaug",
+                    "crop_size": 400,
+                    "scale_min": 0.7,
+                    "scale_max": 1.2,
+                    "flip": True,
+                },
+                # lr 1e-4 for the VGG layers, 1e-3 (x10) for the new ones
+                "optim": {
+                    "name": "sgd",
+                    "lr": 1e-4,
+                    "momentum": 0.9,
+                    "weight_decay": 5e-4,
+                    "head": _CONTEXTUAL_NEW_LAYERS,
+                    "head_lr_mult": 10.0,
+                    "edges_per_update": 2000,
+                },
+                "schedule": {"name": "step", "step_size": 20000, "gamma": 0.1},
+                "train": {"steps": 40000, "batch_size": 1, "eval_every": 4000, "save_every": 2000},
+                "crf": _DEEPLAB_CRF,
+            },
+            "tiny": {
+                "model": {
+                    "name": "contextual_crf",
+                    "init": "kaiming",
+                    # separate FeatMap-Nets (the paper's): the unary branch trains as in the
+                    # unary-only model; weak tiny Pairwise-Nets are tempered in mean field
+                    "options": {**_CONTEXTUAL_MODEL, "width": 0.0625, "pairwise_weight": 0.25},
+                },
+                "data": {**_TINY_DATA, "crop_size": 64, "scale_min": 0.7, "scale_max": 1.2},
+                "optim": {
+                    **_TINY_ADAM,
+                    "lr": 3e-3,
+                    "head": _CONTEXTUAL_NEW_LAYERS,
+                    "edges_per_update": 2000,
+                },
+                "schedule": {"name": "poly", "warmup_steps": 20},
+                "train": {**_TINY_TRAIN, "steps": 500, "batch_size": 4},
+                "crf": _DEEPLAB_CRF,
+            },
+        },
+        preset_notes={
+            "paper": "VOC trainaug, SGD lr 1e-4 (new layers x10), 2,000 edges per "
+            "Pairwise-Net sub-iteration, scales 0.7-1.2 and flips",
+            "tiny": "width 1/16, 64 px crops, batch 4, Adam 3e-3, 500 steps, pairwise weight 1/4",
         },
     ),
 }
