@@ -94,3 +94,25 @@ def test_lattices_with_a_table_still_copy_and_pickle():
     expected = lattice.slice_values(values, add=add)  # the table now exists
     for clone in (copy.deepcopy(lattice), pickle.loads(pickle.dumps(lattice))):
         torch.testing.assert_close(clone.slice_values(values, add=add), expected)
+
+
+def test_filter_add_equals_splat_blur_then_slice_plus_add():
+    lattice, g = _stack(seed=3)
+    n = lattice.num_points
+    values = torch.rand(n, 4, generator=g)
+    add = torch.randn(n, 4, generator=g)
+    mix = torch.randn(4, 4, generator=g)
+    for transforms in (None, [None, mix], [mix, None]):
+        blurred = lattice.splat_blur(values, transforms=transforms)
+        expected = lattice.slice_values(blurred) + add
+        torch.testing.assert_close(lattice.filter_add(values, add, transforms), expected)
+        torch.testing.assert_close(lattice.filter_add(values, add, transforms), expected)
+    # a single lattice, and the unfused path when ``add`` needs a gradient
+    single = build_lattice(torch.rand(n, 3, generator=g) * 2)
+    expected = single.filter(values) + add
+    torch.testing.assert_close(single.filter_add(values, add), expected)
+    grad_add = add.clone().requires_grad_()
+    out = single.filter_add(values, grad_add)
+    torch.testing.assert_close(out, expected)
+    out.sum().backward()
+    torch.testing.assert_close(grad_add.grad, torch.ones_like(add))

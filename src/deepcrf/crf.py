@@ -41,6 +41,7 @@ __all__ = [
     "MessagePassing",
     "NormalizedKernel",
     "Pairwise",
+    "SideBySide",
     "compat_matrix",
     "mean_field",
     "mean_field_step",
@@ -241,8 +242,7 @@ class _Stack:
         matrices = [
             None if t is None else (torch.diag(t) if t.dim() == 1 else t) for t in self.transforms
         ]
-        values = self.stacked.splat_blur(q, transforms=matrices)
-        return self.stacked.slice_values(values, add=logits)
+        return self.stacked.filter_add(q, logits, transforms=matrices)
 
 
 class _StackedMessage(torch.autograd.Function):
@@ -294,6 +294,29 @@ class _StackedMessage(torch.autograd.Function):
         return grad, grad_q, None, *grads
 
 
+class SideBySide:
+    """R mean-field runs with the same kernels on the same points as one message passing.
+
+    ``pairwise`` is built for R*L labels (per-run compatibilities as a block-diagonal or
+    diagonal compatibility, e.g. a diagonal vector of each run's weights repeated L times).
+
+    The runs' marginals arrive as (N*R, L) rows, point-major (row p*R + r is run r at point
+    p), which is the same memory as (N, R*L): filtered side by side as R*L channels (Potts
+    kernels act on each channel alone), all runs share one lattice and one splat/blur/slice
+    per iteration, with no copy; the mean-field softmax over L still sees each run alone.
+    """
+
+    def __init__(self, pairwise: Pairwise, runs: int) -> None:
+        self.pairwise = pairwise
+        self.runs = runs
+        self.message_bound = pairwise.message_bound
+
+    def add_message(self, logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        n, width = q.shape[0] // self.runs, q.shape[1] * self.runs
+        out = self.pairwise.add_message(logits.view(n, width), q.view(n, width))
+        return out.view(q.shape)
+
+
 class MessagePassing(Protocol):
     """What the mean-field loop needs from a pairwise model: ``Pairwise`` (Gaussian kernels,
     fixed or learnable) or ``deepcrf.contextual``'s general pairwise tables."""
@@ -332,13 +355,14 @@ def mean_field(
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
         raise ValueError(f"iterations: expected an int >= 0, got {iterations!r}")
     logits = unary_logits if unary_logits.dtype == torch.float64 else unary_logits.float()
-    q = torch.softmax(logits, dim=1)
     unary, exp_safe = logits, False
     recording = torch.is_grad_enabled()
     if not (recording and logits.requires_grad):
         bound = getattr(pairwise, "message_bound", None)
         if bound is not None and bound < _EXP_SAFE:
             unary, exp_safe = _exp_safe(logits, bound), True
+    # the exp path needs unaries in exp's range: _exp_safe's, for any bound
+    q = _normalize_in_place(torch.exp(unary)) if exp_safe else torch.softmax(logits, dim=1)
     if checkpoint and recording and iterations:
         chunk = max(1, round(math.sqrt(iterations)))
         done = 0
@@ -375,9 +399,17 @@ _EXP_RANGE = 80.0  # exp(+-80) is inside float32's normal range (about e^+-87)
 
 
 def _normalize_exp_in_place(logits: torch.Tensor) -> torch.Tensor:
-    """softmax without its per-point maximum: valid once logits are within exp's range."""
-    q = logits.exp_()
-    return q.div_(q.sum(1, keepdim=True))
+    """softmax without its per-point maximum: valid once logits are within exp's range.
+
+    The row sums are a matrix-vector product, faster than ``sum(1)`` over the short label
+    rows (L ~ 21)."""
+    return _normalize_in_place(logits.exp_())
+
+
+def _normalize_in_place(q: torch.Tensor) -> torch.Tensor:
+    """Rows of ``q`` (N, L) >= 0 divided by their sums, in place."""
+    ones = q.new_ones(q.shape[1], 1)
+    return q.div_(torch.mm(q, ones))
 
 
 def _exp_safe(unary: torch.Tensor, bound: float) -> torch.Tensor:

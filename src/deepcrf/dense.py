@@ -8,6 +8,7 @@ DeepLab-LargeFOV's cross-validated values (w1=4, σα=121, σβ=5, w2=3, σγ=3,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from deepcrf.arrays import tensor_from_numpy, transpose_copy
 from deepcrf.crf import Kernel, Pairwise, mean_field
 from deepcrf.features import bilateral_features, grid_features, grid_lattice
 from deepcrf.inputs import check_integer, check_label_count, check_labels
+from deepcrf.lattice import LatticeRangeError, build_lattice
 from deepcrf.params import CRFParams
 from deepcrf.routing import prepare_refine, prepare_refine_labels
 from deepcrf.threads import adaptive
@@ -134,7 +136,11 @@ def refine(
     kernels = []
     if _active(gaussian_compat):
         lattice = (
-            grid_lattice(spatial, gaussian_sxy, spacing, q.device, copies=b)
+            _named_lattice(
+                "gaussian_sxy",
+                gaussian_sxy,
+                lambda: grid_lattice(spatial, gaussian_sxy, spacing, q.device, copies=b),
+            )
             if filter == "lattice"
             else None
         )
@@ -146,7 +152,16 @@ def refine(
         feats = torch.cat(
             [bilateral_features(img[i], bilateral_sxy, bilateral_srgb, spacing) for i in range(b)]
         )
-        kernels.append(Kernel(feats, _compat(bilateral_compat, q.device), normalization))
+        lattice = (
+            _named_lattice(
+                "bilateral_sxy / bilateral_srgb",
+                (bilateral_sxy, bilateral_srgb),
+                lambda: build_lattice(feats, segments),
+            )
+            if filter == "lattice"
+            else None
+        )
+        kernels.append(Kernel(feats, _compat(bilateral_compat, q.device), normalization, lattice))
     for k, (features, compat) in enumerate(extra_kernels):
         f = torch.as_tensor(
             np.asarray(features) if not isinstance(features, torch.Tensor) else features
@@ -157,7 +172,14 @@ def refine(
                 f"got {tuple(f.shape)}"
             )
         f = f.to(q.device).float().reshape(n, -1).repeat(b, 1)
-        kernels.append(Kernel(f, _compat(compat, q.device), normalization))
+        lattice = (
+            _named_lattice(
+                f"extra_kernels[{k}]", None, lambda f=f: build_lattice(f, segments)
+            )
+            if filter == "lattice"
+            else None
+        )
+        kernels.append(Kernel(f, _compat(compat, q.device), normalization, lattice))
 
     pairwise = Pairwise(kernels, num_labels, segments, filter=filter)
     marginals = mean_field(unary, pairwise, iterations)
@@ -166,6 +188,18 @@ def refine(
         out = out[0]
     release_after(b * n * num_labels)  # large refinements: freed buffers back to the OS
     return out.cpu().numpy() if is_numpy else out
+
+
+def _named_lattice(name: str, value: Any, build):
+    """``build()``, with a key-range failure reported against the argument ``name``."""
+    try:
+        return build()
+    except LatticeRangeError:
+        what = "the features" if value is None else f"bandwidths {value!r}"
+        raise ValueError(
+            f"{name}: {what} spread the points over more lattice cells than it can index "
+            "(bandwidths far too small for the features' range); use larger bandwidths"
+        ) from None
 
 
 def refine_labels(
@@ -260,11 +294,14 @@ def _as_batched(probs, image):
 def _check_probs(q: torch.Tensor, logits: bool) -> None:
     if q.is_complex() or not (q.is_floating_point()):
         raise TypeError(f"probs: expected a floating-point array, got {q.dtype}")
-    if not torch.isfinite(q).all():
+    # two passes over the input (it can be large): min/max (NaN propagates into both),
+    # then the label sums of probabilities
+    low, high = (float(v) for v in torch.aminmax(q)) if q.numel() else (0.0, 0.0)
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError("probs: contains NaN or infinite values")
     if logits:
         return
-    if (q < 0).any():
+    if low < 0:
         raise ValueError("probs: probabilities must be >= 0 (pass logits=True for scores)")
     sums = q.sum(dim=1)
     if (sums - 1).abs().max() > 1e-3:

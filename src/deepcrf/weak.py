@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from deepcrf.arrays import tensor_from_numpy, transpose_copy
-from deepcrf.crf import Kernel, Pairwise, mean_field
+from deepcrf.crf import Kernel, Pairwise, SideBySide, mean_field
 from deepcrf.dense import refine, unary_from_labels
 from deepcrf.features import bilateral_features, grid_features, grid_lattice
 from deepcrf.params import CRFParams
@@ -351,26 +351,6 @@ def _unary(scores: torch.Tensor, unary: str, gt_prob: float) -> torch.Tensor:
     return unary_from_labels(labels, scores.shape[1], gt_prob).movedim(0, 1)
 
 
-class _SideBySide:
-    """R mean-field runs with the same kernels on the same pixels as one message passing.
-
-    The runs' marginals arrive as (N*R, L) rows, point-major (row p*R + r is run r at point
-    p), which is the same memory as (N, R*L): filtered side by side as R*L channels (Potts
-    kernels act on each channel alone), all runs share one lattice and one splat/blur/slice
-    per iteration, with no copy; the mean-field softmax over L still sees each run alone.
-    """
-
-    def __init__(self, pairwise: Pairwise, runs: int) -> None:
-        self.pairwise = pairwise
-        self.runs = runs
-        self.message_bound = pairwise.message_bound
-
-    def add_message(self, logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        n, width = q.shape[0] // self.runs, q.shape[1] * self.runs
-        out = self.pairwise.add_message(logits.view(n, width), q.view(n, width))
-        return out.view(q.shape)
-
-
 def _crf_runs(logits: list[torch.Tensor], img: torch.Tensor, params: CRFParams) -> torch.Tensor:
     """Marginals (B, R, L, H, W) of R CRF runs (unary logits (B, L, H, W) each) on one image
     batch ``img`` (B, H, W, C)."""
@@ -392,7 +372,7 @@ def _crf_runs(logits: list[torch.Tensor], img: torch.Tensor, params: CRFParams) 
     if kernels and params.iterations > 0:
         segments = [i * n for i in range(b + 1)]
         pairwise = Pairwise(kernels, runs * num_labels, segments)
-        q = mean_field(unary, _SideBySide(pairwise, runs), params.iterations)
+        q = mean_field(unary, SideBySide(pairwise, runs), params.iterations)
     else:
         q = torch.softmax(unary.float(), 1)
     q = transpose_copy(q.view(b, n, runs * num_labels))

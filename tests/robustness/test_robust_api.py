@@ -196,3 +196,23 @@ def test_big_endian_and_fortran_arrays():
 def test_label_counts_beyond_memory_are_an_error():
     with pytest.raises(ValueError, match="num_labels"):
         refine_labels(np.zeros((4, 4), int), None, 10**7, bilateral_compat=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"bilateral_srgb": 1e-9}, "bilateral_sxy / bilateral_srgb"),
+        ({"bilateral_sxy": 1e-12}, "bilateral_sxy / bilateral_srgb"),
+        ({"gaussian_sxy": 1e-15}, "gaussian_sxy"),
+    ],
+)
+def test_bandwidths_too_small_for_the_lattice_name_the_argument(kwargs, name):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (20, 24, 3)).astype(np.uint8)
+    probs = rng.random((3, 20, 24)).astype(np.float32)
+    probs /= probs.sum(0)
+    with pytest.raises(ValueError, match=f"^{name}: bandwidths"):
+        refine(probs, image, **kwargs)
+    features = rng.random((20, 24, 2)) * 1e12
+    with pytest.raises(ValueError, match=r"^extra_kernels\[0\]: the features"):
+        refine(probs, image, extra_kernels=[(features, 3)])

@@ -21,11 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from deepcrf.crf import mean_field
+from deepcrf.crf import Kernel, Pairwise, SideBySide, mean_field
 from deepcrf.dense import unary_from_probs
 from deepcrf.features import bilateral_features, grid_features, grid_lattice
-from deepcrf.kernel import NormalizedKernel
-from deepcrf.lattice import Lattice
+from deepcrf.lattice import build_lattice
 from deepcrf.metrics import confusion_matrix
 from deepcrf.search.samples import Sample, SampleFiles, load_sample
 
@@ -79,37 +78,17 @@ def group_points(points: Sequence[dict]) -> list[tuple[ScoreGroup, list[int]]]:
     return groups
 
 
-def _kernel(features: torch.Tensor, segments: list[int], lattice: Lattice | None = None):
-    """(filter, bound): refine()'s symmetric normalisation folded into the kernel's lattice
-    (weight 1), and the largest message entry it sends for marginals in [0, 1]."""
-    kernel = NormalizedKernel(features, "symmetric", segments, lattice=lattice)
-    forward, _ = kernel.scaled_lattices()
-    return forward, float(kernel.row_sums().max())
-
-
-class _StackedMessage:
-    """Messages of P weight pairs at once for marginals stacked as (N·P, L) rows."""
-
-    def __init__(self, gaussian, bilateral, w1: list[float], w2: list[float], labels: int):
-        self.kernels = [
-            (k[0], torch.tensor(w, dtype=torch.float32)[:, None])
-            for k, w in ((gaussian, w2), (bilateral, w1))
-            if k is not None
-        ]
-        self.p, self.labels = len(w1), labels
-        bounds = [0.0] * self.p
-        for kernel, w in ((gaussian, w2), (bilateral, w1)):
-            if kernel is not None:
-                bounds = [b + abs(x) * kernel[1] for b, x in zip(bounds, w)]
-        self.message_bound = max(bounds)
-
-    def add_message(self, logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        wide = q.view(-1, self.p * self.labels)
-        out = logits.view(-1, self.p, self.labels)
-        for k, (kernel, w) in enumerate(self.kernels):
-            message = kernel.filter(wide).view(-1, self.p, self.labels)
-            out = torch.addcmul(out, message, w) if k == 0 else out.addcmul_(message, w)
-        return out.reshape(-1, self.labels) if self.kernels else logits.clone()
+def _message(gaussian, bilateral, w1: list[float], w2: list[float], labels: int, segments):
+    """Messages of P weight pairs at once for marginals stacked as (N·P, L) rows: one
+    ``Pairwise`` over P·L channels whose diagonal compatibilities carry each point's Potts
+    weights (pydensecrf's sign: -w attracts), run side by side."""
+    kernels = []
+    for kernel, weights in ((gaussian, w2), (bilateral, w1)):
+        if kernel is not None:
+            features, lattice = kernel
+            compat = -torch.tensor(weights, dtype=torch.float32).repeat_interleave(labels)
+            kernels.append(Kernel(features, compat, "symmetric", lattice))
+    return SideBySide(Pairwise(kernels, len(w1) * labels, segments), len(w1))
 
 
 def _batches(samples: Sequence[Sample]) -> list[list[Sample]]:
@@ -160,7 +139,7 @@ def _score_batch(group: ScoreGroup, batch: list[Sample], labels: int, ignore_ind
     if any(w != 0 for w in w2s):
         features = grid_features(shape, group.gaussian_sxy).repeat(n_img, 1)
         lattice = grid_lattice(shape, group.gaussian_sxy, copies=n_img)
-        gaussian = _kernel(features, segments, lattice)
+        gaussian = (features, lattice)
     if any(w != 0 for w in w1s):
         feats = torch.cat(
             [
@@ -172,15 +151,20 @@ def _score_batch(group: ScoreGroup, batch: list[Sample], labels: int, ignore_ind
                 for s in batch
             ]
         )
-        bilateral = _kernel(feats, segments)
+        bilateral = (feats, build_lattice(feats, segments))
     confusions: list[np.ndarray | None] = [None] * len(group.points)
     chunk = max(1, STACK_VALUES // (n * n_img * labels))
     order = list(range(len(group.points)))
     for start in range(0, len(order), chunk):
         members = order[start : start + chunk]
         p = len(members)
-        message = _StackedMessage(
-            gaussian, bilateral, [w1s[i] for i in members], [w2s[i] for i in members], labels
+        message = _message(
+            gaussian,
+            bilateral,
+            [w1s[i] for i in members],
+            [w2s[i] for i in members],
+            labels,
+            segments,
         )
         wanted: dict[int, list[int]] = {}
         for j, i in enumerate(members):
