@@ -11,9 +11,14 @@ from deepcrf.data import SyntheticScenes, write_voc_tree
 def test_list_prints_every_recipe_and_preset(capsys):
     assert cli(["train", "--list"]) == 0
     out = capsys.readouterr().out
-    for name in ("deeplab", "fcn8s", "crfasrnn", "joint"):
+    from deepcrf.recipes import RECIPES
+
+    names = ("deeplab", "fcn8s", "crfasrnn", "joint", "contextual")
+    assert set(names) <= set(RECIPES)
+    for name in names:
         assert f"\n{name} " in f"\n{out}"
-    assert out.count("--preset tiny") == 4 and out.count("--preset paper") == 4
+    count = len(RECIPES)
+    assert out.count("--preset tiny") == count and out.count("--preset paper") == count
 
 
 def test_bad_recipe_preset_and_key_exit_with_a_message(tmp_path, capsys):
