@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from fake_trees import make_voc_tree
 
 

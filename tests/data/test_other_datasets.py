@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fake_trees import blocky_scene, make_voc_tree
 from PIL import Image
 
 from deepcrf.data import (
@@ -22,6 +21,7 @@ from deepcrf.data import (
 )
 from deepcrf.data.sbd import trainaug_names
 from deepcrf.viz import save_label_png
+from fake_trees import blocky_scene, make_voc_tree
 
 
 def test_class_lists():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fake_trees import blocky_scene, make_voc_tree
 
 from deepcrf.data import VOCSegmentation
 from deepcrf.data.transforms import (
@@ -17,6 +16,7 @@ from deepcrf.data.transforms import (
     Resize,
     normalize,
 )
+from fake_trees import blocky_scene, make_voc_tree
 
 
 def aligned(raw: np.ndarray, label: np.ndarray) -> bool:
