@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from deepcrf import tiling
+from deepcrf.cli.batch import add_batch_arguments
 from deepcrf.cli.refine_options import check_conflicts, default_output, label_png_path
 from deepcrf.data.io import MAX_8BIT_LABELS
 from deepcrf.dense import refine, refine_labels
@@ -69,9 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="also write the marginals as DIR/<name>.npy (a folder other than the inputs')",
     )
-    p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
-    p.add_argument("--jobs", type=int, default=1, help="folder mode: worker processes")
-    p.add_argument("--shard", metavar="i/n", help="folder mode: only shard i of n (by name)")
+    add_batch_arguments(p)  # --jobs, --shard (folder mode), --overwrite
     p.add_argument("--palette", default="voc", help="palette of the output PNG (voc, cityscapes)")
     g = p.add_argument_group(
         "CRF parameters (DeepLab names in brackets; choose them with deepcrf crf-search)"
