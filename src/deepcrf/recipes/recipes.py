@@ -53,17 +53,9 @@ _CONTEXTUAL_MODEL = {
 _CONTEXTUAL_NEW_LAYERS = ["featmaps.*.block6", "unary_nets", "pairwise_nets"]
 _TINY_ADAM = {"name": "adam", "weight_decay": 0.0, "bias_lr_mult": 1.0, "head_lr_mult": 1.0}
 # published CRF values were chosen for 500-pixel VOC photos and full VGG-16 networks; a tiny
-# run chooses its own on its first training images at the end (DeepLab's protocol, small grid:
-# w2 = 3, σγ = 3, 10 iterations; recipes.crf_choice), which a second stage starts from
-_TINY_CRF_SEARCH = {
-    "images": 20,
-    "iterations": 10,
-    "grid": {
-        "bilateral_compat": [1.0, 3.0, 6.0],
-        "bilateral_sxy": [10.0, 30.0, 90.0],
-        "bilateral_srgb": [4.0, 10.0, 25.0],
-    },
-}
+# run chooses its own on its first training images at the end (recipes.crf_choice's grid for
+# small images and weak networks), which a second stage (CRF-as-RNN, joint) starts from
+_TINY_CRF_SEARCH = {"images": 20, "iterations": 10, "grid": {}}
 
 
 @dataclass
