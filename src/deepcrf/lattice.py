@@ -547,34 +547,37 @@ def _blur_stencil(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(index, weight), both (d+1, M, 3): each vertex and its two neighbours per lattice axis.
 
-    Along axis j the neighbours are key - 1 + (d+1) e_j and key + 1 - (d+1) e_j (for j = d,
-    just key -/+ 1). In packed form (a, r) that moves r by -/+1 and a_j by +/-1, except
-    where r wraps around (r = 0 going down, r = d going up), which moves every other a_i
-    instead; the code offsets for both cases are constants, and the neighbours are found
-    by binary search. A missing neighbour points at the vertex itself with weight 0.
+    Along axis j the neighbours are key - 1 + (d+1) e_j ("down") and key + 1 - (d+1) e_j
+    ("up"; for j = d, just key -/+ 1). In packed form (a, r) going up moves r by +1 and
+    a_j by -1, except where r wraps around (r = d), which moves every other a_i instead;
+    the code offsets for both cases are constants, and the up neighbours are found by
+    binary search. The relation is symmetric (u is v's up neighbour exactly when v is u's
+    down neighbour), so the down neighbours are the found up pairs read backwards: half
+    the searches. A missing neighbour points at the vertex itself with weight 0.
     """
     d = packing.dim
     m = vertex_codes.numel()
     device = vertex_codes.device
-    big_r, s_all = packing.remainder_stride, sum(packing.strides)
-    remainder = torch.remainder(vertex_codes.long(), big_r * (d + 1)) // big_r
-    wraps = (remainder == 0, remainder == d)
-    own = torch.arange(m, device=device)
+    s_all = sum(packing.strides)
+    codes = vertex_codes  # int32 codes (the common case) search faster than int64
+    own = torch.arange(m, device=device, dtype=index_dtype)
+    # up offset without the axis's stride: +1 (r -> r+1), or -d + all strides where r wraps
+    step = torch.where(torch.remainder(codes, d + 1) == d, s_all - d, 1).to(codes.dtype)
+    lifted = codes + step
+    strides = torch.tensor([*packing.strides, 0], dtype=codes.dtype, device=device)
+    targets = lifted[None, :] - strides[:, None]  # (d+1, M) up neighbours' codes
+    up = torch.searchsorted(codes, targets.view(-1)).clamp_(max=m - 1).view_as(targets)
+    found = codes[up] == targets
     index = torch.empty(d + 1, m, 3, dtype=index_dtype, device=device)
-    weight = torch.empty(d + 1, m, 3, dtype=torch.float32, device=device)
+    weight = torch.zeros(d + 1, m, 3, dtype=torch.float32, device=device)
     index[:, :, 0] = own
     weight[:, :, 0] = 1.0
-    codes = vertex_codes.long()
-    targets = torch.empty(d + 1, 2, m, dtype=torch.long, device=device)
-    for axis in range(d + 1):
-        s_j = packing.strides[axis] if axis < d else 0
-        # (plain offset, offset where r wraps) for the two neighbours
-        offsets = ((-big_r + s_j, d * big_r - s_all + s_j), (big_r - s_j, -d * big_r + s_all - s_j))
-        for side, ((plain, wrapped), wrap) in enumerate(zip(offsets, wraps)):
-            torch.add(codes, torch.where(wrap, wrapped, plain), out=targets[axis, side])
-    # one search for all 2(d+1) neighbour sets: large enough to run in parallel
-    pos = torch.searchsorted(codes, targets.view(-1)).clamp_(max=m - 1).view_as(targets)
-    found = codes[pos] == targets
-    index[:, :, 1:] = torch.where(found, pos, own).transpose(1, 2)
-    weight[:, :, 1:] = found.transpose(1, 2).float() * 0.5
+    index[:, :, 1] = own
+    index[:, :, 2] = torch.where(found, up.to(index_dtype), own)
+    weight[:, :, 2] = found.float() * 0.5
+    # down neighbours: vertex u = up[j, v] has v below it along axis j
+    rows = torch.arange(d + 1, device=device, dtype=up.dtype)[:, None] * m
+    slots = (up + rows)[found] * 3 + 1  # flat positions of index[j, u, 1]
+    index.view(-1)[slots] = own.expand(d + 1, m)[found]
+    weight.view(-1)[slots] = 0.5
     return index, weight
