@@ -33,7 +33,7 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from deepcrf.kernel import FILTERS, NORMALIZATIONS, NormalizedKernel, normalization_scales
 from deepcrf.lattice import Lattice, stack_lattices
-from deepcrf.threads import adaptive
+from deepcrf.threads import adaptive, recheck
 
 __all__ = [
     "NORMALIZATIONS",
@@ -374,6 +374,8 @@ def mean_field(
                 callback(done - 1, q)
         return (q, logits) if return_logits else q
     for t in range(iterations):
+        if t:
+            recheck()  # load that appeared since the call began: fall back to 1 thread
         logits = pairwise.add_message(unary, q)
         del q  # consumed: free it before the next marginals are allocated
         last = return_logits and t == iterations - 1
