@@ -296,8 +296,8 @@ class Lattice:
         the dense CRF applies its kernel normalisation and weights for free.
         """
         splat_weight, slice_weight = self.splat_weight, self.slice_weight
-        if before is not None:
-            splat_weight = splat_weight * before.float()[self.splat_index]
+        if before is not None:  # index_select: several times faster than indexing
+            splat_weight = splat_weight * before.float().index_select(0, self.splat_index)
         if after is not None:
             slice_weight = slice_weight * after.float()[:, None]
         return replace(self, splat_weight=splat_weight, slice_weight=slice_weight, scaled=True)
