@@ -37,8 +37,9 @@ __all__ = ["Lattice", "LatticeRangeError", "build_lattice", "stack_lattices"]
 
 
 class LatticeRangeError(ValueError):
-    """Features spread over more lattice cells than 64-bit keys can index (bandwidths far
-    too small for the features' range)."""
+    """Features too large for exact integer lattice keys in float32 arithmetic (|f| above
+    1e7: bandwidths far too small for the features' range). Keys spread over more cells
+    than 62-bit packed codes can index are no error: they take the dense-code path."""
 
 _MAX_PACKED_BITS = 62
 _MAX_FEATURE = 1e7  # keeps integer lattice keys exact in float32 arithmetic
@@ -418,6 +419,10 @@ def _simplex_coordinates(coords: torch.Tensor):
     return rounded[:d].long(), rank, bary
 
 
+class _CodesOverflow(Exception):
+    """The mixed-radix vertex codes would not fit in 62 bits."""
+
+
 @dataclass(frozen=True)
 class _Packing:
     """How vertex keys are packed into integer codes (see ``_vertex_codes``)."""
@@ -453,10 +458,7 @@ def _vertex_codes(reduced: torch.Tensor, rank: torch.Tensor, set_index: torch.Te
     num_sets = 1 if set_index is None else int(set_index.max().item()) + 1
     num_codes = total * (d + 1) * num_sets
     if num_codes >= 2**_MAX_PACKED_BITS:
-        raise LatticeRangeError(
-            "features: the lattice keys span too large a range to index; the features are "
-            "probably scaled far too finely (bandwidths too small for their range)"
-        )
+        raise _CodesOverflow  # build_lattice falls back to dense row codes
     dtype = torch.int32 if num_codes < 2**31 else torch.long
     strides = [stride * (d + 1) for stride in strides]  # the remainder is the lowest digit
     stride_t = torch.tensor(strides, dtype=torch.long, device=rank.device)
@@ -511,7 +513,10 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
     if len(segments) > 2:
         lengths = torch.tensor(segments, device=device).diff()
         set_index = torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths)
-    codes, packing = _vertex_codes(reduced, rank, set_index)
+    try:
+        codes, packing = _vertex_codes(reduced, rank, set_index)
+    except _CodesOverflow:  # keys spread too widely for packed codes: rank them instead
+        codes, packing = _dense_vertex_codes(reduced, rank, set_index)
     del reduced, rank, set_index  # free temporaries early: peak memory matters at 4 MP
 
     # entries are remainder-major: entry r*N + n is vertex r of point n
@@ -532,7 +537,12 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
     del vertex_of_sorted
     splat_offsets = starts.to(index_dtype)
     alpha = _alpha(d)
-    stencil = _blur_stencil(vertex_codes, packing, index_dtype)
+    if isinstance(packing, _Packing):
+        stencil = _blur_stencil(vertex_codes, packing, index_dtype)
+    else:
+        rows = packing.view(-1, packing.shape[-1]).index_select(0, order[starts])
+        stencil = _blur_stencil_rows(rows, index_dtype)
+        del rows, packing
     order = order.to(index_dtype)  # int32 division and gathers are several times faster
     return Lattice(
         num_points=n,
@@ -565,7 +575,6 @@ def _blur_stencil(
     device = vertex_codes.device
     s_all = sum(packing.strides)
     codes = vertex_codes  # int32 codes (the common case) search faster than int64
-    own = torch.arange(m, device=device, dtype=index_dtype)
     # up offset without the axis's stride: +1 (r -> r+1), or -d + all strides where r wraps
     step = torch.where(torch.remainder(codes, d + 1) == d, s_all - d, 1).to(codes.dtype)
     lifted = codes + step
@@ -573,16 +582,84 @@ def _blur_stencil(
     targets = lifted[None, :] - strides[:, None]  # (d+1, M) up neighbours' codes
     up = torch.searchsorted(codes, targets.view(-1)).clamp_(max=m - 1).view_as(targets)
     found = codes[up] == targets
-    index = torch.empty(d + 1, m, 3, dtype=index_dtype, device=device)
-    weight = torch.zeros(d + 1, m, 3, dtype=torch.float32, device=device)
+    return _stencil_from_up(up, found, index_dtype, device)
+
+
+def _stencil_from_up(
+    up: torch.Tensor, found: torch.Tensor, index_dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (d+1, M, 3) stencil from each vertex's up neighbour per axis (``up``, valid
+    where ``found``): [itself, down, up], the down neighbours read backwards."""
+    axes, m = up.shape
+    own = torch.arange(m, device=device, dtype=index_dtype)
+    index = torch.empty(axes, m, 3, dtype=index_dtype, device=device)
+    weight = torch.zeros(axes, m, 3, dtype=torch.float32, device=device)
     index[:, :, 0] = own
     weight[:, :, 0] = 1.0
     index[:, :, 1] = own
     index[:, :, 2] = torch.where(found, up.to(index_dtype), own)
     weight[:, :, 2] = found.float() * 0.5
     # down neighbours: vertex u = up[j, v] has v below it along axis j
-    rows = torch.arange(d + 1, device=device, dtype=up.dtype)[:, None] * m
+    rows = torch.arange(axes, device=device, dtype=up.dtype)[:, None] * m
     slots = (up + rows)[found] * 3 + 1  # flat positions of index[j, u, 1]
-    index.view(-1)[slots] = own.expand(d + 1, m)[found]
+    index.view(-1)[slots] = own.expand(axes, m)[found]
     weight.view(-1)[slots] = 0.5
     return index, weight
+
+
+def _dense_vertex_codes(
+    reduced: torch.Tensor, rank: torch.Tensor, set_index: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vertex codes (d+1, N) for keys too widely spread for ``_vertex_codes``: the keys as
+    integer rows (point set, a_{d-1}, ..., a_0, r), numbered by their rank among all rows
+    (``_dense_row_codes``), so equal keys get equal codes and the code order is the order
+    the packed codes would have. Returns the codes and the rows (d+1, N, d+2), which the
+    blur stencil needs to find neighbours (``_blur_stencil_rows``). Slower than packing
+    (a sort per key coordinate) but it indexes any range of keys, as pydensecrf's hash
+    table does."""
+    d, n = reduced.shape
+    rows = reduced.new_empty(d + 1, n, d + 2)
+    rows[:, :, 0] = 0 if set_index is None else set_index
+    for r in range(d + 1):
+        rows[r, :, d + 1] = r
+        # vertex r: a_i = reduced_i - [rank_i > d - r] (see ``_vertex_codes``)
+        rows[r, :, 1 : d + 1] = (reduced - (rank[:d] > d - r).long()).flip(0).t()
+    codes = _dense_row_codes(rows.view(-1, d + 2)).view(d + 1, n)
+    return codes, rows
+
+
+def _dense_row_codes(rows: torch.Tensor) -> torch.Tensor:
+    """int64 codes (R,) of integer rows (R, k): equal exactly for equal rows, ordered like
+    the rows lexicographically (column 0 most significant), all below R. One column at a
+    time: the code so far times the column's span plus the column, ranked among the
+    values present (``torch.unique``), which keeps every intermediate below R * span."""
+    codes = torch.zeros(rows.shape[0], dtype=torch.long, device=rows.device)
+    for column in rows.t():
+        low, high = (int(v) for v in torch.aminmax(column))
+        combined = codes * (high - low + 1) + (column - low)
+        codes = torch.unique(combined, sorted=True, return_inverse=True)[1]
+    return codes
+
+
+def _blur_stencil_rows(
+    vertex_rows: torch.Tensor, index_dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_blur_stencil`` for vertices given as key rows (M, d+2) (``_dense_vertex_codes``),
+    sorted as their codes: the up neighbour along axis j moves r to r+1 and a_j down by
+    one, or where r = d, r to 0 and every other a_i up by one (axis d: only r, or all
+    a_i); neighbours are found by ranking the vertex and neighbour rows together."""
+    m, width = vertex_rows.shape
+    d = width - 2
+    device = vertex_rows.device
+    wraps = vertex_rows[:, d + 1] == d
+    targets = vertex_rows.unsqueeze(0).repeat(d + 1, 1, 1)  # (axis, M, d+2)
+    targets[:, :, d + 1] = torch.where(wraps, 0, vertex_rows[:, d + 1] + 1)
+    targets[:, :, 1 : d + 1] += wraps.long()[None, :, None]
+    for axis in range(d):  # column of a_axis: 1 + (d-1-axis)
+        targets[axis, :, d - axis] -= 1
+    codes = _dense_row_codes(torch.cat([vertex_rows, targets.view(-1, width)]))
+    own_codes, target_codes = codes[:m], codes[m:].view(d + 1, m)
+    up = torch.searchsorted(own_codes, target_codes.reshape(-1)).clamp_(max=m - 1)
+    up = up.view(d + 1, m)
+    found = own_codes[up] == target_codes
+    return _stencil_from_up(up, found, index_dtype, device)
