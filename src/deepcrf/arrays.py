@@ -31,7 +31,7 @@ def transpose_copy(x: torch.Tensor, scale: float | None = None) -> torch.Tensor:
     """
     swapped = x.transpose(-1, -2)
     out = x.new_empty(swapped.shape)
-    if x.dim() > 2 and x.shape[-1] >= _WIDE and x.device.type == "cpu":
+    if x.dim() > 2 and x.device.type == "cpu":
         flat_in, flat_out = x.reshape(-1, *x.shape[-2:]), out.view(-1, *out.shape[-2:])
         for source, target in zip(flat_in, flat_out):
             _transpose_into(source, target, scale)
@@ -40,13 +40,17 @@ def transpose_copy(x: torch.Tensor, scale: float | None = None) -> torch.Tensor:
     return out
 
 
-_WIDE = 16  # inputs with at least this many columns transpose faster by copy_
+_WIDE = 16  # tall inputs with at least this many columns transpose faster by copy_
+
+
+def _tall(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.shape[-2] > x.shape[-1] >= _WIDE
 
 
 def _transpose_into(x: torch.Tensor, out: torch.Tensor, scale: float | None) -> None:
     """``out = x^T * scale`` for ``out`` contiguous (see ``transpose_copy``)."""
     swapped = x.transpose(-1, -2)
-    if x.shape[-1] >= _WIDE and x.device.type == "cpu":
+    if _tall(x):
         out.copy_(swapped)
         if scale is not None:
             out.mul_(scale)

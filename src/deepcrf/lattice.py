@@ -591,19 +591,23 @@ def _stencil_from_up(
     """The (d+1, M, 3) stencil from each vertex's up neighbour per axis (``up``, valid
     where ``found``): [itself, down, up], the down neighbours read backwards."""
     axes, m = up.shape
+    size = axes * m * 3
     own = torch.arange(m, device=device, dtype=index_dtype)
-    index = torch.empty(axes, m, 3, dtype=index_dtype, device=device)
-    weight = torch.zeros(axes, m, 3, dtype=torch.float32, device=device)
+    # one spare element at the end takes the scattered writes of missing neighbours
+    index_flat = torch.empty(size + 1, dtype=index_dtype, device=device)
+    weight_flat = torch.zeros(size + 1, dtype=torch.float32, device=device)
+    index, weight = index_flat[:size].view(axes, m, 3), weight_flat[:size].view(axes, m, 3)
     index[:, :, 0] = own
     weight[:, :, 0] = 1.0
     index[:, :, 1] = own
     index[:, :, 2] = torch.where(found, up.to(index_dtype), own)
     weight[:, :, 2] = found.float() * 0.5
-    # down neighbours: vertex u = up[j, v] has v below it along axis j
-    rows = torch.arange(axes, device=device, dtype=up.dtype)[:, None] * m
-    slots = (up + rows)[found] * 3 + 1  # flat positions of index[j, u, 1]
-    index.view(-1)[slots] = own.expand(axes, m)[found]
-    weight.view(-1)[slots] = 0.5
+    # down neighbours: vertex u = up[j, v] has v below it along axis j; a scatter to flat
+    # positions (the spare one where nothing was found) avoids two boolean selections
+    rows = torch.arange(axes, device=device, dtype=torch.long)[:, None] * m
+    slots = torch.where(found, (up.long() + rows) * 3 + 1, size).view(-1)
+    index_flat.scatter_(0, slots, own.expand(axes, m).reshape(-1))
+    weight_flat.scatter_(0, slots, weight_flat.new_full((1,), 0.5).expand(slots.shape[0]))
     return index, weight
 
 
