@@ -131,10 +131,7 @@ class DenseCRFLoss(nn.Module):
         wide = values.dtype == torch.float64  # float64 in, float64 brute force
         dtype = torch.float64 if exact and wide else torch.float32
         features = torch.cat(
-            [
-                bilateral_features(pixels[i], sigma_xy, self.sigma_rgb, dtype=dtype)
-                for i in range(b)
-            ]
+            [bilateral_features(pixels[i], sigma_xy, self.sigma_rgb, dtype=dtype) for i in range(b)]
         )
         segments = [i * n for i in range(b + 1)]
         with torch.no_grad():
