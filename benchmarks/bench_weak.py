@@ -340,8 +340,11 @@ def bench_loss() -> None:
 
     torch.set_num_threads(1)
     print("\n### DenseCRF loss, forward + backward, B=2, K=21, sigma_rgb 15, sigma_xy 100\n")
-    print("| size | loss runs at | brute force | rloss numpy | deepcrf exact | deepcrf lattice |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    print(
+        "| size | loss runs at | brute force | rloss numpy | deepcrf exact | deepcrf lattice "
+        "| deepcrf default (auto) |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for (h, w), scale in (((48, 64), 1.0), ((96, 128), 0.5), ((321, 321), 0.5)):
         print(_loss_row(h, w, scale))
     print("\n(x = speed-up over brute force; rloss numpy uses the lattice as its filter)")
@@ -359,8 +362,10 @@ def _loss_row(h: int, w: int, scale: float) -> str:
     small = (int(h * scale), int(w * scale))
     lattice = DenseCRFLoss(1e-7, 15.0, 100.0, scale, "lattice")
     exact = DenseCRFLoss(1e-7, 15.0, 100.0, scale, "exact")
+    auto = DenseCRFLoss(1e-7, 15.0, 100.0, scale)
     cases = {
         "lattice": lambda p: lattice(images, p, roi),
+        "auto": lambda p: auto(images, p, roi),
         "rloss": lambda p: _rloss_numpy(images, p, roi, scale),
     }
     if small[0] * small[1] <= 6000:
@@ -376,13 +381,79 @@ def _loss_row(h: int, w: int, scale: float) -> str:
         timings[name] = min(times)
     base = timings.get("brute")
     cells = []
-    for key in ("brute", "rloss", "exact", "lattice"):
+    for key in ("brute", "rloss", "exact", "lattice", "auto"):
         if key not in timings:
             cells.append("-")
             continue
         t = timings[key]
         cells.append(f"{t * 1e3:.1f} ms" + (f" ({base / t:.1f}x)" if base else ""))
     return f"| {h}x{w} | {small[0]}x{small[1]} | " + " | ".join(cells) + " |"
+
+
+def bench_loss_accuracy(voc: Path) -> None:
+    """The lattice's estimate of the loss against float64 brute force, raw and over
+    LATTICE_GAIN, on photos and generated scenes (value ratio and gradient error)."""
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from deepcrf.nn import DenseCRFLoss
+    from deepcrf.nn.loss import LATTICE_GAIN
+
+    torch.set_num_threads(1)
+    photos = sorted(p for p in voc.glob("*.png") if not p.stem.endswith("_labels"))
+    scenes = []
+    for path in photos:
+        pixels = torch.from_numpy(np.array(Image.open(path).convert("RGB")))
+        pixels = pixels.permute(2, 0, 1)[None].double()
+        for size in ((48, 64), (96, 128)):
+            scenes.append(("photo", F.interpolate(pixels, size=size, mode="area")))
+        half = F.interpolate(pixels, scale_factor=0.5)  # rloss's 0.5 scale, a 120x160 crop
+        scenes.append(("photo", half[:, :, :120, :160].contiguous()))
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        coarse = torch.rand(1, 3, 4, 5, generator=g, dtype=torch.float64) * 255
+        smooth = F.interpolate(coarse, size=(48, 64), mode="bilinear", align_corners=False)
+        smooth[:, :, 16:, 32:] = torch.tensor([30.0, 160.0, 60.0]).double()[:, None, None]
+        noisy = smooth + torch.randn(smooth.shape, generator=g, dtype=torch.float64) * 4
+        scenes.append(("generated", noisy.clamp(0, 255)))
+        scenes.append(("generated", torch.rand(1, 3, 48, 64, generator=g).double() * 255))
+    rows: dict[str, list[tuple[float, float]]] = {"photo": [], "generated": []}
+    for kind, image in scenes:
+        h, w = image.shape[2:]
+        logits = torch.randn(1, 4, h // 8 + 1, w // 8 + 1, generator=g, dtype=torch.float64)
+        logits = F.interpolate(logits * 3, size=(h, w), mode="bilinear", align_corners=False)
+        for sigma_xy, sigma_rgb in ((w / 3, 15.0), (w / 10, 15.0), (w / 3, 5.0)):
+            results = []
+            for filter in ("lattice", "exact"):
+                probs = torch.softmax(logits, 1).requires_grad_()
+                loss = DenseCRFLoss(1.0, sigma_rgb, sigma_xy, filter=filter)
+                value = loss(image, probs)
+                (grad,) = torch.autograd.grad(value, probs)
+                results.append((value.item(), grad))
+            (lat, lat_grad), (ref, ref_grad) = results
+            error = ((lat_grad - ref_grad).norm() / ref_grad.norm()).item()
+            rows[kind].append((lat / ref, error))
+    print(
+        f"\n### DenseCRF loss: lattice against float64 brute force ({len(scenes)} images x 3 "
+        f"bandwidth pairs; LATTICE_GAIN = {LATTICE_GAIN})\n"
+    )
+    print(
+        "| images | cases | raw lattice value ratio min / median / max | over the gain "
+        "min / p10 / median / p90 / max | gradient error median / p90 |"
+    )
+    print("| --- | ---: | --- | --- | --- |")
+    for kind, values in rows.items():
+        ratio = np.array([r for r, _ in values])
+        error = np.array([e for _, e in values])
+        raw = ratio * LATTICE_GAIN
+        q = np.percentile(ratio, [0, 10, 50, 90, 100])
+        print(
+            f"| {kind} | {len(values)} | {raw.min():.2f} / {np.median(raw):.2f} / {raw.max():.2f} "
+            f"| {' / '.join(f'{v:.2f}' for v in q)} "
+            f"| {100 * np.median(error):.1f} % / {100 * np.percentile(error, 90):.1f} % |"
+        )
+    print("(generated: smooth colour fields with an edge and noise, and uniform noise images)")
 
 
 def _resized(images, probs, roi, scale):
@@ -479,6 +550,7 @@ def main() -> None:
         bench_pseudo_label(args)
     if not args.skip_loss:
         bench_loss()
+        bench_loss_accuracy(Path(args.voc))
 
 
 if __name__ == "__main__":

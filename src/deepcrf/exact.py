@@ -20,6 +20,10 @@ __all__ = ["CHUNK_BYTES", "exact_filter"]
 #: Bound on the temporary memory of one chunk of rows (their kernel rows to all points).
 CHUNK_BYTES = 64 << 20
 
+#: Kernel values below exp(-cutoff) are set to 0: far below rounding next to the self-pair's
+#: 1, and it keeps exp and the product out of subnormal numbers, which cost 50x on x86.
+_CUTOFF = {torch.float16: 8.0, torch.bfloat16: 60.0, torch.float32: 60.0, torch.float64: 300.0}
+
 
 def exact_filter(
     features: torch.Tensor,
@@ -42,6 +46,7 @@ def exact_filter(
     bounds = list(segments) if segments is not None else [0, n]
     features = features.to(values.dtype)
     in_place = not (torch.is_grad_enabled() and features.requires_grad)
+    cutoff = _CUTOFF.get(values.dtype, 60.0)
     pieces = []
     for start, stop in itertools.pairwise(bounds):
         # centred per set: |f_i - f_j|^2 = |f_i|^2 + |f_j|^2 - 2 f_i.f_j then loses only
@@ -50,15 +55,18 @@ def exact_filter(
         f = f - f.detach().mean(0, keepdim=True)
         v = values[start:stop]
         norms = f.pow(2).sum(1)
-        # rows per chunk: at most ``chunk``, and the (rows, n) kernel block within CHUNK_BYTES
-        per_row = 2 * (stop - start) * features.element_size()
+        # rows per chunk: at most ``chunk``, and the (rows, n) kernel block and its mask of
+        # far pairs within CHUNK_BYTES
+        per_row = (2 * features.element_size() + 1) * (stop - start)
         rows = max(1, min(chunk, CHUNK_BYTES // max(per_row, 1)))
         for row in range(0, stop - start, rows):
             fi = f[row : row + rows]
             sq = torch.addmm(norms[row : row + rows, None] + norms, fi, f.t(), alpha=-2.0)
+            far = sq > 2.0 * cutoff
             if in_place:
-                kernel = torch.exp(sq.clamp_(min=0.0).mul_(-0.5), out=sq)
+                kernel = torch.exp(sq.clamp_(0.0, 2.0 * cutoff).mul_(-0.5), out=sq)
+                kernel.masked_fill_(far, 0.0)
             else:  # the features' gradient goes through the clamp
-                kernel = torch.exp(-0.5 * sq.clamp(min=0.0))
+                kernel = torch.exp(-0.5 * sq.clamp(0.0, 2.0 * cutoff)).masked_fill(far, 0.0)
             pieces.append(kernel @ v)
     return torch.cat(pieces) if pieces else values.new_zeros(values.shape)

@@ -52,8 +52,9 @@ __all__ = ["AUTO_EXACT_POINTS", "FILTERS", "LATTICE_GAIN", "DenseCRFLoss"]
 
 FILTERS = ("auto", "lattice", "exact")
 
-#: ``filter="auto"`` computes W S exactly up to this many pixels per (resized) image: about
-#: 0.1 s of CPU per 64x64 image and 21 classes, and bit-for-bit the definition.
+#: ``filter="auto"`` computes W S exactly up to this many pixels per (resized) image: the
+#: definition to rounding, at about 0.1 s of one CPU core per 64x64 image with 21 classes
+#: (3-4x the lattice's time; on a GPU a few ms).
 AUTO_EXACT_POINTS = 4096
 
 #: The lattice's estimate of S^T W S over brute force on 5-D bilateral features: the median
