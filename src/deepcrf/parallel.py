@@ -24,6 +24,7 @@ import concurrent.futures as futures
 import multiprocessing
 import os
 import sys
+import warnings
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -205,7 +206,13 @@ def process_map(
     with futures.ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(per_worker,)
     ) as pool:
-        pending: dict[futures.Future, Any] = {pool.submit(func, item): item for item in items}
+        with warnings.catch_warnings():  # fork starts the workers at the first submit
+            # Python >= 3.12 warns about any fork of a process with threads; BLAS's idle
+            # pool threads are fork-safe and the workers never start an OpenMP team
+            warnings.filterwarnings(
+                "ignore", "This process .* is multi-threaded", DeprecationWarning
+            )
+            pending: dict[futures.Future, Any] = {pool.submit(func, item): item for item in items}
         try:
             left = list(pending)
             if help_locally:

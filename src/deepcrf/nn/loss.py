@@ -8,8 +8,9 @@ energy with a bilateral kernel W,
     W_ij = exp(-|p_i - p_j|^2 / 2 sigma_xy^2 - |I_i - I_j|^2 / 2 sigma_rgb^2)  (W_ii = 1),
 
 and its gradient is d loss / d S_k = -2 * weight * W S_k / B (W symmetric). It is rloss's
-definition, so published weights (e.g. 2e-9 for scribbles, 1e-7 ... with sigma_rgb 15,
-sigma_xy 100 or 80, scale_factor 0.5) carry over unchanged.
+definition, with its parameters (e.g. weight 2e-9 for scribbles, 1e-7 ..., sigma_rgb 15,
+sigma_xy 100 or 80, scale_factor 0.5); see ``LATTICE_GAIN`` for how rloss's own filter
+scaled W.
 
 Why the value is negative: the Potts energy sum_{ij} W_ij [label_i != label_j] equals
 sum_ij W_ij - sum_k S_k^T W S_k for one-hot S. The first sum does not depend on the network,
@@ -23,8 +24,8 @@ contribute nor receive a gradient. With ``scale_factor`` != 1 the loss runs on a
 
 How W S is computed (``filter``):
 
-* ``"exact"``: brute force, O(N^2) per image, in the probabilities' dtype (features too):
-  equal to the definition up to rounding.
+* ``"exact"``: brute force, O(N^2) per image, in float64 (features too) for float64
+  probabilities and float32 otherwise: the definition up to rounding.
 * ``"lattice"``: the permutohedral lattice, linear time. Its kernel is not W: on these 5-D
   features (x, y, r, g, b) its peak is about half of W's and its tails are wider, so the raw
   lattice estimate of S^T W S is 0.44-0.64x brute force depending on the image (rloss's
