@@ -374,8 +374,7 @@ def _simplex_coordinates(coords: torch.Tensor):
 
     ``coords`` is (d, N), one row per feature dimension. Returns ``rem0 / (d+1)`` for the
     first d coordinates, (d, N) float32 holding integers (the remainder-0 vertex is (d+1)
-    times that),
-    ``rank`` (d+1, N) int64 and ``bary`` (d+1, N) float32. Follows pydensecrf's float32
+    times that), ``rank`` (d+1, N) int64 and ``bary`` (d+1, N) float32. Follows pydensecrf's float32
     arithmetic (including round-half-to-even and its tie-breaking of equal residuals) so
     that points on simplex boundaries land in the same simplex.
     """
