@@ -64,11 +64,11 @@ def pairwise_scores(
     """Pairwise-Net scores z_pq(y_p, y_q) for every edge, as (E, K, K), chunk by chunk.
 
     ``pairwise_net`` maps (n, 2C) edge features to (n, K*K) scores laid out row-major, i.e.
-    entry ``y_p * K + y_q``. With ``recompute`` (and autograd on) each chunk's activations are
-    recomputed in the backward pass instead of stored; turn it off for nets whose forward has
-    side effects (batch-norm running statistics would be updated twice). ``split`` (default:
-    whenever the net is a :class:`SplitPairwiseNet`) computes the first layer once per node;
-    ``split=False`` forms every (E, 2C) edge feature (the reference path).
+    entry ``y_p * K + y_q``. With ``recompute`` (and autograd on, and more than one chunk) each
+    chunk's activations are recomputed in the backward pass instead of stored; turn it off for
+    nets whose forward has side effects (batch-norm running statistics would be updated twice).
+    ``split`` (default: whenever the net is a :class:`SplitPairwiseNet`) computes the first
+    layer once per node; ``split=False`` forms every (E, 2C) edge feature (the reference path).
     """
     _check_edges(edges, node_features.shape[0])
     k = num_classes
@@ -92,9 +92,12 @@ def pairwise_scores(
         inputs = tuple(pairwise_net.project_nodes(node_features))
         chunk_fn = _split_chunk_scores
     grad_inputs = any(t.requires_grad for t in inputs)
+    chunks = list(edge_chunks(edges.shape[0], chunk_size))
+    # one chunk: its activations are all that the recomputation would hold at once anyway
+    recompute = recompute and len(chunks) > 1
     parts = []
     out = None
-    for part in edge_chunks(edges.shape[0], chunk_size):
+    for part in chunks:
         try:
             if recompute and track and grad_inputs:
                 scores = checkpoint(
