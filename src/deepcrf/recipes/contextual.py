@@ -14,6 +14,7 @@ on every process).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -29,6 +30,7 @@ __all__ = [
     "broadcast_parameters",
     "build_contextual_optimizer",
     "check_contextual",
+    "refine_step",
     "train_step",
 ]
 
@@ -81,6 +83,11 @@ def build_contextual_optimizer(model: ContextualCRF, cfg: OptimConfig) -> Contex
     under ``optim.head`` and ``head_lr_mult=10``)."""
     if cfg.groups != "caffe":
         raise ValueError("optim.groups: the contextual recipe uses caffe groups")
+    if model.refine_net is not None:  # second stage: the refinement network alone
+        refine = {id(p) for p in model.refine_net.parameters()}
+        for p in model.parameters():
+            if id(p) not in refine:
+                p.requires_grad_(False)
     if not model.relations:  # unary only: the recipe's head list names absent Pairwise-Nets
         cfg = dataclasses.replace(
             cfg, head=[h for h in cfg.head if not h.startswith("pairwise_nets")]
@@ -99,6 +106,11 @@ def build_contextual_optimizer(model: ContextualCRF, cfg: OptimConfig) -> Contex
 
 def check_contextual(config: Config, model: ContextualCRF) -> None:
     """Settings the contextual recipe cannot run with, each named by its key."""
+    if model.refine_net is not None and not config.init:
+        raise ValueError(
+            "model.options.refine_net: the refinement network is the second stage; give the "
+            "trained contextual run as init= (deepcrf train contextual ... --set init=RUN)"
+        )
     if model.num_classes < 2:
         raise ValueError(
             f"model.num_classes: the contextual CRF needs at least 2 classes, the dataset "
@@ -131,6 +143,26 @@ def broadcast_parameters(model: nn.Module, ctx: Dist) -> None:
             dist.broadcast(t.data, src=0)
 
 
+def refine_step(
+    model: ContextualCRF,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    reduce_grads: Callable[[list[torch.Tensor]], None] | None = None,
+) -> float:
+    """One step of the second stage: the refinement network on the frozen CRF's marginals
+    (its FeatMap-, Unary- and Pairwise-Nets stay in eval mode: batch-norm statistics fixed)."""
+    for part in (model.featmaps, model.unary_nets, model.pairwise_nets):
+        part.eval()
+    optimizer.zero_grad(set_to_none=True)
+    loss = model.refine_loss(images, labels)
+    loss.backward()
+    if reduce_grads is not None:
+        reduce_grads(list(model.refine_net.parameters()))
+    optimizer.step()
+    return float(loss.item())
+
+
 def _scales(model: ContextualCRF) -> tuple[float, ...]:
     return tuple(getattr(model.featmaps[0], "scales", (1.0,)))
 
@@ -138,7 +170,8 @@ def _scales(model: ContextualCRF) -> tuple[float, ...]:
 def train_step(
     model: ContextualCRF, batch: dict, optimizer: ContextualOptimizer, config: Config, ctx: Dist
 ) -> float:
-    """One asynchronous optimiser step on ``batch``; returns the piecewise loss seen."""
+    """One asynchronous optimiser step on ``batch``; returns the piecewise loss seen. A model
+    with a refinement network trains that network alone (the second stage, ``refine_step``)."""
     images = batch["image"].to(ctx.device, non_blocking=True)
     labels = batch["label"].to(ctx.device)
 
@@ -146,6 +179,11 @@ def train_step(
         for p in params:
             if p.grad is not None:
                 all_reduce_sum(p.grad, ctx).div_(ctx.world)
+
+    if model.refine_net is not None:
+        seen = refine_step(model, images, labels, optimizer.main, reduce if ctx.active else None)
+        loss = torch.tensor([seen], dtype=torch.float32, device=ctx.device)
+        return float(all_reduce_sum(loss, ctx).item()) / ctx.world
 
     result = asynchronous_step(
         model,
