@@ -8,7 +8,8 @@ step once. :class:`ContextualOptimizer` holds the two optimisers as one object (
 parameter groups for the schedule, one state dict for checkpoints). Under ``torchrun`` the
 model is not wrapped in DistributedDataParallel: gradients are averaged over the processes
 before every update (the number of sub-iterations depends only on the graph, so it is equal
-on every process).
+on every process); batch-norm statistics are broadcast from rank 0 before every step, as DDP
+does with its buffers.
 """
 
 from __future__ import annotations
@@ -132,14 +133,17 @@ def check_contextual(config: Config, model: ContextualCRF) -> None:
         )
 
 
-def broadcast_parameters(model: nn.Module, ctx: Dist) -> None:
-    """Rank 0's parameters and buffers on every process (what DDP does when it wraps)."""
+def broadcast_parameters(model: nn.Module, ctx: Dist, buffers_only: bool = False) -> None:
+    """Rank 0's parameters and buffers on every process (what DDP does when it wraps); with
+    ``buffers_only`` its buffers alone (batch-norm statistics: what DDP does before every
+    forward pass)."""
     if not ctx.active:
         return
     import torch.distributed as dist
 
+    tensors = [*model.buffers()] if buffers_only else [*model.parameters(), *model.buffers()]
     with torch.no_grad():
-        for t in [*model.parameters(), *model.buffers()]:
+        for t in tensors:
             dist.broadcast(t.data, src=0)
 
 
@@ -180,6 +184,7 @@ def train_step(
             if p.grad is not None:
                 all_reduce_sum(p.grad, ctx).div_(ctx.world)
 
+    broadcast_parameters(model, ctx, buffers_only=True)
     if model.refine_net is not None:
         seen = refine_step(model, images, labels, optimizer.main, reduce if ctx.active else None)
         loss = torch.tensor([seen], dtype=torch.float32, device=ctx.device)
