@@ -262,8 +262,8 @@ class PairwiseNet(PointwiseMLP):
         super().__init__(in_channels, scaled(512, check_width(width)), num_classes**2)
         self.num_classes = num_classes
 
-    def project_nodes(self, node_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(W_p f + b, W_q f)`` for node features (N, C = in_channels / 2), each (N, hidden)."""
+    def project_nodes(self, node_features: torch.Tensor) -> torch.Tensor:
+        """(N, 2, hidden): ``[W_p f + b, W_q f]`` for node features (N, C = in_channels / 2)."""
         c = self.in_channels // 2
         if node_features.dim() != 2 or node_features.shape[1] != c:
             raise ValueError(f"expected node features (N, {c}), got {tuple(node_features.shape)}")
@@ -271,9 +271,9 @@ class PairwiseNet(PointwiseMLP):
         # one GEMM for both products: rows [W_p; W_q] (2 hidden, C)
         weight = self.fc1.weight.view(hidden, 2, c).transpose(0, 1).reshape(2 * hidden, c)
         bias = torch.cat([self.fc1.bias, self.fc1.bias.new_zeros(hidden)])
-        first, second = F.linear(node_features, weight, bias).split(hidden, dim=1)
-        return first, second
+        return F.linear(node_features, weight, bias).view(-1, 2, hidden)
 
     def score_edges(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Scores (n, K*K) from the first layer's pre-activations (n, hidden)."""
-        return F.linear(F.relu(hidden), self.fc2.weight.flatten(1), self.fc2.bias)
+        """Scores (n, K*K) from the first layer's pre-activations (n, hidden), overwritten
+        by their ReLU."""
+        return F.linear(hidden.relu_(), self.fc2.weight.flatten(1), self.fc2.bias)
