@@ -236,13 +236,14 @@ class ContextualCRF(nn.Module):
         return q.view(b, h, w, -1).permute(0, 3, 1, 2)
 
     def refined_scores(self, images: torch.Tensor) -> torch.Tensor:
-        """Scores (B, K, h', w') of the refinement network from the coarse marginals, which
-        are computed without gradient (the second stage trains the refinement network only)."""
+        """Scores (B, K, h', w') of the refinement network from the coarse marginals and the
+        trunk's pooling outputs, both computed without gradient (the second stage trains the
+        refinement network only)."""
         if self.refine_net is None:
             raise ValueError("refined_scores: the model has no refine_net")
         with torch.no_grad():
             coarse = self.marginals(images).clamp_min(1e-8).log()
-        pools = self.featmaps[self.featmap_index[0]].pool_features(images)
+            pools = self.featmaps[self.featmap_index[0]].pool_features(images)
         return self.refine_net(pools, coarse)
 
     def refine_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
