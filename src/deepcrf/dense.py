@@ -197,8 +197,9 @@ def _named_lattice(name: str, value: Any, build):
     except LatticeRangeError:
         what = "the features" if value is None else f"bandwidths {value!r}"
         raise ValueError(
-            f"{name}: {what} spread the points over more lattice cells than it can index "
-            "(bandwidths far too small for the features' range); use larger bandwidths"
+            f"{name}: {what} scale the features beyond the lattice's range (|feature| "
+            "above 1e7: bandwidths far too small for the features' range); use larger "
+            "bandwidths"
         ) from None
 
 
