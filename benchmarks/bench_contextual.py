@@ -3,7 +3,8 @@
 Paper setting (Lin et al. §8.1): ~1,200 nodes, 2 pairwise types ("surrounding",
 "above_below") with 24 sampled neighbours each, K = 21, Unary-Net / Pairwise-Net of Fig. 8
 (FC 512 -> FC K / K^2) on feature maps of --channels features (4608 in the paper). Every row
-is timed (median of --repeats, no autograd) and its peak memory measured in the same run;
+is timed (median of --repeats, taken round robin over the rows, no autograd) and its peak
+memory measured in the same run;
 times are reported as ratios to the unary-only forward, the reference row, because the
 machines are shared (absolute times are printed only on a GPU).
 
@@ -48,6 +49,26 @@ def seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> flo
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved_seconds(
+    fns: list[Callable[[], object]], device: torch.device, repeats: int
+) -> list[float]:
+    """Median wall time of each of ``fns`` (one warm-up call each), the repeats taken round
+    robin over the rows, so that a change of the machine's load affects every row alike."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in tqdm(range(repeats), desc="rounds", leave=False):
+        for i, fn in enumerate(fns):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def peak_mib(fn: Callable[[], object], device: torch.device) -> float:
@@ -151,9 +172,7 @@ def main() -> None:
         if args.memory_only:
             print(json.dumps([peak_mib(fn, device) for _, fn in rows]))
             return
-        times = [
-            seconds(fn, device, args.repeats) for _, fn in tqdm(rows, desc="time", leave=False)
-        ]
+        times = interleaved_seconds([fn for _, fn in rows], device, args.repeats)
         if device.type == "cpu":
             memory = cpu_memory_column()
         else:
