@@ -131,7 +131,9 @@ def _confusions(points, samples, num_classes: int, ignore_index: int, jobs: int)
         num_classes=num_classes,
         ignore_index=ignore_index,
     )
-    for _, confs in process_map(func, list(range(len(samples))), jobs=jobs, threads=1):
+    for _, confs in process_map(
+        func, list(range(len(samples))), jobs=jobs, threads=1, help_locally=True
+    ):
         for k, c in enumerate(confs):
             total[k] += c
     return total
