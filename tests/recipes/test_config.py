@@ -38,7 +38,7 @@ def test_overrides_are_parsed_as_yaml():
     assert changed.model.options == {"width": 0.125, "dropout": 0.0, "fc6_dilation": 3}
     assert changed.train.progress is False
     assert changed.crf_params().bilateral_sxy == (50.0, 60.0)
-    assert config.optim.lr == pytest.approx(2e-3)  # the original is untouched
+    assert config.optim.lr == pytest.approx(5e-4)  # the original is untouched
 
 
 def test_presets_carry_the_papers_crf_values():

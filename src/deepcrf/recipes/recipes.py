@@ -102,7 +102,9 @@ RECIPES: dict[str, Recipe] = {
                     "options": {"width": 0.125, "dropout": 0.0, "fc6_dilation": 3},
                 },
                 "data": {**_TINY_DATA, "label_stride": 8},
-                "optim": {**_TINY_ADAM, "lr": 2e-3, "head": ["fc8"]},
+                # 5e-4: 2e-3 left the 15-layer net near the class prior (shapes scenes: 34.4
+                # against 24.4 val mIoU after 600 steps)
+                "optim": {**_TINY_ADAM, "lr": 5e-4, "head": ["fc8"]},
                 "schedule": {"name": "poly", "warmup_steps": 20},
                 "train": {**_TINY_TRAIN, "steps": 600},
                 "crf": _DEEPLAB_CRF,
@@ -111,7 +113,7 @@ RECIPES: dict[str, Recipe] = {
         },
         preset_notes={
             "paper": "VOC trainaug, 321 crops, batch 20, SGD 1e-3 (fc8 x10), 6k steps",
-            "tiny": "width 1/8, fc6 dilation 3, 80 px crops, batch 8, Adam, 600 steps, CRF "
+            "tiny": "width 1/8, fc6 dilation 3, 80 px crops, batch 8, Adam 5e-4, 600 steps, CRF "
             "chosen on 20 training images",
         },
     ),
