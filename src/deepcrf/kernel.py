@@ -189,31 +189,16 @@ class NormalizedKernel:
         return logits + (y @ t if t.dim() == 2 else y * t)
 
     @cached_property
-    def _moment_bags(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The moment splats' gathers: every vertex's splat entries repeated once per
-        feature dimension a, weighted by the entry's splat weight times f_a of its point,
-        as (index, offsets, forward weights, backward weights) for one embedding bag whose
-        bag (m, a) is P(f_a ⊙ values)_m (the Gaussian-derivative identity's splats). The
-        repeats of a vertex read the same value rows, from cache."""
+    def _moment_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(d, E) splat weights of the forward and the backward scaled lattice times f_a of
+        each entry's point: splatting with row a computes P(f_a ⊙ values), the moment
+        splats of the Gaussian-derivative identity."""
         forward, backward = self._scaled
         f = self.features.detach().float()
-        d, device = f.shape[1], f.device
-        entries = forward.splat_index.numel()
-        starts = forward.splat_offsets.long()
-        counts = torch.diff(starts, append=starts.new_tensor([entries]))
-        bag_counts = counts.repeat_interleave(d)
-        bag_starts = torch.cumsum(bag_counts, 0) - bag_counts
-        total = entries * d
-        shift = (starts.repeat_interleave(d) - bag_starts).repeat_interleave(
-            bag_counts, output_size=total
-        )
-        position = torch.arange(total, device=device).add_(shift)  # entry of each bag slot
-        index = forward.splat_index[position]
-        dim = torch.arange(d, device=device).repeat(len(starts))
-        by_entry = f[index.long(), dim.repeat_interleave(bag_counts, output_size=total)]
-        fwd = by_entry * forward.splat_weight[position]
-        bwd = fwd if backward is forward else by_entry.mul_(backward.splat_weight[position])
-        return index, bag_starts.to(forward.splat_offsets.dtype), fwd, bwd
+        by_entry = f.t()[:, forward.splat_index.long()]
+        fwd = by_entry * forward.splat_weight
+        bwd = fwd if backward is forward else by_entry.mul_(backward.splat_weight)
+        return fwd, bwd
 
     def apply_transposed(self, values: torch.Tensor) -> torch.Tensor:
         """``b ⊙ Kᵀ(a ⊙ values)``, the transposed operator (not differentiable)."""
@@ -351,14 +336,17 @@ def bandwidth_gradient(
     return torch.stack(columns, dim=1)
 
 
-def _moment_splat(kernel: NormalizedKernel, values: torch.Tensor, backward: bool):
-    """(M, d, C): P(f_a ⊙ values) for every feature dimension a, with the splat weights
-    of the kernel's forward or backward scaled lattice (``NormalizedKernel._moment_bags``)."""
-    index, offsets, fwd, bwd = kernel._moment_bags
-    out = F.embedding_bag(
-        index, values, offsets, mode="sum", per_sample_weights=bwd if backward else fwd
+def _moment_splat(lattice: Lattice, values: torch.Tensor, weights: torch.Tensor):
+    """(M, d, C): the (N, C) ``values`` splatted with each row of ``weights`` (d, E) as the
+    entries' weights (``NormalizedKernel._moment_weights``)."""
+    index, offsets = lattice.splat_index, lattice.splat_offsets
+    return torch.stack(
+        [
+            F.embedding_bag(index, values, offsets, mode="sum", per_sample_weights=w)
+            for w in weights
+        ],
+        dim=1,
     )
-    return out.view(kernel.lattice.num_vertices, -1, values.shape[1])
 
 
 def _label_transform(values: torch.Tensor, transform: torch.Tensor) -> torch.Tensor:
@@ -445,10 +433,11 @@ class _BandwidthMessage(torch.autograd.Function):
             if before is not None:
                 grad_b /= before.float()
         if needs[5]:
-            moments_q = _moment_splat(kernel, x, backward=False)  # P(f_a X): (M, d, C)
-            moments_g = _moment_splat(kernel, grad, backward=True)  # P(f_a a g)
+            fwd_weights, bwd_weights = kernel._moment_weights
+            moments_q = _moment_splat(lattice, x, fwd_weights)  # P(f_a X): (M, d, C)
+            moments_g = _moment_splat(lattice, grad, bwd_weights)  # P(f_a a g)
             m, d, c = moments_q.shape
-            blurred = kernel._scaled[0].blur(moments_q.view(m, d * c)).view(m, d, c)
+            blurred = lattice.blur(moments_q.view(m, d * c)).view(m, d, c)
             term = (moments_g * _label_transform(blurred, t)).sum((0, 2))
             r = grad_a if after is None else grad_a * after.float()
             r = r + (grad_b if before is None else grad_b * before.float())
