@@ -18,7 +18,12 @@ Features that require a gradient (learnable bandwidths, f = positions / θ) make
 kernel differentiable with respect to them, through K and through n = K·1. Their gradient
 uses the Gaussian derivative d/df_i Σ_j k(f_i, f_j) v_j = Σ_j k(f_i, f_j) (f_j - f_i) v_j,
 i.e. more filtering of values times features on the same lattice (exact on the exact
-kernel, an approximation that points the same way on the lattice).
+kernel, an approximation that points the same way on the lattice). When the features are
+fixed data divided by learnable bandwidths (``scale_gradient_only``), ``add_message`` runs
+a whole CRF message in one autograd Function (``_BandwidthMessage``): scales folded into
+the lattice, the label transform on the vertices, and the identity's extra work as splats
+weighted by the features, so its cost does not grow with the label transform and no
+(N, C) product is formed per feature dimension.
 """
 
 from __future__ import annotations
