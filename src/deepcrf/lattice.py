@@ -373,8 +373,8 @@ def _simplex_coordinates(coords: torch.Tensor):
     """Enclosing simplex of each point: remainder-0 vertex, rank permutation, barycentrics.
 
     ``coords`` is (d, N), one row per feature dimension. Returns ``rem0 / (d+1)`` for the
-    first d coordinates, (d, N) int64 (the remainder-0 vertex is (d+1) times that),
-    ``rank`` (d+1, N) int64 and ``bary`` (d+1, N) float32. Follows pydensecrf's float32
+    first d coordinates, (d, N) float32 holding integers (the remainder-0 vertex is (d+1)
+    times that), ``rank`` (d+1, N) int64 and ``bary`` (d+1, N) float32. Follows pydensecrf's float32
     arithmetic (including round-half-to-even and its tie-breaking of equal residuals) so
     that points on simplex boundaries land in the same simplex.
     """
@@ -416,7 +416,7 @@ def _simplex_coordinates(coords: torch.Tensor):
     flipped = by_rank.flip(0)
     torch.sub(flipped[1:], flipped[:-1], out=bary[1:])
     bary[0] = by_rank[d] + (1.0 - by_rank[0])
-    return rounded[:d].long(), rank, bary
+    return rounded[:d], rank, bary
 
 
 class _CodesOverflow(Exception):
@@ -448,8 +448,11 @@ def _vertex_codes(reduced: torch.Tensor, rank: torch.Tensor, set_index: torch.Te
     and packing.
     """
     d = rank.shape[0] - 1
-    low = reduced.amin(1) - 2  # vertex a_i is reduced_i or reduced_i - 1; neighbours one more
-    span = reduced.amax(1) + 1 - low + 1
+    # reduced holds float32 integers: bounds first, then the narrowest exact integer type
+    low = reduced.amin(1).long() - 2  # vertex a_i is reduced_i or reduced_i - 1; neighbours
+    high = reduced.amax(1).long()
+    span = high + 1 - low + 1  # one more
+    exact_in_float = max(int(low.abs().max()), int(high.abs().max())) < 2**24
     strides = []
     total = 1
     for extent in span.tolist():
@@ -459,14 +462,19 @@ def _vertex_codes(reduced: torch.Tensor, rank: torch.Tensor, set_index: torch.Te
     num_codes = total * (d + 1) * num_sets
     if num_codes >= 2**_MAX_PACKED_BITS:
         raise _CodesOverflow  # build_lattice falls back to dense row codes
-    dtype = torch.int32 if num_codes < 2**31 else torch.long
+    dtype = torch.int32 if num_codes < 2**31 else torch.long  # int32: half the traffic
     strides = [stride * (d + 1) for stride in strides]  # the remainder is the lowest digit
-    stride_t = torch.tensor(strides, dtype=torch.long, device=rank.device)
-    base = ((reduced - low[:, None]) * stride_t[:, None]).sum(0)
+    stride_t = torch.tensor(strides, dtype=dtype, device=rank.device)
+    # reduced - low: exact in float32 while all magnitudes are below 2^24, else in int64
+    if exact_in_float:
+        offset = reduced - low.to(reduced.device, reduced.dtype)[:, None]
+    else:
+        offset = reduced.long() - low.to(reduced.device)[:, None]
+    base = (offset.to(dtype) * stride_t[:, None]).sum(0, dtype=dtype)
     if set_index is not None:
-        base += set_index * (total * (d + 1))
+        base += (set_index * (total * (d + 1))).to(dtype)
     # strides of the coordinates by their rank; coordinate d is not part of the key
-    by_rank = torch.zeros_like(rank).scatter_(
+    by_rank = torch.zeros(rank.shape, dtype=dtype, device=rank.device).scatter_(
         0, rank[:d], stride_t[:, None].expand(d, rank.shape[1])
     )
     # suffix[j] = sum of strides of coordinates with rank >= j, accumulated from the top
@@ -622,12 +630,12 @@ def _dense_vertex_codes(
     (a sort per key coordinate) but it indexes any range of keys, as pydensecrf's hash
     table does."""
     d, n = reduced.shape
-    rows = reduced.new_empty(d + 1, n, d + 2)
+    rows = torch.empty(d + 1, n, d + 2, dtype=torch.long, device=reduced.device)
     rows[:, :, 0] = 0 if set_index is None else set_index
     for r in range(d + 1):
         rows[r, :, d + 1] = r
         # vertex r: a_i = reduced_i - [rank_i > d - r] (see ``_vertex_codes``)
-        rows[r, :, 1 : d + 1] = (reduced - (rank[:d] > d - r).long()).flip(0).t()
+        rows[r, :, 1 : d + 1] = (reduced.long() - (rank[:d] > d - r).long()).flip(0).t()
     codes = _dense_row_codes(rows.view(-1, d + 2)).view(d + 1, n)
     return codes, rows
 
