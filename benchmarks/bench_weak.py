@@ -32,7 +32,15 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-VOC = ROOT.parent / "shared" / "data" / "voc-samples"
+# ../shared of the checkout (or of a folder above it: worktrees live one level deeper)
+VOC = next(
+    (
+        folder / "shared" / "data" / "voc-samples"
+        for folder in ROOT.parents
+        if (folder / "shared" / "data" / "voc-samples").is_dir()
+    ),
+    ROOT.parent / "shared" / "data" / "voc-samples",
+)
 
 
 # ----------------------------------------------------------------------------- data
@@ -144,15 +152,21 @@ def _timed(command: list[str], env: dict) -> tuple[float, float]:
     return wall, cpu
 
 
+def _load() -> str:
+    with open("/proc/loadavg") as handle:
+        return " ".join(handle.read().split()[:3])
+
+
 def bench_pseudo_label(args: argparse.Namespace) -> None:
     from PIL import Image
 
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    load_before = _load()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         names = make_dataset(data, args.images, Path(args.voc))
         size = Image.open(next((data / "images").iterdir())).size
-        ours_t, ref_t = [], []
+        ours_t, ref_t, start_t = [], [], []
         for r in range(args.rounds):
             out_ours, out_ref = data / f"ours{r}", data / f"ref{r}"
             ours_cmd = [sys.executable, "-m", "deepcrf", "pseudo-label", "--preset", "irn"]
@@ -161,6 +175,7 @@ def bench_pseudo_label(args: argparse.Namespace) -> None:
             ours_t.append(_timed(ours_cmd, env))
             ref_cmd = [sys.executable, __file__, "--reference", str(data), str(out_ref)]
             ref_t.append(_timed([*ref_cmd, str(args.jobs)], env))
+            start_t.append(_timed(ours_cmd, env))  # again: every output exists, nothing to do
         agree = np.mean(
             [
                 (
@@ -170,12 +185,17 @@ def bench_pseudo_label(args: argparse.Namespace) -> None:
                 for n in names
             ]
         )
-        steady = _steady_state(data, names[: min(4, len(names))])
+        sample = names[: min(4, len(names))]
+        steady = _steady_state(data, sample)
+        stages = _stage_breakdown(data, sample)
     n = args.images
-    ours, ref = (statistics.median(t[0] for t in ts) for ts in (ours_t, ref_t))
-    ours_cpu, ref_cpu = (statistics.median(t[1] for t in ts) for ts in (ours_t, ref_t))
+    ours, ref, start = (statistics.median(t[0] for t in ts) for ts in (ours_t, ref_t, start_t))
+    ours_cpu, ref_cpu, start_cpu = (
+        statistics.median(t[1] for t in ts) for ts in (ours_t, ref_t, start_t)
+    )
     print(f"\n### pseudo-label, IRN preset, {n} VOC photos ({size[0]}x{size[1]}), jobs {args.jobs}")
-    print(f"(whole commands incl. start-up; medians of {args.rounds} interleaved rounds)\n")
+    print(f"(whole commands incl. start-up; medians of {args.rounds} interleaved rounds;")
+    print(f" load average before {load_before}, after {_load()})\n")
     print("| | wall s | images/s | ratio | CPU s | images per CPU s | ratio |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     print(
@@ -186,12 +206,106 @@ def bench_pseudo_label(args: argparse.Namespace) -> None:
         f"| deepcrf pseudo-label --jobs {args.jobs} | {ours:.2f} | {n / ours:.2f} | "
         f"{ref / ours:.2f}x | {ours_cpu:.2f} | {n / ours_cpu:.2f} | {ref_cpu / ours_cpu:.2f}x |"
     )
+    print(
+        f"| (of which start-up: the same command with nothing to do) | {start:.2f} | | | "
+        f"{start_cpu:.2f} | | |"
+    )
     print(f"\npixel agreement of the two outputs: {100 * agree:.3f} %")
     s_ours, s_ref = steady
     print("\nsteady state, one process, one thread, CPU seconds per image (no start-up):\n")
     print("| pydensecrf (IRN) | deepcrf | ratio |")
     print("| ---: | ---: | ---: |")
     print(f"| {s_ref:.3f} | {s_ours:.3f} | {s_ref / s_ours:.2f}x |")
+    total = sum(ms for _, ms in stages)
+    print("\ndeepcrf per stage, CPU ms per image (one process, one thread, the worker's code):\n")
+    print("| stage | ms | share |")
+    print("| --- | ---: | ---: |")
+    for stage, ms in stages:
+        print(f"| {stage} | {ms:.1f} | {100 * ms / total:.0f} % |")
+    print(f"| total | {total:.1f} | 100 % |")
+
+
+_STAGES = (  # (module, attribute, stage); nested calls are charged to the innermost stage
+    ("deepcrf.data.cams", "read_cams", "read CAMs (restricted unpickler)"),
+    ("deepcrf.data.io", "read_image", "decode image"),
+    ("deepcrf.weak", "bilateral_features", "bilateral features"),
+    ("deepcrf.kernel", "build_lattice", "bilateral lattice build (lattice.py)"),
+    ("deepcrf.weak", "Pairwise", "kernels: normalisation scales"),
+    ("deepcrf.weak", "SideBySide", "message bound (a filter per kernel)"),
+    ("deepcrf.weak", "mean_field", "mean field, 2 runs side by side x 10 iterations"),
+    ("deepcrf.viz", "save_label_png", "PNG encoding"),
+    ("deepcrf.fileio", "atomic_write", "atomic write (temp, fsync, rename)"),
+)
+
+
+def _stage_breakdown(data: Path, names: list[str]) -> list[tuple[str, float]]:
+    """CPU ms per image of each stage of ``label_one`` (what a worker runs per image),
+    timed by wrapping the functions it calls; "other" is the rest of ``pseudo_labels``
+    (input checks, unaries, layout, arg-max, label mapping)."""
+    import importlib
+
+    import torch
+
+    from deepcrf.cli.batch import BatchItem
+    from deepcrf.cli.pseudo_label import label_one
+    from deepcrf.weak import PRESETS
+
+    torch.set_num_threads(1)
+    spent: dict[str, float] = {stage: 0.0 for *_, stage in _STAGES}
+    stack: list[list[float]] = []
+
+    def timed(func, stage):
+        def wrapper(*args, **kwargs):
+            stack.append([time.process_time(), 0.0])  # start, time of nested stages
+            try:
+                return func(*args, **kwargs)
+            finally:
+                begin, nested = stack.pop()
+                took = time.process_time() - begin
+                spent[stage] += took - nested
+                if stack:
+                    stack[-1][1] += took
+
+        return wrapper
+
+    saved = []
+    for module_name, attribute, stage in _STAGES:
+        module = importlib.import_module(module_name)
+        saved.append((module, attribute, getattr(module, attribute)))
+        setattr(module, attribute, timed(getattr(module, attribute), stage))
+    options = {k: v for k, v in PRESETS["irn"].items()}
+    total, count = 0.0, 0
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            items = [
+                BatchItem(
+                    n,
+                    (data / "cams" / f"{n}.npy", data / "images" / f"{n}.jpg"),
+                    Path(tmp) / f"{n}.png",
+                )
+                for n in names
+            ]
+            for item in items:  # warm-up: first-call costs, cached grid lattices
+                label_one(options, "voc", item)
+            for key in spent:
+                spent[key] = 0.0
+            for _ in range(2):
+                for item in items:
+                    begin = time.process_time()
+                    label_one(options, "voc", item)
+                    total += time.process_time() - begin
+                    count += 1
+    finally:
+        for module, attribute, original in saved:
+            setattr(module, attribute, original)
+    rows = [(stage, 1e3 * spent[stage] / count) for *_, stage in _STAGES]
+    rows.append(
+        (
+            "other (checks, unaries, layout, arg-max)",
+            1e3 * total / count - sum(ms for _, ms in rows),
+        )
+    )
+    return rows
 
 
 def _steady_state(data: Path, names: list[str]) -> tuple[float, float]:
@@ -226,8 +340,11 @@ def bench_loss() -> None:
 
     torch.set_num_threads(1)
     print("\n### DenseCRF loss, forward + backward, B=2, K=21, sigma_rgb 15, sigma_xy 100\n")
-    print("| size | loss runs at | brute force | rloss numpy | deepcrf exact | deepcrf lattice |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    print(
+        "| size | loss runs at | brute force | rloss numpy | deepcrf exact | deepcrf lattice "
+        "| deepcrf default (auto) |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for (h, w), scale in (((48, 64), 1.0), ((96, 128), 0.5), ((321, 321), 0.5)):
         print(_loss_row(h, w, scale))
     print("\n(x = speed-up over brute force; rloss numpy uses the lattice as its filter)")
@@ -245,8 +362,10 @@ def _loss_row(h: int, w: int, scale: float) -> str:
     small = (int(h * scale), int(w * scale))
     lattice = DenseCRFLoss(1e-7, 15.0, 100.0, scale, "lattice")
     exact = DenseCRFLoss(1e-7, 15.0, 100.0, scale, "exact")
+    auto = DenseCRFLoss(1e-7, 15.0, 100.0, scale)
     cases = {
         "lattice": lambda p: lattice(images, p, roi),
+        "auto": lambda p: auto(images, p, roi),
         "rloss": lambda p: _rloss_numpy(images, p, roi, scale),
     }
     if small[0] * small[1] <= 6000:
@@ -262,13 +381,79 @@ def _loss_row(h: int, w: int, scale: float) -> str:
         timings[name] = min(times)
     base = timings.get("brute")
     cells = []
-    for key in ("brute", "rloss", "exact", "lattice"):
+    for key in ("brute", "rloss", "exact", "lattice", "auto"):
         if key not in timings:
             cells.append("-")
             continue
         t = timings[key]
         cells.append(f"{t * 1e3:.1f} ms" + (f" ({base / t:.1f}x)" if base else ""))
     return f"| {h}x{w} | {small[0]}x{small[1]} | " + " | ".join(cells) + " |"
+
+
+def bench_loss_accuracy(voc: Path) -> None:
+    """The lattice's estimate of the loss against float64 brute force, raw and over
+    LATTICE_GAIN, on photos and generated scenes (value ratio and gradient error)."""
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from deepcrf.nn import DenseCRFLoss
+    from deepcrf.nn.loss import LATTICE_GAIN
+
+    torch.set_num_threads(1)
+    photos = sorted(p for p in voc.glob("*.png") if not p.stem.endswith("_labels"))
+    scenes = []
+    for path in photos:
+        pixels = torch.from_numpy(np.array(Image.open(path).convert("RGB")))
+        pixels = pixels.permute(2, 0, 1)[None].double()
+        for size in ((48, 64), (96, 128)):
+            scenes.append(("photo", F.interpolate(pixels, size=size, mode="area")))
+        half = F.interpolate(pixels, scale_factor=0.5)  # rloss's 0.5 scale, a 120x160 crop
+        scenes.append(("photo", half[:, :, :120, :160].contiguous()))
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        coarse = torch.rand(1, 3, 4, 5, generator=g, dtype=torch.float64) * 255
+        smooth = F.interpolate(coarse, size=(48, 64), mode="bilinear", align_corners=False)
+        smooth[:, :, 16:, 32:] = torch.tensor([30.0, 160.0, 60.0]).double()[:, None, None]
+        noisy = smooth + torch.randn(smooth.shape, generator=g, dtype=torch.float64) * 4
+        scenes.append(("generated", noisy.clamp(0, 255)))
+        scenes.append(("generated", torch.rand(1, 3, 48, 64, generator=g).double() * 255))
+    rows: dict[str, list[tuple[float, float]]] = {"photo": [], "generated": []}
+    for kind, image in scenes:
+        h, w = image.shape[2:]
+        logits = torch.randn(1, 4, h // 8 + 1, w // 8 + 1, generator=g, dtype=torch.float64)
+        logits = F.interpolate(logits * 3, size=(h, w), mode="bilinear", align_corners=False)
+        for sigma_xy, sigma_rgb in ((w / 3, 15.0), (w / 10, 15.0), (w / 3, 5.0)):
+            results = []
+            for filter in ("lattice", "exact"):
+                probs = torch.softmax(logits, 1).requires_grad_()
+                loss = DenseCRFLoss(1.0, sigma_rgb, sigma_xy, filter=filter)
+                value = loss(image, probs)
+                (grad,) = torch.autograd.grad(value, probs)
+                results.append((value.item(), grad))
+            (lat, lat_grad), (ref, ref_grad) = results
+            error = ((lat_grad - ref_grad).norm() / ref_grad.norm()).item()
+            rows[kind].append((lat / ref, error))
+    print(
+        f"\n### DenseCRF loss: lattice against float64 brute force ({len(scenes)} images x 3 "
+        f"bandwidth pairs; LATTICE_GAIN = {LATTICE_GAIN})\n"
+    )
+    print(
+        "| images | cases | raw lattice value ratio min / median / max | over the gain "
+        "min / p10 / median / p90 / max | gradient error median / p90 |"
+    )
+    print("| --- | ---: | --- | --- | --- |")
+    for kind, values in rows.items():
+        ratio = np.array([r for r, _ in values])
+        error = np.array([e for _, e in values])
+        raw = ratio * LATTICE_GAIN
+        q = np.percentile(ratio, [0, 10, 50, 90, 100])
+        print(
+            f"| {kind} | {len(values)} | {raw.min():.2f} / {np.median(raw):.2f} / {raw.max():.2f} "
+            f"| {' / '.join(f'{v:.2f}' for v in q)} "
+            f"| {100 * np.median(error):.1f} % / {100 * np.percentile(error, 90):.1f} % |"
+        )
+    print("(generated: smooth colour fields with an edge and noise, and uniform noise images)")
 
 
 def _resized(images, probs, roi, scale):
@@ -365,6 +550,7 @@ def main() -> None:
         bench_pseudo_label(args)
     if not args.skip_loss:
         bench_loss()
+        bench_loss_accuracy(Path(args.voc))
 
 
 if __name__ == "__main__":

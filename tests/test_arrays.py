@@ -26,7 +26,7 @@ def test_read_only_and_strided_arrays_are_copied_and_left_alone():
     np.testing.assert_array_equal(t.numpy(), b.astype(np.float32))
 
 
-@pytest.mark.parametrize("shape", [(7, 3), (2, 5, 4), (1, 1)])
+@pytest.mark.parametrize("shape", [(7, 3), (2, 5, 4), (1, 1), (40, 21), (3, 33, 17)])
 @pytest.mark.parametrize("scale", [None, 0.5])
 def test_transpose_copy_equals_transpose_contiguous(shape, scale):
     x = torch.randn(shape)

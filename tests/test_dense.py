@@ -176,3 +176,16 @@ def test_bad_labels():
         refine_labels(np.full((4, 4), 7), np.zeros((4, 4, 3), np.uint8), 3)
     with pytest.raises(ValueError, match="gt_prob"):
         refine_labels(np.zeros((4, 4), np.int64), np.zeros((4, 4, 3), np.uint8), 3, gt_prob=1.0)
+
+
+def test_unary_from_probs_in_place_equals_the_copy():
+    from deepcrf.dense import unary_from_probs
+
+    probs = torch.rand(5, 4) * 1.2 - 0.1  # also below the clip and above 1
+    expected = unary_from_probs(probs)
+    work = probs.clone()
+    out = unary_from_probs(work, inplace=True)
+    assert out.data_ptr() == work.data_ptr() and torch.equal(out, expected)
+    double = probs.double()
+    assert torch.equal(unary_from_probs(double, inplace=True), expected)  # converted instead
+    assert double.dtype == torch.float64 and torch.equal(double, probs.double())

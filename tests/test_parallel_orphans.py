@@ -25,7 +25,8 @@ SCRIPT = textwrap.dedent(
         time.sleep(120)
 
     if __name__ == "__main__":
-        for _ in process_map(task, [sys.argv[1]] * 2, jobs=2):
+        start = sys.argv[2]
+        for _ in process_map(task, [sys.argv[1]] * 2, jobs=2, threads=1, start=start):
             pass
     """
 )
@@ -43,14 +44,15 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="SIGKILL semantics checked on Linux")
-def test_workers_end_with_a_killed_parent(tmp_path):
+@pytest.mark.parametrize("start", ["spawn", "auto"])  # auto: forked one-thread workers
+def test_workers_end_with_a_killed_parent(tmp_path, start):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     folder = tmp_path / "pids"
     folder.mkdir()
     source = str(Path(deepcrf.__file__).resolve().parents[1])  # this checkout, not an install
     env = {**os.environ, "PYTHONPATH": source + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    parent = subprocess.Popen([sys.executable, str(script), str(folder)], env=env)
+    parent = subprocess.Popen([sys.executable, str(script), str(folder), start], env=env)
     try:
         deadline = time.monotonic() + 120
         while len(os.listdir(folder)) < 2 and time.monotonic() < deadline:

@@ -130,3 +130,45 @@ def test_refine_runs_under_the_policy(monkeypatch, restore_threads):
     probs = np.full((3, 8, 9), 1 / 3, dtype=np.float32)
     refine(probs, np.zeros((8, 9, 3), np.uint8), iterations=2)
     assert seen == [1] and torch.get_num_threads() == 2
+
+
+def test_recheck_drops_to_one_thread_after_two_crowded_checks(monkeypatch, restore_threads):
+    monkeypatch.setenv("DEEPCRF_THREADS", "auto")
+    torch.set_num_threads(2)
+    monkeypatch.setattr(threads, "choose_threads", lambda: 2)
+    runnable = iter([3, 2, 3, 3])  # crowded, free, crowded, crowded
+    monkeypatch.setattr(threads, "_runnable_tasks", lambda: next(runnable))
+    seen = []
+
+    @threads.adaptive
+    def loop():
+        for _ in range(4):
+            seen.append(threads.recheck())
+
+    loop()
+    assert seen == [2, 2, 2, 1]  # one crowded check alone does not count
+    assert torch.get_num_threads() == 2  # the caller's setting is back
+    assert threads.recheck() == 2  # outside an adaptive call: nothing changes
+
+
+def test_recheck_leaves_fixed_policies_alone(monkeypatch, restore_threads):
+    monkeypatch.setenv("DEEPCRF_THREADS", "fixed")
+    torch.set_num_threads(2)
+    monkeypatch.setattr(threads, "_runnable_tasks", lambda: 9)
+
+    @threads.adaptive
+    def loop():
+        return [threads.recheck() for _ in range(3)]
+
+    assert loop() == [2, 2, 2]
+
+
+def test_mean_field_rechecks_between_iterations(monkeypatch, restore_threads):
+    from deepcrf.crf import Kernel, Pairwise, mean_field
+
+    calls = []
+    monkeypatch.setattr("deepcrf.crf.recheck", lambda: calls.append(1))
+    features = torch.rand(30, 2)
+    pairwise = Pairwise([Kernel(features, 1.0)], 3)
+    mean_field(torch.randn(30, 3), pairwise, 4)
+    assert len(calls) == 3

@@ -33,7 +33,7 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from deepcrf.kernel import FILTERS, NORMALIZATIONS, NormalizedKernel, normalization_scales
 from deepcrf.lattice import Lattice, stack_lattices
-from deepcrf.threads import adaptive
+from deepcrf.threads import adaptive, recheck
 
 __all__ = [
     "NORMALIZATIONS",
@@ -213,18 +213,22 @@ class _Stack:
     their block stack for the no-gradient path."""
 
     def __init__(self, kernels: list[NormalizedKernel], compats: list, num_labels: int) -> None:
-        self.forward, self.backward, self.transforms = [], [], []
-        for kernel, compat in zip(kernels, compats):
-            weight = _potts_weight(compat)
-            fwd, bwd = kernel.scaled_lattices(weight)
-            self.forward.append(fwd)
-            self.backward.append(bwd)
+        self.forward, self.transforms = [], []
+        self._kernels = kernels
+        self._weights = [_potts_weight(compat) for compat in compats]
+        for kernel, compat, weight in zip(kernels, compats, self._weights):
+            self.forward.append(kernel.scaled_lattice(weight))
             transform = None
             if weight is None:
                 transform = _label_transform(compat, num_labels)
                 transform = transform.to(torch.float32).to(kernel.lattice.device)
             self.transforms.append(transform)
         self.alphas = [lattice.alpha for lattice in self.forward]
+
+    @cached_property
+    def backward(self) -> list[Lattice]:
+        """Each kernel's transposed lattice, built when a backward pass first needs it."""
+        return [k.scaled_lattice(w, transpose=True) for k, w in zip(self._kernels, self._weights)]
 
     @cached_property
     def stacked(self) -> Lattice:
@@ -374,6 +378,8 @@ def mean_field(
                 callback(done - 1, q)
         return (q, logits) if return_logits else q
     for t in range(iterations):
+        if t:
+            recheck()  # load that appeared since the call began: fall back to 1 thread
         logits = pairwise.add_message(unary, q)
         del q  # consumed: free it before the next marginals are allocated
         last = return_logits and t == iterations - 1

@@ -31,8 +31,15 @@ ExtraKernel = tuple[Any, Any]
 _DEFAULTS = CRFParams()
 
 
-def unary_from_probs(probs: torch.Tensor, clip: float = 1e-5) -> torch.Tensor:
-    """Unary logits log(max(p, clip)) from probabilities (labels on dim 0 or 1)."""
+def unary_from_probs(
+    probs: torch.Tensor, clip: float = 1e-5, inplace: bool = False
+) -> torch.Tensor:
+    """Unary logits log(max(p, clip)) from probabilities (labels on dim 0 or 1).
+
+    ``inplace=True`` overwrites a float32 ``probs`` with the result (for a caller's own
+    copy: no temporaries); other dtypes are converted as usual."""
+    if inplace and probs.dtype == torch.float32:
+        return probs.clamp_(min=clip, max=1.0).log_()
     return torch.log(probs.float().clamp(min=clip, max=1.0))
 
 
@@ -129,8 +136,11 @@ def refine(
     b, num_labels = q.shape[:2]
     spatial = tuple(q.shape[2:])
     n = int(np.prod(spatial))
-    scores = q.float() if logits else unary_from_probs(q, clip)
-    unary = transpose_copy(scores.reshape(b, num_labels, n)).view(b * n, num_labels)
+    # (B*N, L) unary logits: transposed first, then clipped and logged in place (no
+    # (B, L, N) temporaries kept alive through the mean field: peak memory)
+    unary = transpose_copy(q.reshape(b, num_labels, n).float()).view(b * n, num_labels)
+    if not logits:
+        unary = unary_from_probs(unary, clip, inplace=True)
     segments = [i * n for i in range(b + 1)]
 
     kernels = []
@@ -173,9 +183,7 @@ def refine(
             )
         f = f.to(q.device).float().reshape(n, -1).repeat(b, 1)
         lattice = (
-            _named_lattice(
-                f"extra_kernels[{k}]", None, lambda f=f: build_lattice(f, segments)
-            )
+            _named_lattice(f"extra_kernels[{k}]", None, lambda f=f: build_lattice(f, segments))
             if filter == "lattice"
             else None
         )
@@ -197,8 +205,9 @@ def _named_lattice(name: str, value: Any, build):
     except LatticeRangeError:
         what = "the features" if value is None else f"bandwidths {value!r}"
         raise ValueError(
-            f"{name}: {what} spread the points over more lattice cells than it can index "
-            "(bandwidths far too small for the features' range); use larger bandwidths"
+            f"{name}: {what} scale the features beyond the lattice's range (|feature| "
+            "above 1e7: bandwidths far too small for the features' range); use larger "
+            "bandwidths"
         ) from None
 
 

@@ -48,8 +48,10 @@ def grid_features(
     sxy: float | Sequence[float],
     spacing: float | Sequence[float] = 1.0,
     device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Pixel positions divided by the bandwidths: (prod(shape), len(shape)) float32.
+    """Pixel positions divided by the bandwidths: (prod(shape), len(shape)), ``dtype``
+    (float32 by default; float64 for brute-force references).
 
     Position k of a pixel is its index along axis k times ``spacing[k]`` (voxel size, for
     anisotropic volumes) over ``sxy[k]``; ``sxy`` and ``spacing`` are in axis order (rows
@@ -59,7 +61,7 @@ def grid_features(
     ndim = len(shape)
     scales = per_axis(sxy, ndim, "sxy")
     spacings = per_axis(spacing, ndim, "spacing")
-    axes = [torch.arange(n, dtype=torch.float32, device=device) for n in shape]
+    axes = [torch.arange(n, dtype=dtype, device=device) for n in shape]
     grids = torch.meshgrid(*axes, indexing="ij")
     columns = [  # plain index / sxy without spacing: bit-identical to pydensecrf's features
         (grids[k] * spacings[k] / scales[k]) if spacings[k] != 1.0 else grids[k] / scales[k]
@@ -75,15 +77,19 @@ def bilateral_features(
     sxy: float | Sequence[float],
     srgb: float | Sequence[float],
     spacing: float | Sequence[float] = 1.0,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Positions over ``sxy`` then channel values over ``srgb``: (prod(spatial), ndim + C).
+    """Positions over ``sxy`` then channel values over ``srgb``: (prod(spatial), ndim + C)
+    in ``dtype`` (float32 by default).
 
     ``image`` is channels-last (*spatial, C) with raw values (0..255 for photos).
     """
     spatial, channels = tuple(image.shape[:-1]), image.shape[-1]
     scales = per_axis(srgb, channels, "srgb")
-    positions = grid_features(spatial, sxy, spacing, device=image.device)
-    colours = image.reshape(-1, channels).float() / torch.tensor(scales, device=image.device)
+    positions = grid_features(spatial, sxy, spacing, device=image.device, dtype=dtype)
+    colours = image.reshape(-1, channels).to(dtype) / torch.tensor(
+        scales, dtype=dtype, device=image.device
+    )
     return torch.cat([positions, colours], dim=1)
 
 

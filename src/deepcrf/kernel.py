@@ -127,17 +127,24 @@ class NormalizedKernel:
         """(forward, backward) lattices with the scales folded into splat and slice:
         forward computes diag(w·a) K diag(b), backward its transpose diag(b) Kᵀ diag(w·a)
         (with ``blur(transpose=True)``); the same object when the operator is symmetric.
-        ``weight`` w (a Potts weight) is optional. Kernels on fixed features keep the pair
-        with their lattice, so a cached lattice (``features.grid_lattice``) is scaled once."""
+        ``weight`` w (a Potts weight) is optional. See ``scaled_lattice``."""
+        return self.scaled_lattice(weight), self.scaled_lattice(weight, transpose=True)
+
+    def scaled_lattice(self, weight: float | None = None, transpose: bool = False) -> Lattice:
+        """The forward (or, with ``transpose``, backward) lattice of ``scaled_lattices``,
+        built on first use: inference never needs the backward one. Kernels on fixed
+        features keep them with their lattice, so a cached lattice
+        (``features.grid_lattice``) is scaled once."""
         if self.lattice is None:
             raise ValueError("scaled_lattices: an exact kernel has no lattice")
+        if transpose and self.before is self.after and weight is None:  # symmetric
+            return self.scaled_lattice(weight)
         cache = None
         if not self.learnable:  # the scales derive from the lattice's own row sums
             cache = self.lattice.__dict__.setdefault("_normalized", {})
-            key = (self.normalization, weight)
+            key = (self.normalization, weight, transpose)
             if key in cache:
                 return cache[key]
-        symmetric = self.before is self.after and weight is None
         before = None if self.before is None else self.before.detach()
         after = None if self.after is None else self.after.detach()
         if weight is not None:
@@ -146,11 +153,12 @@ class NormalizedKernel:
                 if after is None
                 else after * weight
             )
-        forward = self.lattice.scale(before, after)
-        backward = forward if symmetric else self.lattice.scale(after, before)
+        if transpose:
+            before, after = after, before
+        lattice = self.lattice.scale(before, after)
         if cache is not None:
-            cache[key] = (forward, backward)
-        return forward, backward
+            cache[key] = lattice
+        return lattice
 
     @cached_property
     def _scaled(self) -> tuple[Lattice, Lattice]:
@@ -184,7 +192,14 @@ class NormalizedKernel:
             if self.before is None and self.lattice is not None:
                 sums = self.lattice.row_sums
                 return sums if self.after is None else sums * self.after
-            return self.apply(self.features.new_ones(self.num_points, 1).float())[:, 0]
+            if self.lattice is None or self.learnable:
+                return self.apply(self.features.new_ones(self.num_points, 1).float())[:, 0]
+            # fixed features: kept with the lattice (a cached grid lattice filters once)
+            cache = self.lattice.__dict__.setdefault("_normalized", {})
+            key = ("row_sums", self.normalization)
+            if key not in cache:
+                cache[key] = self.apply(self.features.new_ones(self.num_points, 1).float())[:, 0]
+            return cache[key]
 
     def feature_gradient(self, values: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """dL/df (N, d) for L = <grad, K values> (the unnormalised kernel), see

@@ -37,8 +37,9 @@ __all__ = ["Lattice", "LatticeRangeError", "build_lattice", "stack_lattices"]
 
 
 class LatticeRangeError(ValueError):
-    """Features spread over more lattice cells than 64-bit keys can index (bandwidths far
-    too small for the features' range)."""
+    """Features too large for exact integer lattice keys in float32 arithmetic (|f| above
+    1e7: bandwidths far too small for the features' range). Keys spread over more cells
+    than 62-bit packed codes can index are no error: they take the dense-code path."""
 
 _MAX_PACKED_BITS = 62
 _MAX_FEATURE = 1e7  # keeps integer lattice keys exact in float32 arithmetic
@@ -296,8 +297,8 @@ class Lattice:
         the dense CRF applies its kernel normalisation and weights for free.
         """
         splat_weight, slice_weight = self.splat_weight, self.slice_weight
-        if before is not None:
-            splat_weight = splat_weight * before.float()[self.splat_index]
+        if before is not None:  # index_select: several times faster than indexing
+            splat_weight = splat_weight * before.float().index_select(0, self.splat_index)
         if after is not None:
             slice_weight = slice_weight * after.float()[:, None]
         return replace(self, splat_weight=splat_weight, slice_weight=slice_weight, scaled=True)
@@ -372,8 +373,8 @@ def _simplex_coordinates(coords: torch.Tensor):
     """Enclosing simplex of each point: remainder-0 vertex, rank permutation, barycentrics.
 
     ``coords`` is (d, N), one row per feature dimension. Returns ``rem0 / (d+1)`` for the
-    first d coordinates, (d, N) int64 (the remainder-0 vertex is (d+1) times that),
-    ``rank`` (d+1, N) int64 and ``bary`` (d+1, N) float32. Follows pydensecrf's float32
+    first d coordinates, (d, N) float32 holding integers (the remainder-0 vertex is (d+1)
+    times that), ``rank`` (d+1, N) int64 and ``bary`` (d+1, N) float32. Follows pydensecrf's float32
     arithmetic (including round-half-to-even and its tie-breaking of equal residuals) so
     that points on simplex boundaries land in the same simplex.
     """
@@ -390,15 +391,19 @@ def _simplex_coordinates(coords: torch.Tensor):
     rounded = torch.round(elevated * down)  # round half to even, as SSE rounding does
     rem0 = rounded * (d + 1)
     residual = elevated - rem0
-    # rank_i = #{j > i: r_i < r_j} + #{j < i: not r_j < r_i}  (pydensecrf's tie-breaking)
-    rank = rounded.sum(0, keepdim=True) + torch.arange(
-        d + 1, dtype=coords.dtype, device=coords.device
+    # rank_i = #{j > i: r_i < r_j} + #{j < i: not r_j < r_i}  (pydensecrf's tie-breaking),
+    # counted in small integers (4x less memory traffic than float32; ranks are < 3(d+1))
+    small = torch.int8 if d < 40 else torch.int16
+    rank = rounded.sum(0, keepdim=True).to(small) + torch.arange(
+        d + 1, dtype=small, device=coords.device
     ).unsqueeze(1)  # the "+ i" of the second count; points off the plane shift every rank
     for i in range(d):
-        below = (residual[i : i + 1] < residual[i + 1 :]).to(coords.dtype)
-        rank[i] += below.sum(0)
+        below = torch.lt(residual[i : i + 1], residual[i + 1 :]).view(torch.int8).to(small)
+        rank[i] += below.sum(0, dtype=small)
         rank[i + 1 :] -= below
-    wrap = (rank < 0).to(coords.dtype) - (rank >= d + 1).to(coords.dtype)
+    wrap = torch.lt(rank, 0).view(torch.int8).to(small) - torch.gt(rank, d).view(torch.int8).to(
+        small
+    )
     rank += wrap * (d + 1)
     rem0 += wrap * (d + 1)
     rounded += wrap  # rem0 / (d+1), kept to skip an integer division later
@@ -411,7 +416,11 @@ def _simplex_coordinates(coords: torch.Tensor):
     flipped = by_rank.flip(0)
     torch.sub(flipped[1:], flipped[:-1], out=bary[1:])
     bary[0] = by_rank[d] + (1.0 - by_rank[0])
-    return rounded[:d].long(), rank, bary
+    return rounded[:d], rank, bary
+
+
+class _CodesOverflow(Exception):
+    """The mixed-radix vertex codes would not fit in 62 bits."""
 
 
 @dataclass(frozen=True)
@@ -439,8 +448,11 @@ def _vertex_codes(reduced: torch.Tensor, rank: torch.Tensor, set_index: torch.Te
     and packing.
     """
     d = rank.shape[0] - 1
-    low = reduced.amin(1) - 2  # vertex a_i is reduced_i or reduced_i - 1; neighbours one more
-    span = reduced.amax(1) + 1 - low + 1
+    # reduced holds float32 integers: bounds first, then the narrowest exact integer type
+    low = reduced.amin(1).long() - 2  # vertex a_i is reduced_i or reduced_i - 1; neighbours
+    high = reduced.amax(1).long()
+    span = high + 1 - low + 1  # one more
+    exact_in_float = max(int(low.abs().max()), int(high.abs().max())) < 2**24
     strides = []
     total = 1
     for extent in span.tolist():
@@ -449,18 +461,20 @@ def _vertex_codes(reduced: torch.Tensor, rank: torch.Tensor, set_index: torch.Te
     num_sets = 1 if set_index is None else int(set_index.max().item()) + 1
     num_codes = total * (d + 1) * num_sets
     if num_codes >= 2**_MAX_PACKED_BITS:
-        raise LatticeRangeError(
-            "features: the lattice keys span too large a range to index; the features are "
-            "probably scaled far too finely (bandwidths too small for their range)"
-        )
-    dtype = torch.int32 if num_codes < 2**31 else torch.long
+        raise _CodesOverflow  # build_lattice falls back to dense row codes
+    dtype = torch.int32 if num_codes < 2**31 else torch.long  # int32: half the traffic
     strides = [stride * (d + 1) for stride in strides]  # the remainder is the lowest digit
-    stride_t = torch.tensor(strides, dtype=torch.long, device=rank.device)
-    base = ((reduced - low[:, None]) * stride_t[:, None]).sum(0)
+    stride_t = torch.tensor(strides, dtype=dtype, device=rank.device)
+    # reduced - low: exact in float32 while all magnitudes are below 2^24, else in int64
+    if exact_in_float:
+        offset = reduced - low.to(reduced.device, reduced.dtype)[:, None]
+    else:
+        offset = reduced.long() - low.to(reduced.device)[:, None]
+    base = (offset.to(dtype) * stride_t[:, None]).sum(0, dtype=dtype)
     if set_index is not None:
-        base += set_index * (total * (d + 1))
+        base += (set_index * (total * (d + 1))).to(dtype)
     # strides of the coordinates by their rank; coordinate d is not part of the key
-    by_rank = torch.zeros_like(rank).scatter_(
+    by_rank = torch.zeros(rank.shape, dtype=dtype, device=rank.device).scatter_(
         0, rank[:d], stride_t[:, None].expand(d, rank.shape[1])
     )
     # suffix[j] = sum of strides of coordinates with rank >= j, accumulated from the top
@@ -507,7 +521,10 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
     if len(segments) > 2:
         lengths = torch.tensor(segments, device=device).diff()
         set_index = torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths)
-    codes, packing = _vertex_codes(reduced, rank, set_index)
+    try:
+        codes, packing = _vertex_codes(reduced, rank, set_index)
+    except _CodesOverflow:  # keys spread too widely for packed codes: rank them instead
+        codes, packing = _dense_vertex_codes(reduced, rank, set_index)
     del reduced, rank, set_index  # free temporaries early: peak memory matters at 4 MP
 
     # entries are remainder-major: entry r*N + n is vertex r of point n
@@ -523,18 +540,24 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
     index_dtype = torch.int32 if max(m, n) < 2**31 and num_entries < 2**31 else torch.long
     vertex_of_sorted = torch.cumsum(is_new, 0, dtype=index_dtype).sub_(1)
     del is_new
-    vertex_of_entry = torch.empty_like(vertex_of_sorted)
-    vertex_of_entry[order] = vertex_of_sorted
+    # order is a permutation: scatter_ (no duplicate handling) is 2x faster than index_put
+    vertex_of_entry = torch.empty_like(vertex_of_sorted).scatter_(0, order, vertex_of_sorted)
     del vertex_of_sorted
     splat_offsets = starts.to(index_dtype)
     alpha = _alpha(d)
-    stencil = _blur_stencil(vertex_codes, packing, index_dtype)
+    if isinstance(packing, _Packing):
+        stencil = _blur_stencil(vertex_codes, packing, index_dtype)
+    else:
+        rows = packing.view(-1, packing.shape[-1]).index_select(0, order[starts])
+        stencil = _blur_stencil_rows(rows, index_dtype)
+        del rows, packing
+    order = order.to(index_dtype)  # int32 division and gathers are several times faster
     return Lattice(
         num_points=n,
         num_vertices=m,
-        splat_index=torch.remainder(order, n).to(index_dtype),  # entry r*N + n -> point n
+        splat_index=torch.remainder(order, n),  # entry r*N + n -> point n
         splat_offsets=splat_offsets,
-        splat_weight=bary.view(-1)[order],
+        splat_weight=bary.view(-1).index_select(0, order),
         slice_index=transpose_copy(vertex_of_entry.view(d + 1, n)),
         slice_weight=transpose_copy(bary, scale=alpha),
         blur_stencils=(stencil,),
@@ -547,34 +570,108 @@ def _blur_stencil(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(index, weight), both (d+1, M, 3): each vertex and its two neighbours per lattice axis.
 
-    Along axis j the neighbours are key - 1 + (d+1) e_j and key + 1 - (d+1) e_j (for j = d,
-    just key -/+ 1). In packed form (a, r) that moves r by -/+1 and a_j by +/-1, except
-    where r wraps around (r = 0 going down, r = d going up), which moves every other a_i
-    instead; the code offsets for both cases are constants, and the neighbours are found
-    by binary search. A missing neighbour points at the vertex itself with weight 0.
+    Along axis j the neighbours are key - 1 + (d+1) e_j ("down") and key + 1 - (d+1) e_j
+    ("up"; for j = d, just key -/+ 1). In packed form (a, r) going up moves r by +1 and
+    a_j by -1, except where r wraps around (r = d), which moves every other a_i instead;
+    the code offsets for both cases are constants, and the up neighbours are found by
+    binary search. The relation is symmetric (u is v's up neighbour exactly when v is u's
+    down neighbour), so the down neighbours are the found up pairs read backwards: half
+    the searches. A missing neighbour points at the vertex itself with weight 0.
     """
     d = packing.dim
     m = vertex_codes.numel()
     device = vertex_codes.device
-    big_r, s_all = packing.remainder_stride, sum(packing.strides)
-    remainder = torch.remainder(vertex_codes.long(), big_r * (d + 1)) // big_r
-    wraps = (remainder == 0, remainder == d)
-    own = torch.arange(m, device=device)
-    index = torch.empty(d + 1, m, 3, dtype=index_dtype, device=device)
-    weight = torch.empty(d + 1, m, 3, dtype=torch.float32, device=device)
+    s_all = sum(packing.strides)
+    codes = vertex_codes  # int32 codes (the common case) search faster than int64
+    # up offset without the axis's stride: +1 (r -> r+1), or -d + all strides where r wraps
+    step = torch.where(torch.remainder(codes, d + 1) == d, s_all - d, 1).to(codes.dtype)
+    lifted = codes + step
+    strides = torch.tensor([*packing.strides, 0], dtype=codes.dtype, device=device)
+    targets = lifted[None, :] - strides[:, None]  # (d+1, M) up neighbours' codes
+    up = torch.searchsorted(codes, targets.view(-1)).clamp_(max=m - 1).view_as(targets)
+    found = codes[up] == targets
+    return _stencil_from_up(up, found, index_dtype, device)
+
+
+def _stencil_from_up(
+    up: torch.Tensor, found: torch.Tensor, index_dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (d+1, M, 3) stencil from each vertex's up neighbour per axis (``up``, valid
+    where ``found``): [itself, down, up], the down neighbours read backwards."""
+    axes, m = up.shape
+    size = axes * m * 3
+    own = torch.arange(m, device=device, dtype=index_dtype)
+    # one spare element at the end takes the scattered writes of missing neighbours
+    index_flat = torch.empty(size + 1, dtype=index_dtype, device=device)
+    weight_flat = torch.zeros(size + 1, dtype=torch.float32, device=device)
+    index, weight = index_flat[:size].view(axes, m, 3), weight_flat[:size].view(axes, m, 3)
     index[:, :, 0] = own
     weight[:, :, 0] = 1.0
-    codes = vertex_codes.long()
-    targets = torch.empty(d + 1, 2, m, dtype=torch.long, device=device)
-    for axis in range(d + 1):
-        s_j = packing.strides[axis] if axis < d else 0
-        # (plain offset, offset where r wraps) for the two neighbours
-        offsets = ((-big_r + s_j, d * big_r - s_all + s_j), (big_r - s_j, -d * big_r + s_all - s_j))
-        for side, ((plain, wrapped), wrap) in enumerate(zip(offsets, wraps)):
-            torch.add(codes, torch.where(wrap, wrapped, plain), out=targets[axis, side])
-    # one search for all 2(d+1) neighbour sets: large enough to run in parallel
-    pos = torch.searchsorted(codes, targets.view(-1)).clamp_(max=m - 1).view_as(targets)
-    found = codes[pos] == targets
-    index[:, :, 1:] = torch.where(found, pos, own).transpose(1, 2)
-    weight[:, :, 1:] = found.transpose(1, 2).float() * 0.5
+    index[:, :, 1] = own
+    index[:, :, 2] = torch.where(found, up.to(index_dtype), own)
+    weight[:, :, 2] = found.float() * 0.5
+    # down neighbours: vertex u = up[j, v] has v below it along axis j; a scatter to flat
+    # positions (the spare one where nothing was found) avoids two boolean selections
+    rows = torch.arange(axes, device=device, dtype=torch.long)[:, None] * m
+    slots = torch.where(found, (up.long() + rows) * 3 + 1, size).view(-1)
+    index_flat.scatter_(0, slots, own.expand(axes, m).reshape(-1))
+    weight_flat.scatter_(0, slots, weight_flat.new_full((1,), 0.5).expand(slots.shape[0]))
     return index, weight
+
+
+def _dense_vertex_codes(
+    reduced: torch.Tensor, rank: torch.Tensor, set_index: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vertex codes (d+1, N) for keys too widely spread for ``_vertex_codes``: the keys as
+    integer rows (point set, a_{d-1}, ..., a_0, r), numbered by their rank among all rows
+    (``_dense_row_codes``), so equal keys get equal codes and the code order is the order
+    the packed codes would have. Returns the codes and the rows (d+1, N, d+2), which the
+    blur stencil needs to find neighbours (``_blur_stencil_rows``). Slower than packing
+    (a sort per key coordinate) but it indexes any range of keys, as pydensecrf's hash
+    table does."""
+    d, n = reduced.shape
+    rows = torch.empty(d + 1, n, d + 2, dtype=torch.long, device=reduced.device)
+    rows[:, :, 0] = 0 if set_index is None else set_index
+    for r in range(d + 1):
+        rows[r, :, d + 1] = r
+        # vertex r: a_i = reduced_i - [rank_i > d - r] (see ``_vertex_codes``)
+        rows[r, :, 1 : d + 1] = (reduced.long() - (rank[:d] > d - r).long()).flip(0).t()
+    codes = _dense_row_codes(rows.view(-1, d + 2)).view(d + 1, n)
+    return codes, rows
+
+
+def _dense_row_codes(rows: torch.Tensor) -> torch.Tensor:
+    """int64 codes (R,) of integer rows (R, k): equal exactly for equal rows, ordered like
+    the rows lexicographically (column 0 most significant), all below R. One column at a
+    time: the code so far times the column's span plus the column, ranked among the
+    values present (``torch.unique``), which keeps every intermediate below R * span."""
+    codes = torch.zeros(rows.shape[0], dtype=torch.long, device=rows.device)
+    for column in rows.t():
+        low, high = (int(v) for v in torch.aminmax(column))
+        combined = codes * (high - low + 1) + (column - low)
+        codes = torch.unique(combined, sorted=True, return_inverse=True)[1]
+    return codes
+
+
+def _blur_stencil_rows(
+    vertex_rows: torch.Tensor, index_dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_blur_stencil`` for vertices given as key rows (M, d+2) (``_dense_vertex_codes``),
+    sorted as their codes: the up neighbour along axis j moves r to r+1 and a_j down by
+    one, or where r = d, r to 0 and every other a_i up by one (axis d: only r, or all
+    a_i); neighbours are found by ranking the vertex and neighbour rows together."""
+    m, width = vertex_rows.shape
+    d = width - 2
+    device = vertex_rows.device
+    wraps = vertex_rows[:, d + 1] == d
+    targets = vertex_rows.unsqueeze(0).repeat(d + 1, 1, 1)  # (axis, M, d+2)
+    targets[:, :, d + 1] = torch.where(wraps, 0, vertex_rows[:, d + 1] + 1)
+    targets[:, :, 1 : d + 1] += wraps.long()[None, :, None]
+    for axis in range(d):  # column of a_axis: 1 + (d-1-axis)
+        targets[axis, :, d - axis] -= 1
+    codes = _dense_row_codes(torch.cat([vertex_rows, targets.view(-1, width)]))
+    own_codes, target_codes = codes[:m], codes[m:].view(d + 1, m)
+    up = torch.searchsorted(own_codes, target_codes.reshape(-1)).clamp_(max=m - 1)
+    up = up.view(d + 1, m)
+    found = own_codes[up] == target_codes
+    return _stencil_from_up(up, found, index_dtype, device)

@@ -3,12 +3,19 @@
 * ``parse_shard("i/n")`` and ``shard(names, index, count)``: a split by file name that n
   machines (SLURM array jobs, torchrun ranks) compute independently, with no overlap and no
   coordination: a name goes to shard ``crc32(name) % count``.
-* ``process_map(func, items, jobs)``: ``func`` over ``items`` in ``jobs`` worker processes
-  started with the *spawn* method (no fork of a process holding OpenMP threads, which hangs),
+* ``process_map(func, items, jobs)``: ``func`` over ``items`` in ``jobs`` worker processes,
   each worker with its share of the CPU threads (``threads_per_worker``) so workers divide
   the cores instead of multiplying threads. Results come back as they finish, paired with
   their item, so callers can commit outputs and update a progress bar. ``jobs=1`` runs in
   this process (same results, no pickling).
+
+How workers start: *spawn* (a fresh interpreter, which imports torch again: 1-2 CPU
+seconds per worker) or, with ``start="auto"``, *fork* where that is safe, which costs
+nothing. Forking a process whose torch has run a multi-threaded OpenMP region and then
+running OpenMP teams in the child hangs (the child inherits a thread pool whose threads
+did not survive the fork). A worker that runs one thread never starts a team, so fork is
+used only when every worker gets one thread (``jobs`` >= the CPUs: the usual folder run),
+on Linux, with no CUDA context in this process (a forked child cannot use it).
 """
 
 from __future__ import annotations
@@ -16,13 +23,17 @@ from __future__ import annotations
 import concurrent.futures as futures
 import multiprocessing
 import os
+import sys
+import warnings
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 __all__ = [
+    "START_METHODS",
     "available_cpus",
     "cgroup_cpu_quota",
+    "fork_is_safe",
     "parse_shard",
     "process_map",
     "shard",
@@ -143,12 +154,27 @@ def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
     threading.Thread(target=watch, name="deepcrf-parent-watch", daemon=True).start()
 
 
+START_METHODS = ("spawn", "auto")
+
+
+def fork_is_safe(threads: int) -> bool:
+    """Whether workers of ``threads`` threads each may be forked from this process (see the
+    module docstring): one thread each, Linux, and no CUDA context here."""
+    if threads != 1 or not sys.platform.startswith("linux"):
+        return False
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    torch = sys.modules.get("torch")
+    return not (torch is not None and torch.cuda.is_initialized())
+
+
 def process_map(
     func: Callable[[T], R],
     items: Sequence[T],
     jobs: int = 1,
     threads: int | None = None,
     help_locally: bool = False,
+    start: str = "spawn",
 ) -> Iterator[tuple[T, R]]:
     """Yield ``(item, func(item))`` for every item, in completion order.
 
@@ -160,21 +186,33 @@ def process_map(
     workers and works through the items from the end of the list while they start (a
     worker's start-up, importing torch, costs seconds) and take items from the front. No
     item runs twice: this process only takes items no worker has claimed.
+
+    ``start="auto"`` forks the workers when ``fork_is_safe`` (no start-up cost), else
+    spawns them; ``"spawn"`` always spawns.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"--jobs: expected an integer >= 1, got {jobs!r}")
+    if start not in START_METHODS:
+        raise ValueError(f"start: expected one of {START_METHODS}, got {start!r}")
     jobs = min(jobs, max(1, len(items)))
     if jobs == 1:
         for item in items:
             yield item, func(item)
         return
     per_worker = threads if threads is not None else threads_per_worker(jobs)
-    context = multiprocessing.get_context("spawn")
+    method = "fork" if start == "auto" and fork_is_safe(per_worker) else "spawn"
+    context = multiprocessing.get_context(method)
     workers = jobs - 1 if help_locally else jobs
     with futures.ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(per_worker,)
     ) as pool:
-        pending: dict[futures.Future, Any] = {pool.submit(func, item): item for item in items}
+        with warnings.catch_warnings():  # fork starts the workers at the first submit
+            # Python >= 3.12 warns about any fork of a process with threads; BLAS's idle
+            # pool threads are fork-safe and the workers never start an OpenMP team
+            warnings.filterwarnings(
+                "ignore", "This process .* is multi-threaded", DeprecationWarning
+            )
+            pending: dict[futures.Future, Any] = {pool.submit(func, item): item for item in items}
         try:
             left = list(pending)
             if help_locally:

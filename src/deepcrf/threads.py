@@ -16,6 +16,12 @@ cgroup quota, ``OMP_NUM_THREADS``, ``torch.set_num_threads`` and the share a
 of 3 samples, about 0.3 ms). The choice is made once per outermost call and restored
 afterwards, so a caller's ``torch.set_num_threads`` setting is left as it was.
 
+Load that appears during a call (or a busy process the start missed) is caught between
+mean-field iterations (``recheck``, one read of ``/proc/loadavg``, ~10 us): while the team
+is at work its idle threads still spin, so more runnable tasks than the team's size means
+someone else wants a core; seen at two consecutive checks, the rest of the call runs on
+1 thread (a single transient task does not trigger it).
+
 Environment: ``DEEPCRF_THREADS`` = ``auto`` (default, the policy above), ``fixed``
 (use ``torch.get_num_threads()`` as set, no adaptation) or an integer n (exactly n
 threads). Where ``/proc`` is missing (macOS, Windows) ``auto`` means ``fixed``. The load
@@ -39,7 +45,14 @@ import torch
 
 from deepcrf.parallel import available_cpus
 
-__all__ = ["busy_elsewhere", "choose_threads", "cpu_budget", "thread_policy", "use_threads"]
+__all__ = [
+    "busy_elsewhere",
+    "choose_threads",
+    "cpu_budget",
+    "recheck",
+    "thread_policy",
+    "use_threads",
+]
 
 F = TypeVar("F", bound=Callable)
 
@@ -116,7 +129,7 @@ def use_threads(count: int) -> Iterator[int]:
     try:
         yield count
     finally:
-        if count != previous:
+        if torch.get_num_threads() != previous:  # also after a ``recheck`` inside
             torch.set_num_threads(previous)
 
 
@@ -128,6 +141,8 @@ def adaptive(func: F) -> F:
         if getattr(_local, "active", False):
             return func(*args, **kwargs)
         _local.active = True
+        _local.strikes = 0
+        _local.auto = thread_policy() == "auto"
         try:
             with use_threads(choose_threads()):
                 return func(*args, **kwargs)
@@ -135,3 +150,21 @@ def adaptive(func: F) -> F:
             _local.active = False
 
     return wrapper  # type: ignore[return-value]
+
+
+def recheck() -> int:
+    """Between steps of an ``adaptive`` call under the ``auto`` policy: drop to 1 thread for
+    the rest of the call once two consecutive checks see more runnable tasks than the
+    team's threads (see module doc). Returns the thread count now in use."""
+    count = torch.get_num_threads()
+    if count == 1 or not getattr(_local, "active", False) or not getattr(_local, "auto", False):
+        return count
+    try:
+        crowded = _runnable_tasks() > count
+    except (OSError, ValueError, IndexError):
+        return count
+    _local.strikes = _local.strikes + 1 if crowded else 0
+    if _local.strikes >= 2:
+        torch.set_num_threads(1)  # the outermost ``use_threads`` restores the caller's count
+        return 1
+    return count

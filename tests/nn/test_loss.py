@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from deepcrf.features import bilateral_features
 from deepcrf.lattice import build_lattice
 from deepcrf.nn import DenseCRFLoss
+from deepcrf.nn import loss as loss_module
 
 
 def _inputs(b=2, k=3, h=9, w=11, seed=0):
@@ -71,26 +72,111 @@ def test_exact_gradcheck():
     assert torch.autograd.gradcheck(lambda p: loss(images, p, roi), (probs,))
 
 
-def test_lattice_is_the_permutohedral_filter_and_close_to_brute_force():
+@pytest.mark.parametrize("filter", [None, "exact"])
+def test_default_and_exact_equal_float64_brute_force(filter):
+    """The default (auto: exact on small images) is the definition to float64 rounding."""
+    images, probs, roi = _inputs(b=2, k=3, h=12, w=15, seed=6)
+    kwargs = {} if filter is None else {"filter": filter}
+    value = DenseCRFLoss(1e-2, 15.0, 5.0, **kwargs)(images, probs, roi)
+    (grad,) = torch.autograd.grad(value, probs)
+    ref = _brute_force(images, probs, roi, 1e-2, 15.0, 5.0)
+    (ref_grad,) = torch.autograd.grad(ref, probs)
+    torch.testing.assert_close(value, ref, rtol=1e-10, atol=0)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-9, atol=1e-15)
+
+
+def test_default_float32_is_close_to_brute_force():
+    images, probs, roi = _inputs(b=1, k=4, h=20, w=24, seed=7)
+    probs32 = probs.detach().float().requires_grad_()
+    value = DenseCRFLoss(1e-2, 15.0, 5.0)(images, probs32, roi.float())
+    (grad,) = torch.autograd.grad(value, probs32)
+    ref = _brute_force(images, probs, roi, 1e-2, 15.0, 5.0)
+    (ref_grad,) = torch.autograd.grad(ref, probs)
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(ref.item(), rel=1e-5)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-9)
+
+
+def test_auto_uses_the_lattice_above_its_limit(monkeypatch):
+    images, probs, roi = _inputs(b=1, k=2, h=10, w=12, seed=8)
+    lattice = DenseCRFLoss(1e-2, 15.0, 5.0, filter="lattice")(images, probs, roi)
+    exact = DenseCRFLoss(1e-2, 15.0, 5.0, filter="exact")(images, probs, roi)
+    monkeypatch.setattr(loss_module, "AUTO_EXACT_POINTS", 10 * 12)
+    assert DenseCRFLoss(1e-2, 15.0, 5.0)(images, probs, roi).item() == exact.item()
+    monkeypatch.setattr(loss_module, "AUTO_EXACT_POINTS", 10 * 12 - 1)
+    assert DenseCRFLoss(1e-2, 15.0, 5.0)(images, probs, roi).item() == lattice.item()
+    assert lattice.item() != exact.item()
+
+
+def test_lattice_is_the_permutohedral_filter_over_its_gain():
     images, probs, roi = _inputs(b=2, k=3, h=16, w=20, seed=3)
     weight, srgb, sxy = 1e-2, 15.0, 5.0
-    value = DenseCRFLoss(weight, srgb, sxy)(images, probs, roi)
-    (grad,) = torch.autograd.grad(value, probs)
-    # the plumbing: -weight * sum S . lattice(S) / B, with one lattice per image
+    value = DenseCRFLoss(weight, srgb, sxy, filter="lattice")(images, probs, roi)
+    # the plumbing: -weight * sum S . lattice(S) / gain / B, with one lattice per image
     s = (probs * roi[:, None]).detach().float()
     expected = 0.0
     for i in range(2):
         feats = bilateral_features(images[i].permute(1, 2, 0), sxy, srgb)
         vals = s[i].reshape(3, -1).t().contiguous()
         expected += -(vals * build_lattice(feats).filter(vals)).sum().item()
+    expected /= loss_module.LATTICE_GAIN
     assert value.item() == pytest.approx(weight * expected / 2, rel=1e-5)
-    # the permutohedral lattice (as in rloss's C++) approximates W up to a data-dependent
-    # scale: same sign, same order of magnitude, and nearly the same gradient direction
-    ref = _brute_force(images, probs, roi, weight, srgb, sxy)
+
+
+def _smooth_scene(h, w, seed):
+    """A generated photo-like image: smooth colour regions, an edge and mild noise."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, 4, 5, generator=g, dtype=torch.float64) * 255
+    image = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)[0]
+    image[:, h // 3 :, w // 2 :] = torch.tensor([30.0, 160.0, 60.0], dtype=torch.float64)[
+        :, None, None
+    ]
+    return (image + torch.randn(3, h, w, generator=g, dtype=torch.float64) * 4).clamp(0, 255)
+
+
+def _photo_crops(paths, h, w):
+    from PIL import Image
+
+    crops = []
+    for photo, _ in paths:
+        pixels = torch.from_numpy(__import__("numpy").array(Image.open(photo).convert("RGB")))
+        small = F.interpolate(pixels.permute(2, 0, 1)[None].double(), size=(h, w), mode="area")
+        crops.append(small[0])
+    return crops
+
+
+def _lattice_vs_brute_force(image, seed):
+    """(value ratio, gradient cosine) of filter="lattice" against float64 brute force."""
+    h, w = image.shape[1:]
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(1, 4, h // 8 + 1, w // 8 + 1, generator=g, dtype=torch.float64) * 3
+    logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+    probs = torch.softmax(logits, 1).requires_grad_()
+    roi = torch.ones(1, h, w, dtype=torch.float64)
+    value = DenseCRFLoss(1e-3, 15.0, 0.4 * w, filter="lattice")(image[None], probs, roi)
+    (grad,) = torch.autograd.grad(value, probs)
+    ref = _brute_force(image[None], probs, roi, 1e-3, 15.0, 0.4 * w)
     (ref_grad,) = torch.autograd.grad(ref, probs)
-    assert 0.3 < value.item() / ref.item() < 1.0
-    cosine = F.cosine_similarity(grad.flatten(), ref_grad.flatten(), dim=0)
-    assert cosine > 0.97
+    cosine = F.cosine_similarity(grad.flatten(), ref_grad.flatten(), dim=0).item()
+    return value.item() / ref.item(), cosine
+
+
+def test_lattice_estimate_is_unbiased_on_generated_scenes():
+    """Over its gain the lattice estimates S^T W S without the raw lattice's ~0.55x bias."""
+    results = [_lattice_vs_brute_force(_smooth_scene(48, 64, seed), seed) for seed in range(3)]
+    for ratio, cosine in results:
+        assert 0.8 < ratio < 1.25
+        assert cosine > 0.97
+
+
+def test_lattice_estimate_is_unbiased_on_photos(voc_samples):
+    results = [
+        _lattice_vs_brute_force(image, seed)
+        for seed, image in enumerate(_photo_crops(voc_samples, 48, 64))
+    ]
+    for ratio, cosine in results:
+        assert 0.8 < ratio < 1.25
+        assert cosine > 0.97
 
 
 def test_scale_factor_runs_on_rlosss_resized_inputs():
