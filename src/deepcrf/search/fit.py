@@ -147,7 +147,7 @@ def _confusions(points, samples, num_classes: int, ignore_index: int, jobs: int)
         ignore_index=ignore_index,
     )
     for index, confs in process_map(
-        func, list(range(len(samples))), jobs=jobs, threads=1, help_locally=True
+        func, list(range(len(samples))), jobs=jobs, threads=1, help_locally=True, start="auto"
     ):
         for k, c in enumerate(confs):
             total[k][index] = c
