@@ -3,15 +3,16 @@
 Paper setting (Lin et al. §8.1): ~1,200 nodes, 2 pairwise types ("surrounding",
 "above_below") with 24 sampled neighbours each, K = 21, Unary-Net / Pairwise-Net of Fig. 8
 (FC 512 -> FC K / K^2) on feature maps of --channels features (4608 in the paper). Every row
-is timed (median of --repeats, no autograd) and its peak memory measured in the same run;
+is timed (median of --repeats, taken round robin over the rows, no autograd) and its peak
+memory measured in the same run;
 times are reported as ratios to the unary-only forward, the reference row, because the
 machines are shared (absolute times are printed only on a GPU).
 
     PYTHONPATH=src python benchmarks/bench_contextual.py [--channels 4608] [--device cuda]
     PYTHONPATH=src python benchmarks/bench_contextual.py --featmap-width 1.0 --device cuda
 
-``--train-step`` instead times one asynchronous training step (the tiny preset's networks)
-against the unary-only step.
+``--train-step`` instead times one asynchronous training step (the tiny preset's networks,
+96 px crops, batch 4) against the unary-only step.
 
 With --featmap-width the zoo's FeatMap-Net (at that width) also runs on an image whose map is
 35 x 35, in a row of its own and in the full pipeline row.
@@ -48,6 +49,26 @@ def seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> flo
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved_seconds(
+    fns: list[Callable[[], object]], device: torch.device, repeats: int
+) -> list[float]:
+    """Median wall time of each of ``fns`` (one warm-up call each), the repeats taken round
+    robin over the rows, so that a change of the machine's load affects every row alike."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in tqdm(range(repeats), desc="rounds", leave=False):
+        for i, fn in enumerate(fns):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def peak_mib(fn: Callable[[], object], device: torch.device) -> float:
@@ -151,9 +172,7 @@ def main() -> None:
         if args.memory_only:
             print(json.dumps([peak_mib(fn, device) for _, fn in rows]))
             return
-        times = [
-            seconds(fn, device, args.repeats) for _, fn in tqdm(rows, desc="time", leave=False)
-        ]
+        times = interleaved_seconds([fn for _, fn in rows], device, args.repeats)
         if device.type == "cpu":
             memory = cpu_memory_column()
         else:
@@ -173,29 +192,37 @@ def main() -> None:
     for name, t, mem in results:
         cells = [f"{name:<44}", f"{t / ref:>10.1f}"] + ([f"{t:>9.4f}"] if gpu else [])
         print("| " + " | ".join([*cells, f"{mem:>14.1f}"]) + " |")
+    before, after = results[2][1], results[5][1]
+    print(
+        f"potentials + 3 mean-field iterations, chunk {args.chunk}: {before / after:.1f}x faster "
+        f"than before (unsplit), peak memory {results[2][2]:.0f} -> {results[5][2]:.0f} MiB"
+    )
 
 
-def train_step_table(width: float, crop: int, batch: int, repeats: int) -> None:
-    """Time of one asynchronous training step of the zoo's contextual CRF against the
-    unary-only model's step (same FeatMap-Net width, crop and batch), both on the CPU."""
+def train_step_table(crop: int, batch: int, repeats: int) -> None:
+    """Time of one asynchronous training step of the tiny preset's contextual CRF against the
+    unary-only model's step (same FeatMap-Nets, crop and batch), both on the CPU."""
     from deepcrf.contextual import asynchronous_step
     from deepcrf.models import build
-    from deepcrf.recipes.config import OptimConfig
+    from deepcrf.recipes import resolve_config
     from deepcrf.recipes.contextual import build_contextual_optimizer
 
+    tiny = resolve_config("contextual", "tiny")
     torch.manual_seed(0)
     x = torch.randn(batch, 3, crop, crop)
     y = torch.randint(0, 5, (batch, crop, crop))
     rows = []
     for name, relations in (("unary only (reference)", []), ("unary + 2 Pairwise-Nets", None)):
-        model = build("contextual_crf", 5, width=width, relations=relations)
-        opt = build_contextual_optimizer(model, OptimConfig(name="adam"))
+        model = build("contextual_crf", 5, **{**tiny.model.options, "relations": relations})
+        opt = build_contextual_optimizer(model, tiny.optim)
 
         def step(model=model, opt=opt):
-            return asynchronous_step(model, x, y, opt.main, opt.pairwise)
+            return asynchronous_step(
+                model, x, y, opt.main, opt.pairwise, tiny.optim.edges_per_update
+            )
 
         rows.append((name, seconds(step, torch.device("cpu"), repeats)))
-    print(f"training step: width {width}, {crop} px crops, batch {batch}, 5 classes, CPU")
+    print(f"training step: tiny preset, {crop} px crops, batch {batch}, 5 classes, CPU")
     print(f"| {'case':<30} | time / ref |")
     print(f"|{'-' * 32}|------------|")
     for name, t in rows:
@@ -204,6 +231,6 @@ def train_step_table(width: float, crop: int, batch: int, repeats: int) -> None:
 
 if __name__ == "__main__":
     if "--train-step" in sys.argv:
-        train_step_table(width=0.0625, crop=64, batch=4, repeats=3)
+        train_step_table(crop=96, batch=4, repeats=3)
     else:
         main()

@@ -17,26 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepcrf.contextual import ContextualCRF
+from deepcrf.data.context_cells import CELL_CLASSES, context_cell_scenes
 
-CELL, GRID, K = 2, 12, 3  # 12x12 cells of 2x2 pixels; classes: 0 background, 1 boat, 2 car
-WATER, ROAD, RED = (0.1, 0.2, 0.9), (0.5, 0.5, 0.5), (0.9, 0.1, 0.1)
-
-
-def make_scenes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (n, 3, 24, 24) and cell labels (n, 12, 12)."""
-    g = torch.Generator().manual_seed(seed)
-    colours = torch.zeros(n, 3, GRID, GRID)
-    labels = torch.zeros(n, GRID, GRID, dtype=torch.long)
-    for i in range(n):
-        road = bool(torch.randint(0, 2, (1,), generator=g))
-        colours[i] = torch.tensor(ROAD if road else WATER).view(3, 1, 1)
-        for _ in range(int(torch.randint(1, 3, (1,), generator=g))):
-            size = int(torch.randint(2, 4, (1,), generator=g))
-            r, c = (int(v) for v in torch.randint(0, GRID - size + 1, (2,), generator=g))
-            colours[i, :, r : r + size, c : c + size] = torch.tensor(RED).view(3, 1, 1)
-            labels[i, r : r + size, c : c + size] = 2 if road else 1
-    pixels = colours.repeat_interleave(CELL, 2).repeat_interleave(CELL, 3)
-    return pixels + 0.1 * torch.randn(pixels.shape, generator=g), labels
+CELL, K = 2, len(CELL_CLASSES)  # cells of 2x2 pixels; 0 background, 1 boat, 2 car
 
 
 class CellFeatures(nn.Module):
@@ -81,7 +64,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=150, help="training steps per model")
     args = parser.parse_args(argv[1:])
-    train, test = make_scenes(64, seed=0), make_scenes(48, seed=1)
+    train, test = context_cell_scenes(64, seed=0), context_cell_scenes(48, seed=1)
     unary_only = object_error((), train, test, args.steps)
     contextual = object_error(("surrounding",), train, test, args.steps)
     print(f"error on boat/car cells, unary only:            {unary_only:.1%}")

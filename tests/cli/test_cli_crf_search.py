@@ -110,7 +110,13 @@ def test_fit_method(folders):
     result = json.loads(out.read_text())
     assert result["method"] == "fit" and result["start"]["preset"]
     CRFParams.from_dict(result["best"])
-    assert result["best_miou"] >= max(r["miou"] for r in result["results"]) - 1e-12
+    assert result["best_miou"] >= max(r["miou"] for r in result["results"]) - 1e-3
+    start = next(r for r in result["results"] if r["stage"] == "step 0")
+    assert result["best_miou"] >= start["miou"]  # never below the preset it starts from
+    assert (folders / "fit.results.jsonl").exists()
+    # the same command again reads every state and score back: the same output
+    assert main(_args(folders, "--method", "fit", "--fit-steps", "4", "--out", str(out))) == 0
+    assert json.loads(out.read_text()) == result
 
 
 def test_fewer_images_than_asked_warns(folders):

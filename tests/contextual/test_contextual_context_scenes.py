@@ -17,26 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepcrf.contextual import ContextualCRF
+from deepcrf.data.context_cells import CELL_CLASSES, context_cell_scenes
 
-CELL, GRID, K = 2, 12, 3
-WATER, ROAD, RED = (0.1, 0.2, 0.9), (0.5, 0.5, 0.5), (0.9, 0.1, 0.1)
-
-
-def make_scenes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (n, 3, 24, 24) and cell labels (n, 12, 12): 0 background, 1 boat, 2 car."""
-    g = torch.Generator().manual_seed(seed)
-    colours = torch.zeros(n, 3, GRID, GRID)
-    labels = torch.zeros(n, GRID, GRID, dtype=torch.long)
-    for i in range(n):
-        road = bool(torch.randint(0, 2, (1,), generator=g))
-        colours[i] = torch.tensor(ROAD if road else WATER).view(3, 1, 1)
-        for _ in range(int(torch.randint(1, 3, (1,), generator=g))):
-            size = int(torch.randint(2, 4, (1,), generator=g))
-            r, c = (int(v) for v in torch.randint(0, GRID - size + 1, (2,), generator=g))
-            colours[i, :, r : r + size, c : c + size] = torch.tensor(RED).view(3, 1, 1)
-            labels[i, r : r + size, c : c + size] = 2 if road else 1
-    pixels = colours.repeat_interleave(CELL, 2).repeat_interleave(CELL, 3)
-    return pixels + 0.1 * torch.randn(pixels.shape, generator=g), labels
+CELL, K = 2, len(CELL_CLASSES)  # cells of 2x2 pixels; 0 background, 1 boat, 2 car
 
 
 class CellFeatures(nn.Module):
@@ -79,7 +62,7 @@ def train_and_test(relations, train, test, steps=150) -> tuple[float, float]:
 
 def test_pairwise_context_lowers_the_error_of_unary_only_prediction():
     start = time.perf_counter()
-    train, test = make_scenes(64, seed=0), make_scenes(48, seed=1)
+    train, test = context_cell_scenes(64, seed=0), context_cell_scenes(48, seed=1)
     unary_obj, unary_all = train_and_test((), train, test)
     pair_obj, pair_all = train_and_test(("surrounding",), train, test)
     elapsed = time.perf_counter() - start

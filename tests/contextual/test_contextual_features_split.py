@@ -68,3 +68,15 @@ def test_out_of_memory_names_the_chunk_size_to_lower():
     feats = torch.randn(9, 3)
     with pytest.raises(MemoryError, match="chunk_size"):
         pairwise_scores(feats, range_box_edges(3, 3, box=1.0, grid=3), Hungry(), 2, split=False)
+
+
+def test_split_net_with_a_wrong_projection_shape_is_named():
+    class Flat(torch.nn.Module):
+        def project_nodes(self, f):
+            return torch.zeros(f.shape[0], 8)
+
+        def score_edges(self, hidden):
+            return hidden
+
+    with pytest.raises(ValueError, match=r"project_nodes must return \(N, 2, hidden\)"):
+        pairwise_scores(torch.randn(9, 3), range_box_edges(3, 3, box=1.0, grid=3), Flat(), 2)

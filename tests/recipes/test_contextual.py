@@ -8,7 +8,11 @@ from recipe_settings import FAST
 
 from deepcrf.models import build
 from deepcrf.recipes import load_run, main, resolve_config
-from deepcrf.recipes.contextual import ContextualOptimizer, build_contextual_optimizer
+from deepcrf.recipes.contextual import (
+    ContextualOptimizer,
+    build_contextual_optimizer,
+    refine_step,
+)
 from deepcrf.recipes.evaluate import evaluate_model
 
 CTX_FAST = [*FAST, "data.crop_size=48", "optim.edges_per_update=100"]
@@ -42,6 +46,43 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(voc_tree, tmp_path
     a, b = load_run(full).model.state_dict(), load_run(killed).model.state_dict()
     assert a.keys() == b.keys()
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
+
+
+def test_refinement_stage_trains_the_refinement_network_alone(voc_tree, tmp_path):
+    """Stage 2 (init= the CRF run, model.options.refine_net=true) moves only the refinement
+    network, keeps batch-norm statistics, and eval/predict --model then use its output."""
+    first, second = tmp_path / "crf", tmp_path / "refine"
+    main(_config(voc_tree), first)
+    cfg = _config(voc_tree, f"init={first}", "model.options.refine_net=true", "train.steps=3")
+    result = main(cfg, second)
+    assert result["step"] == 3
+    crf, refined = load_run(first).model, load_run(second).model
+    assert crf.refine_net is None and refined.refine_net is not None
+    before, after = crf.state_dict(), refined.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # incl. running statistics
+    x = torch.randn(1, 3, 40, 56)
+    with torch.no_grad():
+        probs = refined(x)
+    assert probs.shape == (1, crf.num_classes, 20, 28)  # stride 2 of the image
+    assert torch.allclose(probs.sum(1), torch.ones(1, 20, 28), atol=1e-5)
+    from deepcrf.recipes.data import build_dataset
+
+    val = build_dataset(cfg.data, "val", crf.num_classes, False, "imagenet", 0)
+    assert 0 <= evaluate_model(load_run(second), val, progress=False)["miou"] <= 1
+
+
+def test_refine_step_moves_the_refinement_network_only():
+    tiny = resolve_config("contextual", "tiny", ["model.options.refine_net=true"])
+    options = {**tiny.model.options, "refine_net": True}
+    model = build("contextual_crf", 3, **options).train()
+    opt = build_contextual_optimizer(model, tiny.optim)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = torch.randn(2, 3, 40, 40), torch.randint(0, 3, (2, 40, 40))
+    loss = refine_step(model, x, y, opt.main)
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert loss > 0 and changed and all(k.startswith("refine_net.") for k in changed)
+    assert any("running_mean" in k for k in before)  # the frozen batch norms kept theirs
 
 
 def test_unary_only_switch(voc_tree, tmp_path):
@@ -111,7 +152,9 @@ def test_bad_settings_name_their_key(voc_tree, tmp_path):
     with pytest.raises(ValueError, match=r"optim\.accumulate"):
         main(_config(voc_tree, "optim.accumulate=2"), tmp_path / "b")
     with pytest.raises(ValueError, match=r"data\.crop_size"):
-        main(_config(voc_tree, "data.crop_size=8"), tmp_path / "c")
+        main(_config(voc_tree, "data.crop_size=4"), tmp_path / "c")
+    with pytest.raises(ValueError, match=r"model\.options\.refine_net.*init="):
+        main(_config(voc_tree, "model.options.refine_net=true"), tmp_path / "d")
 
 
 def test_one_class_is_refused(voc_tree, tmp_path):

@@ -73,8 +73,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, default=10, help="rows of the printed table (default 10)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     fit = p.add_argument_group("--method fit")
-    fit.add_argument("--fit-steps", type=int, default=60, help="gradient steps (default 60)")
-    fit.add_argument("--fit-lr", type=float, default=0.05, help="Adam learning rate")
+    fit.add_argument("--fit-steps", type=int, default=40, help="gradient steps (default 40)")
+    fit.add_argument(
+        "--fit-lr", type=float, default=0.05, help="Adam's relative step size (default 0.05)"
+    )
+    fit.add_argument("--fit-batch", type=int, default=4, help="images per step (default 4)")
+    fit.add_argument(
+        "--fit-loss",
+        choices=("iou", "ce"),
+        default="iou",
+        help="soft Jaccard (default) or cross-entropy of the marginals",
+    )
+    fit.add_argument(
+        "--fit-per-axis",
+        action="store_true",
+        help="one bandwidth per axis and colour channel (default: σα, σβ, σγ as DeepLab)",
+    )
     fit.add_argument(
         "--fit-per-class-weights", action="store_true", help="one kernel weight per class"
     )
@@ -223,29 +237,25 @@ def _grid(args: argparse.Namespace, grid, samples: list, progress) -> dict:
 
 
 def _fit(args: argparse.Namespace, samples: list, progress) -> dict:
-    from deepcrf.params import CRFParams
-    from deepcrf.search.fit import fit, score_params
-    from deepcrf.search.samples import check_samples
+    from deepcrf.search.fit import fit
 
     fitted = fit(
         samples,
         steps=args.fit_steps,
         lr=args.fit_lr,
+        batch=args.fit_batch,
+        loss=args.fit_loss,
+        per_axis=args.fit_per_axis,
         per_class_weights=args.fit_per_class_weights,
         learn_compat=args.fit_compat,
         ignore_index=args.ignore_index,
+        jobs=args.jobs,
+        results_file=args.out.with_name(args.out.stem + ".results.jsonl"),
         progress=progress,
     )
-    k = check_samples(samples, args.ignore_index)
-    baseline = {
-        "no_crf": score_params(CRFParams(iterations=0).to_dict(), samples, k, args.ignore_index)[
-            "miou"
-        ],
-        "default": score_params(CRFParams().to_dict(), samples, k, args.ignore_index)["miou"],
-    }
     return {
         "best": fitted.params,
-        "baseline": baseline,
+        "baseline": fitted.baseline,
         "method": "fit",
         "num_images": len(samples),
         "images": [s.name for s in samples],

@@ -10,9 +10,10 @@ edges at a time. Under autograd each chunk is recomputed in the backward pass
 Split first layer: a Pairwise-Net whose first layer is linear on ``[f_p, f_q]`` computes
 ``W [f_p; f_q] + b = (W_p f_p + b) + W_q f_q``. A net that offers this split
 (:class:`SplitPairwiseNet`: ``project_nodes`` and ``score_edges``) has both products computed
-once per node, before edges are formed; an edge then costs a gather, an addition and the
-second layer, independent of the feature width C (the paper's C is 4608, so the edge cost
-drops by about 2C / K^2). Chunking and recomputation apply to the per-edge part.
+once per node, before edges are formed; an edge then costs one two-row gather-and-sum (an
+``embedding_bag`` over the (2N, hidden) table of both products) and the second layer,
+independent of the feature width C (the paper's C is 4608, so the edge cost drops by about
+2C / K^2). Chunking and recomputation apply to the per-edge part.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -29,11 +31,12 @@ from torch.utils.checkpoint import checkpoint
 class SplitPairwiseNet(Protocol):
     """A Pairwise-Net whose first layer is split into per-node products."""
 
-    def project_nodes(self, node_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(W_p f + b, W_q f)`` for node features (N, C): two (N, hidden) tensors."""
+    def project_nodes(self, node_features: torch.Tensor) -> torch.Tensor:
+        """(N, 2, hidden): ``[W_p f + b, W_q f]`` for node features (N, C), contiguous."""
 
     def score_edges(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Scores (n, K*K) from the first layer's pre-activations (n, hidden)."""
+        """Scores (n, K*K) from the first layer's pre-activations (n, hidden), a fresh
+        tensor that the net may overwrite (e.g. an in-place ReLU)."""
 
 
 def edge_features(node_features: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
@@ -64,11 +67,11 @@ def pairwise_scores(
     """Pairwise-Net scores z_pq(y_p, y_q) for every edge, as (E, K, K), chunk by chunk.
 
     ``pairwise_net`` maps (n, 2C) edge features to (n, K*K) scores laid out row-major, i.e.
-    entry ``y_p * K + y_q``. With ``recompute`` (and autograd on) each chunk's activations are
-    recomputed in the backward pass instead of stored; turn it off for nets whose forward has
-    side effects (batch-norm running statistics would be updated twice). ``split`` (default:
-    whenever the net is a :class:`SplitPairwiseNet`) computes the first layer once per node;
-    ``split=False`` forms every (E, 2C) edge feature (the reference path).
+    entry ``y_p * K + y_q``. With ``recompute`` (and autograd on, and more than one chunk) each
+    chunk's activations are recomputed in the backward pass instead of stored; turn it off for
+    nets whose forward has side effects (batch-norm running statistics would be updated twice).
+    ``split`` (default: whenever the net is a :class:`SplitPairwiseNet`) computes the first
+    layer once per node; ``split=False`` forms every (E, 2C) edge feature (the reference path).
     """
     _check_edges(edges, node_features.shape[0])
     k = num_classes
@@ -89,12 +92,22 @@ def pairwise_scores(
         if 2 * edges.shape[0] < node_features.shape[0]:  # a few edges: project their nodes only
             used, edges = torch.unique(edges, return_inverse=True)
             node_features = node_features[used]
-        inputs = tuple(pairwise_net.project_nodes(node_features))
+        projected = pairwise_net.project_nodes(node_features)
+        n = node_features.shape[0]
+        if projected.dim() != 3 or projected.shape[:2] != (n, 2):
+            raise ValueError(
+                f"project_nodes must return (N, 2, hidden) = ({n}, 2, hidden), "
+                f"got {tuple(projected.shape)}"
+            )
+        inputs = (projected.contiguous().view(2 * n, -1),)
         chunk_fn = _split_chunk_scores
     grad_inputs = any(t.requires_grad for t in inputs)
+    chunks = list(edge_chunks(edges.shape[0], chunk_size))
+    # one chunk: its activations are all that the recomputation would hold at once anyway
+    recompute = recompute and len(chunks) > 1
     parts = []
     out = None
-    for part in edge_chunks(edges.shape[0], chunk_size):
+    for part in chunks:
         try:
             if recompute and track and grad_inputs:
                 scores = checkpoint(
@@ -132,9 +145,11 @@ def _chunk_scores(
 
 
 def _split_chunk_scores(
-    first: torch.Tensor, second: torch.Tensor, edges: torch.Tensor, pairwise_net: nn.Module
+    table: torch.Tensor, edges: torch.Tensor, pairwise_net: nn.Module
 ) -> torch.Tensor:
-    return pairwise_net.score_edges(first[edges[:, 0]] + second[edges[:, 1]])
+    # row 2i of the table is node i's W_p f_i + b, row 2i + 1 its W_q f_i: one gather-and-sum
+    pairs = torch.stack([2 * edges[:, 0], 2 * edges[:, 1] + 1], dim=1)
+    return pairwise_net.score_edges(F.embedding_bag(pairs, table, mode="sum"))
 
 
 def _check_edges(edges: torch.Tensor, num_nodes: int) -> None:

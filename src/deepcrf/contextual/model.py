@@ -56,6 +56,11 @@ class ContextualCRF(nn.Module):
             are weak (short trainings). Training is unaffected.
         chunk_size: edges per Pairwise-Net call.
         ignore_index: void label.
+        refine_net: the optional refinement network of the paper's second stage (§6, Fig. 12):
+            ``refine_net(pools, scores)`` maps the pooling outputs of the (first) unary
+            FeatMap-Net's trunk on the image (its ``pool_features``) and the log of the coarse
+            mean-field marginals (B, K, h, w) to finer scores (B, K, h', w'). When present,
+            ``forward(images)`` and ``predict`` give its softmax, and ``refine_loss`` trains it.
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class ContextualCRF(nn.Module):
         pairwise_weight: float = 1.0,
         chunk_size: int = 8192,
         ignore_index: int = 255,
+        refine_net: nn.Module | None = None,
     ) -> None:
         super().__init__()
         relations = tuple(relations)
@@ -114,6 +120,14 @@ class ContextualCRF(nn.Module):
         self.pairwise_weight = float(pairwise_weight)
         self.chunk_size = chunk_size
         self.ignore_index = ignore_index
+        if refine_net is not None and not callable(
+            getattr(self.featmaps[self.featmap_index[0]], "pool_features", None)
+        ):
+            raise ValueError(
+                "refine_net needs a unary FeatMap-Net with pool_features(image) (the trunk's "
+                "pooling outputs, deepcrf.models FeatMapNet)"
+            )
+        self.refine_net = refine_net
         self._graphs: ByteCache[list[torch.Tensor]] = ByteCache("contextual graphs")
 
     outputs_probabilities = True  # forward(images) gives marginals, not scores
@@ -221,9 +235,37 @@ class ContextualCRF(nn.Module):
         b, h, w = pot.shape
         return q.view(b, h, w, -1).permute(0, 3, 1, 2)
 
+    def refined_scores(self, images: torch.Tensor) -> torch.Tensor:
+        """Scores (B, K, h', w') of the refinement network from the coarse marginals and the
+        trunk's pooling outputs, both computed without gradient (the second stage trains the
+        refinement network only)."""
+        if self.refine_net is None:
+            raise ValueError("refined_scores: the model has no refine_net")
+        with torch.no_grad():
+            coarse = self.marginals(images).clamp_min(1e-8).log()
+            pools = self.featmaps[self.featmap_index[0]].pool_features(images)
+        return self.refine_net(pools, coarse)
+
+    def refine_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Pixel-wise cross-entropy of the refined scores, up-sampled bilinearly to the labels
+        (B, H, W) (void ``ignore_index`` pixels skipped): the second stage's objective."""
+        if not isinstance(labels, torch.Tensor) or labels.dim() != 3:
+            raise ValueError("labels must be a (B, H, W) tensor of class indices")
+        scores = self.refined_scores(images)
+        scores = F.interpolate(scores, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        valid = labels != self.ignore_index
+        if not bool(valid.any()):
+            return scores.sum() * 0.0
+        return F.cross_entropy(scores, labels.long(), ignore_index=self.ignore_index)
+
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """The piecewise loss when ``labels`` are given (training), else the marginals."""
-        return self.marginals(images) if labels is None else self.loss(images, labels)
+        """The piecewise loss when ``labels`` are given (training), else the marginals (the
+        refinement network's probabilities when the model has one)."""
+        if labels is not None:
+            return self.loss(images, labels)
+        if self.refine_net is not None:
+            return self.refined_scores(images).softmax(1)
+        return self.marginals(images)
 
     @torch.no_grad()
     def predict(
@@ -233,13 +275,14 @@ class ContextualCRF(nn.Module):
         refine: bool = False,
         **refine_options: Any,
     ) -> torch.Tensor:
-        """§6: coarse marginals, bilinear up-sampling to the image, optional dense-CRF refinement.
+        """§6: coarse marginals (or the refinement network's output), bilinear up-sampling to
+        the image, optional dense-CRF refinement.
 
         ``rgb`` is the raw image (B, 3, H, W), uint8 or float in 0..255 (never the normalised
         network input); it is required for ``refine`` and sets the output size when given.
         Returns class probabilities (B, K, H, W); ``.argmax(1)`` gives the labels.
         """
-        probs = self.marginals(images)
+        probs = self.forward(images)
         size = tuple((rgb if rgb is not None else images).shape[-2:])
         probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
         probs = probs / probs.sum(dim=1, keepdim=True)

@@ -91,19 +91,33 @@ def asynchronous_step(
         e = e[valid[e[:, 0]] & valid[e[:, 1]]]
         e = e[torch.randperm(e.shape[0], generator=generator).to(e.device)]
         total, seen, updates = e.shape[0], 0.0, 0
+        # one (B*h*w, C) copy of the relation's node features per step: each subset adds
+        # share * d(its mean NLL)/d(nodes) to nodes.grad, sent back into f after the loop
+        nodes = node_features(f).detach().requires_grad_(f.requires_grad)
+        params = [p for p in net.parameters() if p.requires_grad]
         for subset in torch.tensor_split(e, parts) if parts else ():
             share = subset.shape[0] / max(total, 1)
-            nodes = node_features(f)
-            nodes.register_hook(lambda g, share=share: g * share)
             pairwise_optimizer.zero_grad(set_to_none=True)
-            scores = pairwise_scores(nodes, subset, net, model.num_classes, model.chunk_size)
-            loss = _mean(pairwise_nll_terms(subset, scores, y, valid))
-            loss.backward()
+            if share > 0:
+                scores = pairwise_scores(nodes, subset, net, model.num_classes, model.chunk_size)
+                loss = _mean(pairwise_nll_terms(subset, scores, y, valid))
+                # backward of share * loss: the feature gradient is weighted by the subset's
+                # share; the Pairwise-Net's (a few thousand values, not B*h*w x C) is then
+                # divided by it again, giving the subset's mean NLL gradient
+                (loss * share).backward()
+                for p in params:
+                    if p.grad is not None:
+                        p.grad.div_(share)
+                seen += loss.item() * share
+            else:  # no valid edge left in this subset: a zero update, same count on all ranks
+                for p in params:
+                    p.grad = torch.zeros_like(p)
             if reduce_grads is not None:
                 reduce_grads(model.pairwise_parameters())
             pairwise_optimizer.step()
-            seen += loss.item() * share
             updates += 1
+        if nodes.grad is not None:
+            node_features(f).backward(nodes.grad)
         result.pairwise_losses[relation] = seen
         result.pairwise_updates[relation] = updates
 

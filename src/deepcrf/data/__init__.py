@@ -12,6 +12,7 @@ from .classes import (
 )
 from .coarse import coarse_probabilities
 from .context import PascalContext
+from .context_cells import CELL_CLASSES, context_cell_scenes
 from .folder import FolderSegmentation
 from .io import read_image, read_label
 from .nyud import NYUDv2
@@ -20,6 +21,7 @@ from .synthetic import SyntheticScenes, write_voc_tree
 from .voc import VOCSegmentation
 
 __all__ = [
+    "CELL_CLASSES",
     "CITYSCAPES_CLASSES",
     "CONTEXT_CLASSES",
     "NYUD40_CLASSES",
@@ -34,6 +36,7 @@ __all__ = [
     "VOCSegmentation",
     "class_names",
     "coarse_probabilities",
+    "context_cell_scenes",
     "convert_cityscapes_trainids",
     "convert_sbd",
     "labelids_to_trainids",

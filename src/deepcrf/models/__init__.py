@@ -41,6 +41,7 @@ from .featmap import FeatMapNet, PairwiseNet, UnaryNet
 from .io import load_imagenet_vgg16, load_model, load_safetensors, save_safetensors
 from .joint import JointDeepLabCRF
 from .refine_net import RefineNet
+from .vgg import pool_channels
 
 
 def _featmap(num_classes: int | None = None, **options: Any) -> FeatMapNet:
@@ -93,13 +94,16 @@ def build_contextual_crf(
     shared_featmap: bool = False,
     featmap_options: dict[str, Any] | None = None,
     unary_nets: int = 1,
+    refine_net: bool = False,
     **options: Any,
 ) -> ContextualCRF:
     """Lin et al.'s contextual deep CRF from the zoo: a FeatMap-Net per potential type (or
     one shared), ``unary_nets`` Unary-Nets (an ensemble when > 1) and one Pairwise-Net per
     relation (``[]``: the unary-only model), all of the given ``width``; ``featmap_options``
-    go to ``FeatMapNet`` (scales, pyramid_windows) and ``options`` to
-    ``deepcrf.contextual.ContextualCRF`` (box, grid, iterations, chunk_size, ...)."""
+    go to ``FeatMapNet`` (scales, pyramid_windows, ...) and ``options`` to
+    ``deepcrf.contextual.ContextualCRF`` (box, grid, iterations, chunk_size, ...);
+    ``refine_net`` adds the refinement network of the paper's second stage (stride 2) on the
+    first FeatMap-Net's pooling outputs."""
     relations = tuple(RELATIONS if relations is None else relations)
     if isinstance(unary_nets, bool) or not isinstance(unary_nets, int) or unary_nets < 1:
         raise ValueError(f"unary_nets must be a positive int, got {unary_nets!r}")
@@ -114,7 +118,18 @@ def build_contextual_crf(
         build("pairwise_net", num_classes=num_classes, in_channels=2 * c, width=width)
         for _ in relations
     ]
-    return ContextualCRF(featmaps, unary, pairwise, num_classes, relations, **options)
+    refine = None
+    if refine_net:
+        trunk = featmaps[0]
+        refine = build(
+            "refine_net",
+            num_classes=num_classes,
+            width=width,
+            feature_channels=pool_channels(width)[: trunk.blocks],
+        )
+    return ContextualCRF(
+        featmaps, unary, pairwise, num_classes, relations, refine_net=refine, **options
+    )
 
 
 MODELS["contextual_crf"] = build_contextual_crf

@@ -10,6 +10,16 @@ channels); 2-level sliding pyramid pooling (5x5 and 9x9 max pooling, stride 1, s
 of F is concatenated to it: [F, pool5x5(F), pool9x9(F)], i.e. 512 x 3 per scale, 4608 in all.
 Output: (B, 4608, ceil(round(1.2 H)/16), ceil(round(1.2 W)/16)) (160x160 -> 12x12).
 
+Options for training from scratch on small images (the recipe's ``tiny`` preset; the paper's
+values are the defaults): ``output_stride`` 8 or 4 turns pool4 (and pool3) into 3x3 / stride
+1 pooling like pool5, so a small image still gives a graph of many nodes; ``fc6_kernel`` (7
+in the paper) and ``fc6_channels`` (None: 4096 x width) set the size of fc6; ``norm="batch"``
+puts batch normalisation after every convolution of the trunk and of Conv Block 6 (a thin
+VGG-16 without it loses most of its ReLUs in a short from-scratch training; such a trunk no
+longer has torchvision's layout, so ImageNet weights do not load into it); ``blocks`` < 5
+keeps only the first VGG-16 blocks (a trunk with a smaller receptive field;
+``pool_features`` then gives ``blocks`` maps).
+
 Unary-Net: per node, FC 512 -> ReLU -> FC K, as 1x1 convolutions on a feature map (B, C, h, w)
 or as linear layers on feature vectors (N, C). Pairwise-Net: the same on edge features (E, 2C)
 (the two nodes' features concatenated, in edge order) -> (E, K*K); output index
@@ -25,9 +35,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .vgg import POOL_INDICES, Pool, check_width, run_with_taps, scaled, vgg16_features
+from .vgg import (
+    BLOCK_CHANNELS,
+    POOL_INDICES,
+    Pool,
+    check_width,
+    run_with_taps,
+    scaled,
+    vgg16_features,
+)
 
 FEATMAP_POOLS = (Pool(2, 2, 0, ceil_mode=True),) * 4 + (Pool(3, 1, 1),)
+OUTPUT_STRIDES = (4, 8, 16)
+NORMS = (None, "batch")
 SCALES = (1.2, 0.8, 0.4)
 PYRAMID_WINDOWS = (5, 9)
 
@@ -42,9 +62,9 @@ def resize_to_scale(image: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 class FeatMapNet(nn.Module):
-    """Multi-scale feature map (B, out_channels, h, w) at stride 16 of the largest scale."""
+    """Multi-scale feature map (B, out_channels, h, w) at stride ``output_stride`` (16: the
+    paper's) of the largest scale."""
 
-    output_stride = 16
     imagenet_fc: ClassVar[dict[str, str]] = {"fc6": "classifier.0"}
 
     def __init__(
@@ -53,6 +73,11 @@ class FeatMapNet(nn.Module):
         scales: Sequence[float] = SCALES,
         pyramid_windows: Sequence[int] = PYRAMID_WINDOWS,
         in_channels: int = 3,
+        output_stride: int = 16,
+        fc6_kernel: int = 7,
+        norm: str | None = None,
+        blocks: int = 5,
+        fc6_channels: int | None = None,
     ) -> None:
         super().__init__()
         width = check_width(width)
@@ -60,16 +85,48 @@ class FeatMapNet(nn.Module):
             raise ValueError(f"scales must be a non-empty list of positive numbers, got {scales}")
         if any(k < 1 or k % 2 == 0 for k in pyramid_windows):
             raise ValueError(f"pyramid_windows must be odd sizes >= 1, got {pyramid_windows}")
+        if output_stride not in OUTPUT_STRIDES:
+            raise ValueError(
+                f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}"
+            )
+        if isinstance(fc6_kernel, bool) or not isinstance(fc6_kernel, int) or fc6_kernel < 1:
+            raise ValueError(f"fc6_kernel must be an odd int >= 1, got {fc6_kernel!r}")
+        if fc6_kernel % 2 == 0:
+            raise ValueError(f"fc6_kernel must be an odd int >= 1, got {fc6_kernel!r}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         self.scales = tuple(float(s) for s in scales)
         self.pyramid_windows = tuple(int(k) for k in pyramid_windows)
-        self.features = vgg16_features(width, FEATMAP_POOLS, (1,) * 5, 1, in_channels)
-        c5, fc, c6 = scaled(512, width), scaled(4096, width), scaled(512, width)
-        self.fc6 = nn.Conv2d(c5, fc, 7, padding=3)
+        self.output_stride = output_stride
+        self.norm = norm
+        if isinstance(blocks, bool) or blocks not in (1, 2, 3, 4, 5):
+            raise ValueError(f"blocks must be 1..5 (VGG-16 blocks in the trunk), got {blocks!r}")
+        halvings = {16: 4, 8: 3, 4: 2}[output_stride]
+        if blocks < halvings:
+            raise ValueError(
+                f"output_stride {output_stride} needs at least {halvings} blocks, got {blocks}"
+            )
+        pools = FEATMAP_POOLS[:halvings] + (FEATMAP_POOLS[-1],) * (5 - halvings)
+        features = vgg16_features(width, pools, (1,) * 5, 1, in_channels)
+        features = features[: POOL_INDICES[blocks - 1] + 1]
+        self.features, self.pool_indices = _with_norm(features, norm)
+        self.blocks = blocks
+        c5 = scaled(BLOCK_CHANNELS[blocks - 1][-1], width)
+        if fc6_channels is not None and (
+            isinstance(fc6_channels, bool) or not isinstance(fc6_channels, int) or fc6_channels < 1
+        ):
+            raise ValueError(f"fc6_channels must be a positive int or None, got {fc6_channels!r}")
+        fc = scaled(4096, width) if fc6_channels is None else fc6_channels
+        c6 = scaled(512, width)
+        self.fc6 = nn.Conv2d(c5, fc, fc6_kernel, padding=fc6_kernel // 2)
+        self.fc6_norm = _norm(norm, fc)
         self.block6 = nn.ModuleList(
             nn.Sequential(
                 nn.Conv2d(fc, c6, 3, padding=1),
+                _norm(norm, c6),
                 nn.ReLU(inplace=True),
                 nn.Conv2d(c6, c6, 3, padding=1),
+                _norm(norm, c6),
                 nn.ReLU(inplace=True),
             )
             for _ in self.scales
@@ -83,15 +140,16 @@ class FeatMapNet(nn.Module):
         return max(self.scales)
 
     def trunk(self, image: torch.Tensor) -> torch.Tensor:
-        """Shared blocks 1-5 including fc6 (7x7 conv, ReLU), at stride 16 of ``image``."""
-        return F.relu(self.fc6(self.features(image)))
+        """Shared blocks 1-5 including fc6 (7x7 conv, ReLU), at ``output_stride`` of ``image``."""
+        return F.relu(self.fc6_norm(self.fc6(self.features(image))))
 
     def pool_features(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Outputs of the five pooling layers of the shared trunk on ``image`` as given.
 
-        Strides 2, 4, 8, 16, 16 of ``image``: the inputs of the refinement network.
+        Strides 2, 4, 8, 16, 16 of ``image`` (at ``output_stride`` 16): the inputs of the
+        refinement network.
         """
-        return run_with_taps(self.features, image, POOL_INDICES)[1]
+        return run_with_taps(self.features, image, self.pool_indices)[1]
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         maps = [
@@ -106,8 +164,48 @@ class FeatMapNet(nn.Module):
             for m in maps
         ]
         fused = torch.cat(maps, dim=1)
-        pooled = [F.max_pool2d(fused, k, stride=1, padding=k // 2) for k in self.pyramid_windows]
-        return torch.cat([fused, *pooled], dim=1)
+        return torch.cat([fused, *sliding_max_pyramid(fused, self.pyramid_windows)], dim=1)
+
+
+def sliding_max_pyramid(x: torch.Tensor, windows: Sequence[int]) -> list[torch.Tensor]:
+    """``[F.max_pool2d(x, k, stride=1, padding=k // 2) for k in windows]`` for odd windows,
+    computed faster with the same values.
+
+    Each window is separable (a 1 x k then a k x 1 pooling), windows are built in increasing
+    order, a window of k from the previous one of j by a further window of k - j + 1 (the
+    max over j then over k - j + 1 consecutive positions is the max over k), and the pooling
+    runs in channels-last layout, which the CPU kernels vectorise over channels: the 5 x 5
+    and 9 x 9 pyramid of the FeatMap-Net, forward and backward, costs about 1/8 of the two
+    plain 2-D poolings.
+    """
+    out: dict[int, torch.Tensor] = {}
+    prev, done = x.contiguous(memory_format=torch.channels_last), 1
+    for k in sorted(set(windows)):
+        step = k - done + 1
+        if step > 1:
+            prev = F.max_pool2d(prev, (1, step), stride=1, padding=(0, step // 2))
+            prev = F.max_pool2d(prev, (step, 1), stride=1, padding=(step // 2, 0))
+        out[k], done = prev, k
+    return [out[k].contiguous() for k in windows]
+
+
+def _norm(norm: str | None, channels: int) -> nn.Module:
+    return nn.BatchNorm2d(channels) if norm == "batch" else nn.Identity()
+
+
+def _with_norm(features: nn.Sequential, norm: str | None) -> tuple[nn.Sequential, tuple[int, ...]]:
+    """``features`` with a norm layer after every convolution, and its pooling indices."""
+    if norm is None:
+        return features, POOL_INDICES
+    layers: list[nn.Module] = []
+    pools = []
+    for layer in features:
+        layers.append(layer)
+        if isinstance(layer, nn.Conv2d):
+            layers.append(_norm(norm, layer.out_channels))
+        if isinstance(layer, nn.MaxPool2d):
+            pools.append(len(layers) - 1)
+    return nn.Sequential(*layers), tuple(pools)
 
 
 class PointwiseMLP(nn.Module):
@@ -164,8 +262,8 @@ class PairwiseNet(PointwiseMLP):
         super().__init__(in_channels, scaled(512, check_width(width)), num_classes**2)
         self.num_classes = num_classes
 
-    def project_nodes(self, node_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(W_p f + b, W_q f)`` for node features (N, C = in_channels / 2), each (N, hidden)."""
+    def project_nodes(self, node_features: torch.Tensor) -> torch.Tensor:
+        """(N, 2, hidden): ``[W_p f + b, W_q f]`` for node features (N, C = in_channels / 2)."""
         c = self.in_channels // 2
         if node_features.dim() != 2 or node_features.shape[1] != c:
             raise ValueError(f"expected node features (N, {c}), got {tuple(node_features.shape)}")
@@ -173,9 +271,9 @@ class PairwiseNet(PointwiseMLP):
         # one GEMM for both products: rows [W_p; W_q] (2 hidden, C)
         weight = self.fc1.weight.view(hidden, 2, c).transpose(0, 1).reshape(2 * hidden, c)
         bias = torch.cat([self.fc1.bias, self.fc1.bias.new_zeros(hidden)])
-        first, second = F.linear(node_features, weight, bias).split(hidden, dim=1)
-        return first, second
+        return F.linear(node_features, weight, bias).view(-1, 2, hidden)
 
     def score_edges(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Scores (n, K*K) from the first layer's pre-activations (n, hidden)."""
-        return F.linear(F.relu(hidden), self.fc2.weight.flatten(1), self.fc2.bias)
+        """Scores (n, K*K) from the first layer's pre-activations (n, hidden), overwritten
+        by their ReLU."""
+        return F.linear(hidden.relu_(), self.fc2.weight.flatten(1), self.fc2.bias)

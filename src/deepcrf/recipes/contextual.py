@@ -8,12 +8,14 @@ step once. :class:`ContextualOptimizer` holds the two optimisers as one object (
 parameter groups for the schedule, one state dict for checkpoints). Under ``torchrun`` the
 model is not wrapped in DistributedDataParallel: gradients are averaged over the processes
 before every update (the number of sub-iterations depends only on the graph, so it is equal
-on every process).
+on every process); batch-norm statistics are broadcast from rank 0 before every step, as DDP
+does with its buffers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -29,6 +31,7 @@ __all__ = [
     "broadcast_parameters",
     "build_contextual_optimizer",
     "check_contextual",
+    "refine_step",
     "train_step",
 ]
 
@@ -81,6 +84,11 @@ def build_contextual_optimizer(model: ContextualCRF, cfg: OptimConfig) -> Contex
     under ``optim.head`` and ``head_lr_mult=10``)."""
     if cfg.groups != "caffe":
         raise ValueError("optim.groups: the contextual recipe uses caffe groups")
+    if model.refine_net is not None:  # second stage: the refinement network alone
+        refine = {id(p) for p in model.refine_net.parameters()}
+        for p in model.parameters():
+            if id(p) not in refine:
+                p.requires_grad_(False)
     if not model.relations:  # unary only: the recipe's head list names absent Pairwise-Nets
         cfg = dataclasses.replace(
             cfg, head=[h for h in cfg.head if not h.startswith("pairwise_nets")]
@@ -99,6 +107,11 @@ def build_contextual_optimizer(model: ContextualCRF, cfg: OptimConfig) -> Contex
 
 def check_contextual(config: Config, model: ContextualCRF) -> None:
     """Settings the contextual recipe cannot run with, each named by its key."""
+    if model.refine_net is not None and not config.init:
+        raise ValueError(
+            "model.options.refine_net: the refinement network is the second stage; give the "
+            "trained contextual run as init= (deepcrf train contextual ... --set init=RUN)"
+        )
     if model.num_classes < 2:
         raise ValueError(
             f"model.num_classes: the contextual CRF needs at least 2 classes, the dataset "
@@ -120,15 +133,38 @@ def check_contextual(config: Config, model: ContextualCRF) -> None:
         )
 
 
-def broadcast_parameters(model: nn.Module, ctx: Dist) -> None:
-    """Rank 0's parameters and buffers on every process (what DDP does when it wraps)."""
+def broadcast_parameters(model: nn.Module, ctx: Dist, buffers_only: bool = False) -> None:
+    """Rank 0's parameters and buffers on every process (what DDP does when it wraps); with
+    ``buffers_only`` its buffers alone (batch-norm statistics: what DDP does before every
+    forward pass)."""
     if not ctx.active:
         return
     import torch.distributed as dist
 
+    tensors = [*model.buffers()] if buffers_only else [*model.parameters(), *model.buffers()]
     with torch.no_grad():
-        for t in [*model.parameters(), *model.buffers()]:
+        for t in tensors:
             dist.broadcast(t.data, src=0)
+
+
+def refine_step(
+    model: ContextualCRF,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    reduce_grads: Callable[[list[torch.Tensor]], None] | None = None,
+) -> float:
+    """One step of the second stage: the refinement network on the frozen CRF's marginals
+    (its FeatMap-, Unary- and Pairwise-Nets stay in eval mode: batch-norm statistics fixed)."""
+    for part in (model.featmaps, model.unary_nets, model.pairwise_nets):
+        part.eval()
+    optimizer.zero_grad(set_to_none=True)
+    loss = model.refine_loss(images, labels)
+    loss.backward()
+    if reduce_grads is not None:
+        reduce_grads(list(model.refine_net.parameters()))
+    optimizer.step()
+    return float(loss.item())
 
 
 def _scales(model: ContextualCRF) -> tuple[float, ...]:
@@ -138,7 +174,8 @@ def _scales(model: ContextualCRF) -> tuple[float, ...]:
 def train_step(
     model: ContextualCRF, batch: dict, optimizer: ContextualOptimizer, config: Config, ctx: Dist
 ) -> float:
-    """One asynchronous optimiser step on ``batch``; returns the piecewise loss seen."""
+    """One asynchronous optimiser step on ``batch``; returns the piecewise loss seen. A model
+    with a refinement network trains that network alone (the second stage, ``refine_step``)."""
     images = batch["image"].to(ctx.device, non_blocking=True)
     labels = batch["label"].to(ctx.device)
 
@@ -146,6 +183,12 @@ def train_step(
         for p in params:
             if p.grad is not None:
                 all_reduce_sum(p.grad, ctx).div_(ctx.world)
+
+    broadcast_parameters(model, ctx, buffers_only=True)
+    if model.refine_net is not None:
+        seen = refine_step(model, images, labels, optimizer.main, reduce if ctx.active else None)
+        loss = torch.tensor([seen], dtype=torch.float32, device=ctx.device)
+        return float(all_reduce_sum(loss, ctx).item()) / ctx.world
 
     result = asynchronous_step(
         model,

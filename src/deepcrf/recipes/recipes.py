@@ -52,6 +52,10 @@ _CONTEXTUAL_MODEL = {
 }
 _CONTEXTUAL_NEW_LAYERS = ["featmaps.*.block6", "unary_nets", "pairwise_nets"]
 _TINY_ADAM = {"name": "adam", "weight_decay": 0.0, "bias_lr_mult": 1.0, "head_lr_mult": 1.0}
+# published CRF values were chosen for 500-pixel VOC photos and full VGG-16 networks; a tiny
+# run chooses its own on its first training images at the end (recipes.crf_choice's grid for
+# small images and weak networks), which a second stage (CRF-as-RNN, joint) starts from
+_TINY_CRF_SEARCH = {"images": 20, "iterations": 10, "grid": {}}
 
 
 @dataclass
@@ -93,18 +97,22 @@ RECIPES: dict[str, Recipe] = {
                 "model": {
                     "name": "deeplab_largefov",
                     "init": "kaiming",
-                    "options": {"width": 0.125, "dropout": 0.0},
+                    # LargeFOV's dilation 12 spans 3/10 of a 321-px crop's 40x40 score map;
+                    # 3 keeps that field of view on the 10x10 maps of 80-px crops
+                    "options": {"width": 0.125, "dropout": 0.0, "fc6_dilation": 3},
                 },
                 "data": {**_TINY_DATA, "label_stride": 8},
                 "optim": {**_TINY_ADAM, "lr": 2e-3, "head": ["fc8"]},
                 "schedule": {"name": "poly", "warmup_steps": 20},
                 "train": {**_TINY_TRAIN, "steps": 600},
                 "crf": _DEEPLAB_CRF,
+                "crf_search": _TINY_CRF_SEARCH,
             },
         },
         preset_notes={
             "paper": "VOC trainaug, 321 crops, batch 20, SGD 1e-3 (fc8 x10), 6k steps",
-            "tiny": "width 1/8, no dropout, 80 px crops, batch 8, Adam, 600 steps (CPU, minutes)",
+            "tiny": "width 1/8, fc6 dilation 3, 80 px crops, batch 8, Adam, 600 steps, CRF "
+            "chosen on 20 training images",
         },
     ),
     "fcn8s": Recipe(
@@ -144,11 +152,13 @@ RECIPES: dict[str, Recipe] = {
                 "schedule": {"name": "poly", "warmup_steps": 20},
                 "train": {**_TINY_TRAIN, "steps": 400},
                 "crf": _CRFASRNN_CRF,
+                "crf_search": _TINY_CRF_SEARCH,
             },
         },
         preset_notes={
             "paper": "VOC trainaug, batch 1, SGD 2.5e-5 momentum 0.99 (mean loss), 100k steps",
-            "tiny": "width 1/16, no dropout, 80 px crops, batch 8, Adam, 400 steps",
+            "tiny": "width 1/16, no dropout, 80 px crops, batch 8, Adam, 400 steps, CRF chosen "
+            "on 20 training images",
         },
     ),
     "crfasrnn": Recipe(
@@ -195,7 +205,8 @@ RECIPES: dict[str, Recipe] = {
         first_stage="fcn8s",
         preset_notes={
             "paper": "from an FCN-8s run (init=), batch 1, T=5/10, CRF lr x1e4/x1e3",
-            "tiny": "from the tiny FCN-8s, Adam 2e-5 (CRF 1e-2), 80 steps of batch 4",
+            "tiny": "from the tiny FCN-8s and its chosen CRF, Adam 2e-5 (CRF 1e-2), 80 steps "
+            "of batch 4",
         },
     ),
     "joint": Recipe(
@@ -219,7 +230,10 @@ RECIPES: dict[str, Recipe] = {
                 "crf": _DEEPLAB_CRF,
             },
             "tiny": {
-                "model": {"name": "joint_deeplab_crf", "options": {"width": 0.125, "dropout": 0.0}},
+                "model": {
+                    "name": "joint_deeplab_crf",
+                    "options": {"width": 0.125, "dropout": 0.0, "fc6_dilation": 3},
+                },
                 "data": {**_TINY_DATA},
                 "optim": {**_TINY_ADAM, "lr": 2e-5, "groups": "two_stage", "crf_lr_mult": 500.0},
                 "schedule": {"name": "constant"},
@@ -230,7 +244,8 @@ RECIPES: dict[str, Recipe] = {
         first_stage="deeplab",
         preset_notes={
             "paper": "stage 2 from a deeplab run (init=), SGD 1e-4 CNN / 1e-3 CRF, 4k steps",
-            "tiny": "stage 2 from the tiny deeplab, Adam 2e-5 (CRF 1e-2), 60 steps of batch 4",
+            "tiny": "stage 2 from the tiny deeplab and its chosen CRF, Adam 2e-5 (CRF 1e-2), 60 "
+            "steps of batch 4",
         },
     ),
     "contextual": Recipe(
@@ -268,16 +283,30 @@ RECIPES: dict[str, Recipe] = {
                 "model": {
                     "name": "contextual_crf",
                     "init": "kaiming",
-                    # separate FeatMap-Nets (the paper's): the unary branch trains as in the
-                    # unary-only model; weak tiny Pairwise-Nets are tempered in mean field
-                    "options": {**_CONTEXTUAL_MODEL, "width": 0.0625, "pairwise_weight": 0.25},
+                    # the paper's structure on a CPU: separate FeatMap-Nets on three scales with
+                    # the sliding pyramid, trained from scratch, so batch norm (a thin VGG dies
+                    # without it), VGG blocks 1-3 at stride 4: a 110-px image gives a ~33 x 33
+                    # graph, the paper's 35 x 35, and the range box and pyramid windows cover
+                    # the paper's share of the image
+                    "options": {
+                        **_CONTEXTUAL_MODEL,
+                        "width": 0.0625,
+                        "featmap_options": {
+                            **_CONTEXTUAL_MODEL["featmap_options"],
+                            "output_stride": 4,
+                            "blocks": 3,
+                            "fc6_kernel": 1,
+                            "fc6_channels": 64,
+                            "norm": "batch",
+                        },
+                    },
                 },
-                "data": {**_TINY_DATA, "crop_size": 64, "scale_min": 0.7, "scale_max": 1.2},
+                "data": {**_TINY_DATA, "crop_size": 96, "scale_min": 0.7, "scale_max": 1.2},
                 "optim": {
                     **_TINY_ADAM,
                     "lr": 3e-3,
                     "head": _CONTEXTUAL_NEW_LAYERS,
-                    "edges_per_update": 2000,
+                    "edges_per_update": 8000,
                 },
                 "schedule": {"name": "poly", "warmup_steps": 20},
                 "train": {**_TINY_TRAIN, "steps": 500, "batch_size": 4},
@@ -287,7 +316,8 @@ RECIPES: dict[str, Recipe] = {
         preset_notes={
             "paper": "VOC trainaug, SGD lr 1e-4 (new layers x10), 2,000 edges per "
             "Pairwise-Net sub-iteration, scales 0.7-1.2 and flips",
-            "tiny": "width 1/16, 64 px crops, batch 4, Adam 3e-3, 500 steps, pairwise weight 1/4",
+            "tiny": "width 1/16, VGG blocks 1-3 with batch norm at stride 4, 96 px crops, batch 4, "
+            "Adam 3e-3, 500 steps",
         },
     ),
 }

@@ -208,7 +208,9 @@ def _evaluate(
         _score_task, samples=samples, num_classes=num_classes, ignore_index=ignore_index
     )
     try:
-        for (_, indices), confusions in process_map(func, tasks, jobs=jobs, threads=1):
+        for (_, indices), confusions in process_map(
+            func, tasks, jobs=jobs, threads=1, help_locally=True, start="auto"
+        ):
             for i, conf in zip(indices, confusions):
                 scores = scores_from_confusion(torch.from_numpy(conf))
                 log.append(
