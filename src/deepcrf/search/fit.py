@@ -26,7 +26,8 @@ held-out images do not repeat. Among the start and those iterates, the earliest 
 start on the searched images.
 
 Determinism and resuming: the descent runs in one thread (its floating-point sums then do not
-depend on the machine's load or ``jobs``); the mIoU scoring is spread over ``jobs`` processes,
+depend on the machine's load or ``jobs``; ``DEEPCRF_THREADS=N`` forces N threads everywhere
+and voids this); the mIoU scoring is spread over ``jobs`` processes,
 one image per task, with integer confusion matrices summed, so any ``jobs`` gives the same
 result. Every scored point and, at every evaluation, the layer's and the optimiser's state are
 appended to ``results_file`` (``deepcrf.search.results``); a killed fit restarts from the last
