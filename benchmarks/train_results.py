@@ -1,18 +1,20 @@
-"""The tiny presets end to end on generated scenes: the README's results table.
+"""The tiny presets end to end on generated scenes: the README's results table and the
+papers' orderings.
 
 Generates a VOC-layout tree (``--scenes synthetic``: the project's generator, 96x96, void band
-3; ``--scenes shapes``: ``_shapes_voc``, 120x160 JPEG shapes, void band 3), then drives only
-the commands a user runs:
+3; ``shapes``: ``_shapes_voc``, 120x160 JPEG shapes, void band 3; ``texture``:
+``_texture_voc``, 112x144 JPEG, 7 classes with thin bars on textured backgrounds, void band
+4), then drives only the commands a user runs:
 
-  deepcrf train fcn8s|crfasrnn|deeplab|joint --preset tiny --data-root DATA --out RUN
-  deepcrf eval --model RUN --data-root DATA --split val [--crf] --trimap 1,3,10 --json ...
+  deepcrf train fcn8s|deeplab|crfasrnn|joint --preset tiny --data-root DATA --out RUN
+  deepcrf eval --model RUN --data-root DATA --split val [--crf] --trimap 1,3,5,10 --json ...
 
-(crfasrnn from the fcn8s run with ``--set init=``; joint trains its stage 1 into RUN/deeplab).
-Prints the wall time of each training (with the machine's load average) and a table of
-val mIoU and trimap-band mIoU for: FCN-8s, FCN-8s + CRF, CRF-as-RNN; DeepLab, DeepLab + CRF;
-joint stage 1 + CRF, joint stage 2.
+(crfasrnn from the fcn8s run, joint from the deeplab run, both with ``--set init=``).
+Prints the wall and CPU time (user + sys) of each training with the machine's load average,
+a table of val mIoU and trimap-band mIoU (FCN-8s, FCN-8s + CRF, CRF-as-RNN; DeepLab,
+DeepLab + CRF, joint stage 2), and whether each of the papers' orderings holds.
 
-Usage: python benchmarks/train_results.py --scenes shapes --out /tmp/results [--threads 2]
+Usage: python benchmarks/train_results.py --scenes shapes --out /tmp/results [--seed 0]
 """
 
 from __future__ import annotations
@@ -20,22 +22,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+#: trimap band widths, px (DeepLab: pixels within w of the void label)
+BANDS = "1,3,5,10"
 
 
 def _make_data(kind: str, out: Path, seed: int) -> Path:
     if (out / "VOCdevkit").is_dir():
         return out
-    if kind == "shapes":
+    if kind in ("shapes", "texture"):
         sys.path.insert(0, str(HERE))
-        from _shapes_voc import write_tree
-
-        write_tree(out, n=150, val=40, seed=seed)
+        module = __import__("_shapes_voc" if kind == "shapes" else "_texture_voc")
+        module.write_tree(out, n=150, val=40, seed=seed)
     else:
         from deepcrf.data import SyntheticScenes, write_voc_tree
 
@@ -44,20 +48,31 @@ def _make_data(kind: str, out: Path, seed: int) -> Path:
     return out
 
 
-def _deepcrf(*args: str, threads: int) -> float:
+def _deepcrf(*args: str, threads: int) -> tuple[float, float]:
+    """Run ``python -m deepcrf ARGS``: (wall seconds, CPU seconds user + sys)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "deepcrf", *args], check=True, env=env,
                    stdout=subprocess.DEVNULL)  # fmt: skip
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenes", choices=("synthetic", "shapes"), default="shapes")
+    parser.add_argument("--scenes", choices=("synthetic", "shapes", "texture"), default="shapes")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--systems",
+        choices=("all", "deeplab"),
+        default="all",
+        help="deeplab: only DeepLab, DeepLab + CRF and joint (the cheap half)",
+    )
     args = parser.parse_args()
     data = _make_data(args.scenes, args.out / "data", args.seed)
     runs = args.out / "runs"
@@ -65,44 +80,79 @@ def main() -> None:
               "--set", f"train.threads={args.threads}"]  # fmt: skip
     plan = [
         ("fcn8s", []),
-        ("crfasrnn", ["--set", f"init={runs / 'fcn8s'}"]),
         ("deeplab", []),
-        ("joint", []),
+        ("crfasrnn", ["--set", f"init={runs / 'fcn8s'}"]),
+        # joint's stage 1 is the deeplab run (without init= it trains the same run itself)
+        ("joint", ["--set", f"init={runs / 'deeplab'}"]),
     ]
+    if args.systems == "deeplab":
+        plan = [p for p in plan if p[0] in ("deeplab", "joint")]
     times = {}
     for recipe, extra in plan:
         if not (runs / recipe / "model.safetensors").is_file():
             load = os.getloadavg()[0]
-            seconds = _deepcrf("train", recipe, "--out", str(runs / recipe), *common, *extra,
-                               threads=args.threads)  # fmt: skip
-            times[recipe] = (seconds, load)
+            wall, cpu = _deepcrf("train", recipe, "--out", str(runs / recipe), *common, *extra,
+                                 threads=args.threads)  # fmt: skip
+            times[recipe] = (wall, cpu, load)
     rows = [
         ("FCN-8s", "fcn8s", False),
         ("FCN-8s + CRF (separate)", "fcn8s", True),
         ("CRF-as-RNN (end to end)", "crfasrnn", False),
         ("DeepLab-LargeFOV", "deeplab", False),
-        ("DeepLab-LargeFOV + CRF", "deeplab", True),
-        ("joint stage 1 + CRF", "joint/deeplab", True),
+        ("DeepLab-LargeFOV + CRF (= joint stage 1 + CRF)", "deeplab", True),
         ("joint stage 2", "joint", False),
     ]
+    if args.systems == "deeplab":
+        rows = rows[3:]
     results = {}
     for label, run, crf in rows:
-        out = args.out / "eval" / f"{run.replace('/', '_')}{'_crf' if crf else ''}.json"
+        out = args.out / "eval" / f"{run}{'_crf' if crf else ''}.json"
         if not out.is_file():
             _deepcrf("eval", "--model", str(runs / run), "--data-root", str(data), "--split",
-                     "val", "--trimap", "1,3,10", "--json", str(out), "--quiet",
+                     "val", "--trimap", BANDS, "--json", str(out), "--quiet",
                      *(["--crf"] if crf else []), threads=args.threads)  # fmt: skip
         results[label] = json.loads(out.read_text())
-    print(f"scenes: {args.scenes}; torch threads {args.threads}")
-    for recipe, (seconds, load) in times.items():
-        print(f"train {recipe}: {seconds:.0f} s (load average at start {load:.1f})")
+    print(f"scenes: {args.scenes}, seed {args.seed}; torch threads {args.threads}")
+    for recipe, (wall, cpu, load) in times.items():
+        print(
+            f"train {recipe}: {wall:.0f} s wall, {cpu:.0f} s CPU (user + sys; load average "
+            f"at start {load:.1f})"
+        )
     print()
-    print("| system | val mIoU % | trimap 1 px | trimap 3 px | trimap 10 px |")
-    print("|---|---|---|---|---|")
+    widths = BANDS.split(",")
+    print("| system | val mIoU % | " + " | ".join(f"trimap {w} px" for w in widths) + " |")
+    print("|---|---|" + "---|" * len(widths))
     for label, result in results.items():
         tri = result["trimap"]
-        print(f"| {label} | {100 * result['miou']:.2f} | {100 * tri['1']['miou']:.2f} | "
-              f"{100 * tri['3']['miou']:.2f} | {100 * tri['10']['miou']:.2f} |")  # fmt: skip
+        print(f"| {label} | {100 * result['miou']:.2f} | "
+              + " | ".join(f"{100 * tri[w]['miou']:.2f}" for w in widths) + " |")  # fmt: skip
+    print()
+    for claim, holds in orderings(results, widths):
+        print(f"{'holds' if holds else 'FAILS'}: {claim}")
+
+
+def orderings(results: dict, widths: list[str]) -> list[tuple[str, bool]]:
+    """The papers' claims on these results: (claim with its numbers, whether it holds)."""
+
+    labels = list(results)
+    mious = [100 * results[k]["miou"] for k in labels]
+    claims = []
+    if len(labels) == 6:
+        fcn, fcn_crf, rnn = mious[:3]
+        claims += [
+            (f"CRF-as-RNN {rnn:.2f} > FCN-8s + CRF {fcn_crf:.2f}", rnn > fcn_crf),
+            (f"FCN-8s + CRF {fcn_crf:.2f} > FCN-8s {fcn:.2f}", fcn_crf > fcn),
+        ]
+    dl, dl_crf, joint = mious[-3:]
+    tri = [results[k]["trimap"] for k in labels[-3:-1]]
+    gains = [100 * (tri[1][w]["miou"] - tri[0][w]["miou"]) for w in widths]
+    band = ", ".join(f"{w} px {g:+.2f}" for w, g in zip(widths, gains))
+    return [
+        (f"DeepLab + CRF {dl_crf:.2f} > DeepLab {dl:.2f}", dl_crf > dl),
+        (f"CRF gain largest in the narrowest band ({band})", gains[0] >= max(gains)),
+        *claims,
+        (f"joint stage 2 {joint:.2f} > stage 1 + CRF {dl_crf:.2f}", joint > dl_crf),
+    ]
 
 
 if __name__ == "__main__":

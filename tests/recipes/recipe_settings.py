@@ -9,4 +9,5 @@ FAST = [
     "data.crop_size=40",
     "data.scale_min=1.0",
     "data.scale_max=1.0",
+    "crf_search.images=2",
 ]

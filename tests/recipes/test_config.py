@@ -35,7 +35,7 @@ def test_overrides_are_parsed_as_yaml():
     assert changed.data.label_stride == 4
     assert changed.optim.head == ["fc8", "fc7"]
     assert changed.init is None
-    assert changed.model.options == {"width": 0.125, "dropout": 0.0}
+    assert changed.model.options == {"width": 0.125, "dropout": 0.0, "fc6_dilation": 3}
     assert changed.train.progress is False
     assert changed.crf_params().bilateral_sxy == (50.0, 60.0)
     assert config.optim.lr == pytest.approx(2e-3)  # the original is untouched

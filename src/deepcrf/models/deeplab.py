@@ -34,6 +34,7 @@ released weights use it, models trained here do not need it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
@@ -150,7 +151,22 @@ class DeepLab(nn.Module):
 
 
 def build_deeplab(
-    variant: str, num_classes: int, msc: bool = False, width: float = 1.0, **options
+    variant: str,
+    num_classes: int,
+    msc: bool = False,
+    width: float = 1.0,
+    fc6_dilation: int | None = None,
+    **options,
 ) -> DeepLab:
-    """DeepLab v1 variant ``variant`` (a key of ``VARIANTS``), optionally with the MSc head."""
-    return DeepLab(num_classes, VARIANTS[variant], msc=msc, width=width, **options)
+    """DeepLab v1 variant ``variant`` (a key of ``VARIANTS``), optionally with the MSc head.
+
+    ``fc6_dilation`` replaces the variant's fc6 dilation: LargeFOV's 12 spans 3/10 of the
+    40x40 score map of a 321-pixel crop; small crops keep that field of view with a smaller
+    one (e.g. 3 for 80-pixel crops, whose maps are 10x10).
+    """
+    spec = VARIANTS[variant]
+    if fc6_dilation is not None:
+        if not isinstance(fc6_dilation, int) or fc6_dilation < 1:
+            raise ValueError(f"fc6_dilation: expected an integer >= 1, got {fc6_dilation!r}")
+        spec = dataclasses.replace(spec, dilation=fc6_dilation)
+    return DeepLab(num_classes, spec, msc=msc, width=width, **options)

@@ -2,7 +2,8 @@
 
 A run's config has the sections ``model``, ``data``, ``optim``, ``schedule``, ``train`` and
 ``crf`` (the dense CRF's post-processing parameters, ``deepcrf.params.CRFParams`` values),
-plus ``recipe``, ``seed``, ``init``, ``backbone_weights`` and (joint only) ``stage1``.
+``crf_search`` (choose ``crf`` on the run's own images at the end), plus ``recipe``,
+``seed``, ``init``, ``backbone_weights``, ``crf_from_init`` and (joint only) ``stage1``.
 
 ``apply_overrides(config, ["optim.lr=0.01", "model.options.width=0.125"])`` sets dotted keys;
 values are parsed as YAML (``1e-3`` a float, ``[1, 2]`` a list, ``null`` None). Unknown keys
@@ -21,6 +22,7 @@ from typing import Any
 from deepcrf.params import CRFParams
 
 __all__ = [
+    "CRFSearchConfig",
     "Config",
     "ConfigError",
     "DataConfig",
@@ -126,6 +128,16 @@ class TrainConfig:
 
 
 @dataclass
+class CRFSearchConfig:
+    """Choose the run's ``crf`` at the end of training on its own images (``crf_choice``)."""
+
+    images: int = 0  # 0: keep the crf section as given; N: search on the first N images
+    split: str | None = None  # None: data.train_split (whole images, no augmentation)
+    iterations: int = 10  # mean-field iterations of every grid point
+    grid: dict = field(default_factory=dict)  # refine() name -> values ({}: the tiny grid)
+
+
+@dataclass
 class Config:
     """A training run's complete configuration (saved resolved as the run's config.yaml)."""
 
@@ -140,6 +152,9 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     crf: dict = field(default_factory=lambda: CRFParams().to_dict())
+    crf_search: CRFSearchConfig = field(default_factory=CRFSearchConfig)
+    # models ending in a CRF start it from the crf parameters the init run carries
+    crf_from_init: bool = True
     stage1: dict = field(default_factory=dict)  # joint: overrides of the stage-1 run
 
     def to_dict(self) -> dict:
@@ -253,6 +268,8 @@ def _validate(config: Config) -> None:
         ),
         ("schedule.step_size", config.schedule.step_size >= 1, "an integer >= 1"),
         ("train.steps", config.train.steps >= 1, "an integer >= 1"),
+        ("crf_search.images", config.crf_search.images >= 0, "an integer >= 0"),
+        ("crf_search.iterations", config.crf_search.iterations >= 1, "an integer >= 1"),
         ("train.batch_size", config.train.batch_size >= 1, "an integer >= 1"),
         ("train.amp", config.train.amp in ("none", "bf16", "fp16"), "none, bf16 or fp16"),
         ("train.save_every", config.train.save_every >= 0, "an integer >= 0"),

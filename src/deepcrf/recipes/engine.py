@@ -122,6 +122,23 @@ def build_run_model(config: Config, num_classes: int) -> nn.Module:
     return model
 
 
+def carried_crf(config: Config) -> None:
+    """Models that end in a CRF and start from another run (``init``) start their CRF from
+    the parameters that run carries (``crf_from_init``: a run that chose its CRF on its own
+    images hands that choice on); they are written into ``config.crf``, so the saved
+    config and the trained run show the CRF the training started from."""
+    from ..models import MODELS
+    from .checkpoint import _init_weights_file
+    from .predict import read_crf_metadata
+
+    model_class = MODELS.get(config.model.name)
+    if not (config.crf_from_init and config.init and getattr(model_class, "needs_image", False)):
+        return
+    carried = read_crf_metadata(_init_weights_file(config.init))
+    if carried is not None:
+        config.crf = carried.to_dict()
+
+
 def run_crf_options(config: Config) -> dict[str, Any]:
     """``DenseCRF`` options of a model that ends in a CRF: the run's ``crf`` section (its
     ``iterations`` are the test-time ones) under ``model.options.crf``."""
@@ -380,6 +397,29 @@ def _save(model: nn.Module, loop: _Loop) -> None:
 
 
 # ---------------------------------------------------------------------------- main
+def _choose_crf(model: nn.Module, config: Config, num_classes: int, out: Path | None, log):
+    """``crf_search``: choose ``config.crf`` on the run's own images (``crf_choice``)."""
+    from .crf_choice import choose_crf, save_report
+
+    spec = config.crf_search
+    dataset = build_dataset(
+        config.data,
+        spec.split or config.data.train_split,
+        num_classes,
+        False,
+        config.model.normalize,
+        config.seed,
+    )
+    device = next(_unwrap(model).parameters()).device
+    best, report = choose_crf(_unwrap(model).eval(), dataset, config, device)
+    config.crf = best.to_dict()
+    log({"event": "crf_search", "best": report["best"], "miou": report["best_miou"],
+         "baseline": report["baseline"]})  # fmt: skip
+    if out is not None:
+        save_report(report, out / "crf_search.json")
+        save_yaml(config, out / "config.yaml")
+
+
 def _logger(path: Path | None, ctx: Dist):
     def log(entry: dict) -> None:
         if path is None or not ctx.is_main:
@@ -473,6 +513,8 @@ def _main(config: Config, out: Path | None, resume: bool, stop_after, ctx: Dist)
                 f"this job has {ctx.world}; resume with the same --nproc_per_node"
             )
     config, num_classes = _resolve_classes(config)
+    if checkpoint is None:
+        carried_crf(config)
     if ctx.is_main and config.preset == "paper" and not (config.init or config.backbone_weights):
         print(
             "note: training from scratch; the paper starts from ImageNet VGG-16: "
@@ -560,6 +602,9 @@ def _main(config: Config, out: Path | None, resume: bool, stop_after, ctx: Dist)
         return {"step": state.step, "stopped": True}
     metrics = evaluate(model, val_set, num_classes, ctx, config.data.val_images)
     _record_eval(loop, metrics)
+    own_crf = getattr(_unwrap(model), "needs_image", False)  # never given a second CRF
+    if config.crf_search.images and ctx.is_main and not own_crf:
+        _choose_crf(model, config, num_classes, out, log)
     if out is not None and ctx.is_main:
         save_model(_unwrap(model), out / WEIGHTS, config.crf_params())
         log({"event": "done", "step": state.step})

@@ -52,6 +52,10 @@ _CONTEXTUAL_MODEL = {
 }
 _CONTEXTUAL_NEW_LAYERS = ["featmaps.*.block6", "unary_nets", "pairwise_nets"]
 _TINY_ADAM = {"name": "adam", "weight_decay": 0.0, "bias_lr_mult": 1.0, "head_lr_mult": 1.0}
+# published CRF values were chosen for 500-pixel VOC photos and full VGG-16 networks; a tiny
+# run chooses its own on its first training images at the end (recipes.crf_choice's grid for
+# small images and weak networks), which a second stage (CRF-as-RNN, joint) starts from
+_TINY_CRF_SEARCH = {"images": 20, "iterations": 10, "grid": {}}
 
 
 @dataclass
@@ -93,18 +97,22 @@ RECIPES: dict[str, Recipe] = {
                 "model": {
                     "name": "deeplab_largefov",
                     "init": "kaiming",
-                    "options": {"width": 0.125, "dropout": 0.0},
+                    # LargeFOV's dilation 12 spans 3/10 of a 321-px crop's 40x40 score map;
+                    # 3 keeps that field of view on the 10x10 maps of 80-px crops
+                    "options": {"width": 0.125, "dropout": 0.0, "fc6_dilation": 3},
                 },
                 "data": {**_TINY_DATA, "label_stride": 8},
                 "optim": {**_TINY_ADAM, "lr": 2e-3, "head": ["fc8"]},
                 "schedule": {"name": "poly", "warmup_steps": 20},
                 "train": {**_TINY_TRAIN, "steps": 600},
                 "crf": _DEEPLAB_CRF,
+                "crf_search": _TINY_CRF_SEARCH,
             },
         },
         preset_notes={
             "paper": "VOC trainaug, 321 crops, batch 20, SGD 1e-3 (fc8 x10), 6k steps",
-            "tiny": "width 1/8, no dropout, 80 px crops, batch 8, Adam, 600 steps (CPU, minutes)",
+            "tiny": "width 1/8, fc6 dilation 3, 80 px crops, batch 8, Adam, 600 steps, CRF "
+            "chosen on 20 training images",
         },
     ),
     "fcn8s": Recipe(
@@ -144,11 +152,13 @@ RECIPES: dict[str, Recipe] = {
                 "schedule": {"name": "poly", "warmup_steps": 20},
                 "train": {**_TINY_TRAIN, "steps": 400},
                 "crf": _CRFASRNN_CRF,
+                "crf_search": _TINY_CRF_SEARCH,
             },
         },
         preset_notes={
             "paper": "VOC trainaug, batch 1, SGD 2.5e-5 momentum 0.99 (mean loss), 100k steps",
-            "tiny": "width 1/16, no dropout, 80 px crops, batch 8, Adam, 400 steps",
+            "tiny": "width 1/16, no dropout, 80 px crops, batch 8, Adam, 400 steps, CRF chosen "
+            "on 20 training images",
         },
     ),
     "crfasrnn": Recipe(
@@ -195,7 +205,8 @@ RECIPES: dict[str, Recipe] = {
         first_stage="fcn8s",
         preset_notes={
             "paper": "from an FCN-8s run (init=), batch 1, T=5/10, CRF lr x1e4/x1e3",
-            "tiny": "from the tiny FCN-8s, Adam 2e-5 (CRF 1e-2), 80 steps of batch 4",
+            "tiny": "from the tiny FCN-8s and its chosen CRF, Adam 2e-5 (CRF 1e-2), 80 steps "
+            "of batch 4",
         },
     ),
     "joint": Recipe(
@@ -219,7 +230,10 @@ RECIPES: dict[str, Recipe] = {
                 "crf": _DEEPLAB_CRF,
             },
             "tiny": {
-                "model": {"name": "joint_deeplab_crf", "options": {"width": 0.125, "dropout": 0.0}},
+                "model": {
+                    "name": "joint_deeplab_crf",
+                    "options": {"width": 0.125, "dropout": 0.0, "fc6_dilation": 3},
+                },
                 "data": {**_TINY_DATA},
                 "optim": {**_TINY_ADAM, "lr": 2e-5, "groups": "two_stage", "crf_lr_mult": 500.0},
                 "schedule": {"name": "constant"},
@@ -230,7 +244,8 @@ RECIPES: dict[str, Recipe] = {
         first_stage="deeplab",
         preset_notes={
             "paper": "stage 2 from a deeplab run (init=), SGD 1e-4 CNN / 1e-3 CRF, 4k steps",
-            "tiny": "stage 2 from the tiny deeplab, Adam 2e-5 (CRF 1e-2), 60 steps of batch 4",
+            "tiny": "stage 2 from the tiny deeplab and its chosen CRF, Adam 2e-5 (CRF 1e-2), 60 "
+            "steps of batch 4",
         },
     ),
     "contextual": Recipe(
