@@ -11,7 +11,8 @@ lattice builds), "pyd inf" inference alone. Peak memory growth is the peak RSS o
 layer runs minus the RSS before them (on CUDA: peak allocated GPU memory).
 
     PYTHONPATH=src python benchmarks/bench_nn.py [--repeats 3] [--device cuda]
-        [--learn-bandwidths 0,1]   # also the layer with learnable bandwidths, and its ratio
+        [--learn-bandwidths 0,1]   # also the layer with learnable bandwidths, and a table
+                                   # of its time against the plain layer's
 
 Note: with B=4 every (N, L) tensor is 63 MB, above glibc's largest mmap threshold, so each
 one is a fresh mmap whose pages fault in on first touch; B=4 T=5 on one thread measured
@@ -202,6 +203,18 @@ def main() -> None:
             f"{'yes' if case['learn'] else 'no'} | {r['layer']:.3f} | {pyd_s} | {ratio} | "
             f"{ratio_inf} | {vs_plain} | {r['mem_mb']:.0f} |"
         )
+    learned = [(c, r) for c, r in rows if c["learn"]]
+    if learned and plain:
+        print("\nLearnable bandwidths against the same layer without them (medians, same run)\n")
+        print("| B | T | threads | plain (s) | learn bw (s) | learn / plain |")
+        print("|---|---|---|---|---|---|")
+        for case, r in learned:
+            base = plain.get((case["batch"], case["iterations"], case["threads"]))
+            if base:
+                print(
+                    f"| {case['batch']} | {case['iterations']} | {case['threads']} | "
+                    f"{base:.3f} | {r['layer']:.3f} | {r['layer'] / base:.2f}x |"
+                )
 
 
 if __name__ == "__main__":

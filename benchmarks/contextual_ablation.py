@@ -15,7 +15,7 @@ Variants: ``plain`` (unary only, one scale, no sliding pyramid), ``pyramid`` (+ 
 pyramid), ``unary`` (+ three scales: the full FeatMap-Net, unary only), ``ensemble2`` (two
 Unary-Nets, Table 2), ``pairwise`` (one Unary-Net + the CNN pairwise potentials: the full
 model), ``refine`` (the second stage: the refinement network trained on the ``pairwise``
-run).
+run, 200 steps).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def main() -> None:
         if key == "refine":
             if not (args.out / "pairwise" / "model.safetensors").is_file():
                 raise SystemExit("--variants: refine needs the pairwise run first")
-            extra.append(f"init={args.out / 'pairwise'}")
+            extra += [f"init={args.out / 'pairwise'}", "train.steps=200"]  # the README's
         if args.steps:
             extra.append(f"train.steps={args.steps}")
         if args.threads:

@@ -46,9 +46,13 @@ def setting_samples(name: str, count: int) -> list:
     if name.startswith("run:"):
         folder = name[4:]
         return folder_samples(f"{folder}/images", f"{folder}/probs", f"{folder}/labels")[:count]
-    noise = float(name.split("noise")[1].split("-")[0])
-    seed = int(name.split("-s")[-1])
-    return scene_samples(seed, count, noise)
+    try:
+        noise_text, seed_text = name.removeprefix("scenes-noise").split("-s")
+        return scene_samples(int(seed_text), count, float(noise_text))
+    except ValueError:
+        raise SystemExit(
+            f"--settings: expected scenes-noiseN-sS or run:FOLDER, got {name!r}"
+        ) from None
 
 
 def main() -> None:
@@ -65,20 +69,18 @@ def main() -> None:
         samples = setting_samples(name, args.search + args.held_out)
         searched, held = samples[: args.search], samples[args.search :]
         k = check_samples(samples)
-        rows = []
-        for label, params in (
-            ("no CRF", CRFParams(iterations=0).to_dict()),
-            ("defaults", CRFParams().to_dict()),
-        ):
-            rows.append((label, params, 0.0))
+        rows = [
+            ("no CRF", CRFParams(iterations=0).to_dict(), 0.0),
+            ("defaults", CRFParams().to_dict(), 0.0),
+        ]
         if not args.no_grid:
             start = time.perf_counter()
             grid = grid_search(searched, jobs=args.jobs)
             rows.append(("grid best", grid.best, time.perf_counter() - start))
         start = time.perf_counter()
         fitted = fit(searched, jobs=args.jobs)
-        rows.append((f"fit best (from {fitted.start_name})", fitted.params, 0.0))
-        rows[-1] = (*rows[-1][:2], time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        rows.append((f"fit best (from {fitted.start_name})", fitted.params, seconds))
         for label, params, seconds in rows:
             a = score_params(params, searched, k, jobs=args.jobs)["miou"]
             b = score_params(params, held, k, jobs=args.jobs)["miou"]

@@ -205,3 +205,37 @@ def test_bandwidth_gradient_has_the_full_gradient_contraction_on_the_lattice(d):
         grads.append(theta.grad)
     assert grads[1].abs().max() > 1e-3
     assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-3 * grads[1].abs().max())
+
+
+@pytest.mark.parametrize("normalization", ["symmetric", "before", "after", "none"])
+@pytest.mark.parametrize("transform", ["potts", "vector", "matrix"])
+def test_bandwidth_message_equals_the_per_point_gradient_path(normalization, transform):
+    """add_message of a learnable-bandwidth lattice kernel (one Function: folded scales,
+    transform on the vertices, moment splats) against the generic composition: apply with
+    the full per-point feature gradient (feature_gradient), the transform and the logits
+    added on the points, all through autograd."""
+    g = torch.Generator().manual_seed(16)
+    raw = torch.rand(500, 3, generator=g) * torch.tensor([20.0, 20.0, 60.0])
+    q = torch.softmax(torch.randn(500, 4, generator=g), 1)
+    logits = torch.randn(500, 4, generator=g)
+    upstream = torch.randn(500, 4, generator=g)
+    t = {
+        "potts": torch.tensor(0.7),
+        "vector": torch.rand(4, generator=g) + 0.5,
+        "matrix": torch.randn(4, 4, generator=g),
+    }[transform]
+    grads = []
+    for fused in (True, False):
+        theta = torch.tensor([4.0, 5.0, 12.0], requires_grad=True)
+        lq, ll, lt = (v.clone().requires_grad_(True) for v in (q, logits, t))
+        kernel = NormalizedKernel(raw / theta, normalization, scale_gradient_only=fused)
+        if fused:
+            out = kernel.add_message(ll, lq, lt)
+        else:
+            y = kernel.apply(lq)
+            out = ll + (y @ lt if lt.dim() == 2 else y * lt)
+        (out * upstream).sum().backward()
+        grads.append([out.detach(), lq.grad, ll.grad, lt.grad, theta.grad])
+    assert grads[1][-1].abs().max() > 1e-4  # the bandwidths get a gradient
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-3, atol=2e-3 * b.abs().max()), (a, b)

@@ -197,13 +197,10 @@ class Pairwise:
         if self._stack is not None:
             out = self._stack.add_message(out, q)
         for i in self._generic:
-            y = self.normalized[i].apply(q)
             compat = self.kernels[i].compat
             weight = _potts_weight(compat)
-            if weight is not None:
-                out = out + weight * y
-            else:
-                out = out + _transform(y, _label_transform(compat, self.num_labels).to(y))
+            transform = weight if weight is not None else _label_transform(compat, self.num_labels)
+            out = self.normalized[i].add_message(out, q, transform)
         return logits.clone() if out is logits else out
 
 

@@ -13,9 +13,17 @@ import torch
 import torch.nn.functional as F
 
 from deepcrf.dense import refine, unary_from_probs
+from deepcrf.metrics import scores_from_confusion
 from deepcrf.nn import DenseCRF
 from deepcrf.params import CRFParams
-from deepcrf.search.fit import crf_params, fit, score_params, soft_iou_loss
+from deepcrf.search.fit import (
+    _bootstrap_wins,
+    bootstrap_miou,
+    crf_params,
+    fit,
+    score_params,
+    soft_iou_loss,
+)
 
 
 def _perturbed(k: int, per_class: bool, compat: bool) -> DenseCRF:
@@ -132,6 +140,29 @@ def test_the_result_never_scores_below_its_start_and_follows_the_rule(make_sampl
     top = max(c["miou"] for c in descent)
     first = next(c for c in descent if c["miou"] >= top - 1e-3)
     assert result.miou >= first["miou"]
+
+
+def test_bootstrap_miou_and_the_paired_test():
+    rng = np.random.default_rng(0)
+    per_image = rng.integers(0, 50, (6, 4, 4))
+    per_image[:, 3, :] = 0  # class 3 never in the ground truth
+    once = np.ones((1, 6), np.int64)
+    expected = scores_from_confusion(torch.from_numpy(per_image.sum(0)))["miou"]
+    assert bootstrap_miou(per_image, once)[0] == pytest.approx(expected, abs=1e-12)
+    twice_first = np.array([[2, 0, 1, 1, 1, 1]])
+    drawn = 2 * per_image[0] + per_image[2:].sum(0)  # image 0 twice, image 1 not drawn
+    expected = scores_from_confusion(torch.from_numpy(drawn))["miou"]
+    assert bootstrap_miou(per_image, twice_first)[0] == pytest.approx(expected, abs=1e-12)
+    better = per_image.copy()
+    for c in range(3):  # more true positives on every image: wins every resample
+        better[:, c, c] += 20
+    assert _bootstrap_wins(better, per_image) == 1.0
+    assert _bootstrap_wins(per_image, better) == 0.0
+    assert _bootstrap_wins(per_image, per_image) == 0.0
+    mixed = per_image.copy()
+    mixed[:3, 0, 0] += 40  # better on half the images, worse on the other half
+    mixed[3:, 0, 0] = 0
+    assert 0.0 < _bootstrap_wins(mixed, per_image) < 0.9
 
 
 class _Interrupt(Exception):

@@ -85,6 +85,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="soft Jaccard (default) or cross-entropy of the marginals",
     )
     fit.add_argument(
+        "--fit-per-axis",
+        action="store_true",
+        help="one bandwidth per axis and colour channel (default: σα, σβ, σγ as DeepLab)",
+    )
+    fit.add_argument(
         "--fit-per-class-weights", action="store_true", help="one kernel weight per class"
     )
     fit.add_argument("--fit-compat", action="store_true", help="learn a full compatibility matrix")
@@ -240,6 +245,7 @@ def _fit(args: argparse.Namespace, samples: list, progress) -> dict:
         lr=args.fit_lr,
         batch=args.fit_batch,
         loss=args.fit_loss,
+        per_axis=args.fit_per_axis,
         per_class_weights=args.fit_per_class_weights,
         learn_compat=args.fit_compat,
         ignore_index=args.ignore_index,

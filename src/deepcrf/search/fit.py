@@ -2,8 +2,9 @@
 
 The CRF runs as ``deepcrf.nn.DenseCRF`` with ``learn_bandwidths`` (Schwing & Urtasun 2015)
 on the network's fixed probabilities (unaries log(max(p, 1e-5)), as refine() takes them).
-Learned: the 7 bandwidths (σγ per axis, σα per axis, σβ per colour channel), the two kernel
-weights, and optionally per-class weights (CRF-as-RNN) and a full compatibility matrix.
+Learned: DeepLab's three bandwidths σγ, σα, σβ (or, with ``per_axis``, the 7 per axis and
+colour channel), the two kernel weights, and optionally per-class weights (CRF-as-RNN) and a
+full compatibility matrix.
 
 Objective (``loss``): ``"iou"`` (default) is the soft Jaccard loss of the mean-field
 marginals, 1 - |Q∩Y| / |Q∪Y| per class present in the image, averaged (what the search's
@@ -17,20 +18,23 @@ stepped as log-weights): the same relative step ``lr`` for each, and weights sta
 Selection (what the search is judged by): the descent starts from the published preset
 (``deepcrf.params.PRESETS``) with the best mIoU on the images (or ``init``), and every
 ``eval_every`` steps the current parameters are scored by refine()'s mIoU on the same images.
-Among the start and the iterates, the earliest one within ``tolerance`` of the highest mIoU is
-kept (a gain smaller than that is noise; nearer the start generalises better); its overall
-kernel-weight scale is then checked at 0.5, 0.7, 1.4 and 2 times, under the same rule. So the
-result never scores below its start on the searched images.
+An iterate counts only if it beats the start on at least 90% of 1000 paired bootstrap
+resamples of the images (seeded): on a few images the descent's gains are often noise that
+held-out images do not repeat. Among the start and those iterates, the earliest within
+``tolerance`` of the highest mIoU is kept; its overall kernel-weight scale is then checked at
+0.5, 0.7, 1.4 and 2 times under the same two rules. So the result never scores below its
+start on the searched images.
 
 Determinism and resuming: the descent runs in one thread (its floating-point sums then do not
-depend on the machine's load or ``jobs``); the mIoU scoring is spread over ``jobs`` processes,
+depend on the machine's load or ``jobs``; ``DEEPCRF_THREADS=N`` forces N threads everywhere
+and voids this); the mIoU scoring is spread over ``jobs`` processes,
 one image per task, with integer confusion matrices summed, so any ``jobs`` gives the same
 result. Every scored point and, at every evaluation, the layer's and the optimiser's state are
 appended to ``results_file`` (``deepcrf.search.results``); a killed fit restarts from the last
 saved state and finishes exactly as an uninterrupted one.
 
-The result is refine() keyword arguments. Bandwidths come out per axis / per channel
-(lists, rows first as refine() takes them). Weights: a number each (Potts) by default; with
+The result is refine() keyword arguments. Bandwidths are numbers, or with ``per_axis``
+lists (rows first, as refine() takes them). Weights: a number each (Potts) by default; with
 ``per_class_weights`` each ``*_compat`` is a vector v of L entries, refine()'s diagonal
 compatibility diag(v) = -diag(w) for per-class weights w; with ``learn_compat`` it is the
 (L, L) matrix mu·diag(w_k) of that kernel (refine()'s convention: message
@@ -67,12 +71,24 @@ from deepcrf.search.samples import (
     spill,
 )
 
-__all__ = ["LOSSES", "FitResult", "crf_params", "fit", "score_params", "soft_iou_loss"]
+__all__ = [
+    "LOSSES",
+    "FitResult",
+    "bootstrap_miou",
+    "crf_params",
+    "fit",
+    "score_params",
+    "soft_iou_loss",
+]
 
 #: overall kernel-weight scales tried on the chosen iterate (see the module docstring)
 WEIGHT_SCALES = (0.5, 0.7, 1.4, 2.0)
 #: mIoU differences up to this count as equal (the grid search's tolerance)
 TOLERANCE = 1e-3
+#: a fitted point replaces its reference only if it scores higher on this share of ...
+CONFIDENCE = 0.9
+#: ... this many paired bootstrap resamples of the searched images
+RESAMPLES = 1000
 LOSSES = ("iou", "ce")
 
 
@@ -118,12 +134,12 @@ def score_params(
 ) -> dict:
     """mIoU and pixel accuracy of refine(**params) on the samples (eval's metrics)."""
     [conf] = _confusions([params], samples, num_classes, ignore_index, jobs)
-    return scores_from_confusion(torch.from_numpy(conf))
+    return scores_from_confusion(torch.from_numpy(conf.sum(0)))
 
 
 def _confusions(points, samples, num_classes: int, ignore_index: int, jobs: int) -> list:
-    """The summed (L, L) confusion of refine(**p) over the samples, for every point."""
-    total = [np.zeros((num_classes, num_classes), np.int64) for _ in points]
+    """The (N, L, L) per-image confusions of refine(**p) on the N samples, for every point."""
+    total = [np.zeros((len(samples), num_classes, num_classes), np.int64) for _ in points]
     func = functools.partial(
         _image_task,
         points=list(points),
@@ -131,11 +147,11 @@ def _confusions(points, samples, num_classes: int, ignore_index: int, jobs: int)
         num_classes=num_classes,
         ignore_index=ignore_index,
     )
-    for _, confs in process_map(
-        func, list(range(len(samples))), jobs=jobs, threads=1, help_locally=True
+    for index, confs in process_map(
+        func, list(range(len(samples))), jobs=jobs, threads=1, help_locally=True, start="auto"
     ):
         for k, c in enumerate(confs):
-            total[k] += c
+            total[k][index] = c
     return total
 
 
@@ -162,7 +178,7 @@ def crf_params(crf: DenseCRF) -> dict:
     weights = crf.kernel_weights.detach().double()
     mu = crf.compat.detach().double() if crf.compat is not None else None
     for k, kind in enumerate(crf.kinds):
-        bw = [float(v) for v in crf.bandwidths(kind).detach().double()]
+        bw: list[Any] = [float(v) for v in crf.bandwidths(kind).detach().double()]
         w = weights[k]
         if mu is not None:
             compat: Any = (mu * w.expand(crf.num_classes)[None, :]).tolist()
@@ -170,14 +186,21 @@ def crf_params(crf: DenseCRF) -> dict:
             compat = (-w).tolist()
         else:
             compat = float(w[0])
+        sxy = _number_if_equal([bw[1], bw[0]])
         if kind == "gaussian":
-            out.update(gaussian_sxy=[bw[1], bw[0]], gaussian_compat=compat)
+            out.update(gaussian_sxy=sxy, gaussian_compat=compat)
         else:
-            out.update(bilateral_sxy=[bw[1], bw[0]], bilateral_srgb=bw[2:], bilateral_compat=compat)
+            srgb = _number_if_equal(bw[2:])
+            out.update(bilateral_sxy=sxy, bilateral_srgb=srgb, bilateral_compat=compat)
     for kind in ("gaussian", "bilateral"):
         if kind not in crf.kinds:
             out[f"{kind}_compat"] = 0.0
     return CRFParams.from_dict(out, source="fitted parameters").to_dict()
+
+
+def _number_if_equal(values: list[float]) -> float | list[float]:
+    """One number for a bandwidth equal on every axis / channel (what refine() reads alike)."""
+    return values[0] if len(set(values)) == 1 else values
 
 
 def fit(
@@ -188,6 +211,7 @@ def fit(
     lr: float = 0.05,
     batch: int = 4,
     loss: str = "iou",
+    per_axis: bool = False,
     per_class_weights: bool = False,
     learn_compat: bool = False,
     eval_every: int = 10,
@@ -204,6 +228,7 @@ def fit(
         samples: the images (probabilities computed once, by the caller).
         init: the start; None starts from the best-scoring published preset.
         steps, lr, batch, loss, eval_every, seed: the descent (module docstring).
+        per_axis: one bandwidth per axis and colour channel instead of σα, σβ, σγ.
         per_class_weights, learn_compat: also learn per-class weights / a compatibility.
         tolerance: mIoU differences up to this count as equal when choosing.
         jobs: processes scoring the mIoU; any value gives the same result.
@@ -222,6 +247,7 @@ def fit(
             "lr": lr,
             "batch": batch,
             "loss": loss,
+            "per_axis": per_axis,
             "per_class_weights": per_class_weights,
             "learn_compat": learn_compat,
             "eval_every": eval_every,
@@ -280,14 +306,15 @@ def _score_logged(points, stage: str, *, log, samples, num_classes, ignore_index
     if todo:
         confs = _confusions([points[i] for i in todo], samples, num_classes, ignore_index, jobs)
         for i, conf in zip(todo, confs):
-            s = scores_from_confusion(torch.from_numpy(conf))
+            s = scores_from_confusion(torch.from_numpy(conf.sum(0)))
             log.append(
                 {
                     "key": keys[i],
                     "params": points[i],
                     "miou": s["miou"],
                     "pixel_acc": s["pixel_acc"],
-                    "confusion": conf.tolist(),
+                    "confusion": conf.sum(0).tolist(),
+                    "per_image": conf.tolist(),
                 }
             )
     if bar is not None:
@@ -334,7 +361,7 @@ def _run(score, log: ResultsLog, samples, num_classes, ignore_index, cfg: dict, 
         baseline = {name: score([p], "baseline")[0]["miou"] for name, p in baseline_points.items()}
         start = start_row["params"]
         crf = _layer(start, num_classes, cfg["per_class_weights"], cfg["learn_compat"])
-        descent = _Descent(crf, cfg["lr"])
+        descent = _Descent(crf, cfg["lr"], tie=not cfg["per_axis"])
         checkpoints, losses = [start_row], []
         for state in states:  # read back from JSON: the fresh run's key order
             c = state["checkpoint"]
@@ -375,7 +402,7 @@ def _run(score, log: ResultsLog, samples, num_classes, ignore_index, cfg: dict, 
                     }
                 )
                 recent = []
-        chosen = checkpoints[_choose(checkpoints, cfg["tolerance"])]
+        chosen = _select(checkpoints, log, cfg["tolerance"])
         scaled = score(
             [_scaled_weights(chosen["params"], s) for s in WEIGHT_SCALES],
             "weights",
@@ -383,7 +410,7 @@ def _run(score, log: ResultsLog, samples, num_classes, ignore_index, cfg: dict, 
         )
         for row, s in zip(scaled, WEIGHT_SCALES):
             row["step"] = f"x{s:g}"
-        final = [chosen, *scaled][_choose([chosen, *scaled], cfg["tolerance"])]
+        final = _select([chosen, *scaled], log, cfg["tolerance"])
     finally:
         if bar is not None:
             bar.close()
@@ -398,6 +425,46 @@ def _run(score, log: ResultsLog, samples, num_classes, ignore_index, cfg: dict, 
         baseline=baseline,
         resumed_at=done,
     )
+
+
+def _select(rows: Sequence[dict], log: ResultsLog, tolerance: float) -> dict:
+    """Among ``rows[0]`` (the reference) and the rows that beat it on at least
+    ``CONFIDENCE`` of the bootstrap resamples of the images, the earliest within
+    ``tolerance`` of the highest mIoU."""
+    reference = _per_image(log, rows[0])
+    kept = [rows[0]] + [
+        r for r in rows[1:] if _bootstrap_wins(_per_image(log, r), reference) >= CONFIDENCE
+    ]
+    return kept[_choose(kept, tolerance)]
+
+
+def _per_image(log: ResultsLog, row: dict) -> np.ndarray:
+    found = log.get(point_key(row["params"]))
+    assert found is not None
+    return np.asarray(found["per_image"], np.int64)
+
+
+def bootstrap_miou(per_image: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """mIoU (eval's definition) of the images drawn ``counts`` (R, N) times from
+    ``per_image`` (N, L, L) confusions: one value per resample."""
+    conf = np.tensordot(counts, per_image, axes=(1, 0)).astype(np.float64)  # (R, L, L)
+    tp = np.diagonal(conf, axis1=1, axis2=2)
+    gt, pred = conf.sum(2), conf.sum(1)
+    union = gt + pred - tp
+    iou = np.where(union > 0, tp / np.maximum(union, 1), 0.0)
+    present = gt > 0
+    return (iou * present).sum(1) / np.maximum(present.sum(1), 1)
+
+
+def _bootstrap_wins(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of paired bootstrap resamples of the images (seeded) on which ``a`` scores a
+    higher mIoU than ``b``."""
+    if np.array_equal(a, b):
+        return 0.0
+    rng = np.random.default_rng(0)
+    n = len(a)
+    counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(RESAMPLES)])
+    return float(np.mean(bootstrap_miou(a, counts) > bootstrap_miou(b, counts)))
 
 
 def _choose(rows: Sequence[dict], tolerance: float) -> int:
@@ -416,21 +483,51 @@ def _order(seed: int, count: int, length: int) -> list[int]:
 
 
 class _Descent:
-    """Adam in log space on the layer's parameters: the bandwidths are log-parametrised by
-    the layer; the kernel weights are stepped as log-weights (the same relative step for
-    each, and they stay positive: attractive Potts / per-class weights)."""
+    """Adam in log space on the layer's parameters. The layer's kernel weights and (with
+    ``tie``) its bandwidths are computed from free parameters: log-weights (the same relative
+    step for each; weights stay positive, i.e. attractive Potts / per-class weights), and one
+    log-bandwidth per kernel's positions and one per its colours, as DeepLab's σα, σβ, σγ
+    (entries that start equal stay equal; without ``tie`` every axis and channel is free)."""
 
-    def __init__(self, crf: DenseCRF, lr: float) -> None:
+    def __init__(self, crf: DenseCRF, lr: float, tie: bool = True) -> None:
         self.crf = crf
+        #: (layer parameter, free parameter, index into the free one or None, exp or not)
+        self.links: list[tuple[torch.nn.Parameter, torch.nn.Parameter, Any, bool]] = []
         start = crf.kernel_weights.detach().clamp_min(1e-6)
-        self.log_weights = torch.nn.Parameter(start.log())
-        rest = [p for p in crf.parameters() if p is not crf.kernel_weights]
-        self.optimizer = torch.optim.Adam([self.log_weights, *rest], lr=lr)
+        self.links.append((crf.kernel_weights, torch.nn.Parameter(start.log()), None, True))
+        for kind in crf.kinds if tie else ():
+            target = getattr(crf, f"{kind}_log_bandwidths", None)
+            if target is None:
+                continue
+            values = target.detach().tolist()
+            groups: dict[tuple, int] = {}
+            index = []
+            for i, v in enumerate(values):
+                colour = kind == "bilateral" and i >= crf.spatial_dims
+                index.append(groups.setdefault((colour, v), len(groups)))
+            free = torch.tensor(_firsts(values, index), dtype=target.dtype)
+            self.links.append((target, torch.nn.Parameter(free), torch.tensor(index), False))
+        linked = {id(t) for t, *_ in self.links}
+        rest = [p for p in crf.parameters() if id(p) not in linked]
+        self.optimizer = torch.optim.Adam([f for _, f, *_ in self.links] + rest, lr=lr)
         self._sync()
 
     def _sync(self) -> None:
         with torch.no_grad():
-            self.crf.kernel_weights.copy_(self.log_weights.exp())
+            for target, free, index, exp in self.links:
+                value = free.exp() if exp else free
+                target.copy_(value if index is None else value[index])
+
+    def _free_grads(self) -> None:
+        for target, free, index, exp in self.links:
+            grad = target.grad
+            if grad is None:
+                continue
+            if exp:  # d/d log w = w d/dw
+                grad = grad * target.detach()
+            if index is not None:
+                grad = torch.zeros_like(free).index_add_(0, index, grad)
+            free.grad = grad
 
     def step(self, batch: list, loss_name: str, ignore_index: int) -> float:
         """One step on the mean loss of ``batch``; returns that loss."""
@@ -451,9 +548,7 @@ class _Descent:
             if value.requires_grad:
                 (value / len(batch)).backward()
             total += float(value.detach()) / len(batch)
-        grad = crf.kernel_weights.grad
-        if grad is not None:  # d/d log w = w d/dw
-            self.log_weights.grad = grad * crf.kernel_weights.detach()
+        self._free_grads()
         self.optimizer.step()
         self._sync()
         return total
@@ -462,18 +557,27 @@ class _Descent:
         """Layer, log-weights and Adam state, exactly (as JSON values)."""
         return {
             "layer": _to_json(self.crf.state_dict()),
-            "log_weights": _to_json(self.log_weights.detach()),
+            "free": [_to_json(free.detach()) for _, free, *_ in self.links],
             "optimizer": _to_json(self.optimizer.state_dict()),
         }
 
     def load(self, state: dict) -> None:
         self.crf.load_state_dict(_from_json(state["layer"]))
         with torch.no_grad():
-            self.log_weights.copy_(_from_json(state["log_weights"]))
+            for (_, free, *_), value in zip(self.links, state["free"]):
+                free.copy_(_from_json(value))
         adam = _from_json(state["optimizer"])
         adam["state"] = {int(k): v for k, v in adam["state"].items()}
         self.optimizer.load_state_dict(adam)
         self._sync()
+
+
+def _firsts(values: list[float], index: list[int]) -> list[float]:
+    """The value of each group's first entry (groups numbered in first-seen order)."""
+    out: dict[int, float] = {}
+    for v, g in zip(values, index):
+        out.setdefault(g, v)
+    return [out[g] for g in range(len(out))]
 
 
 def _to_json(obj):

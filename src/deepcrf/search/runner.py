@@ -209,7 +209,7 @@ def _evaluate(
     )
     try:
         for (_, indices), confusions in process_map(
-            func, tasks, jobs=jobs, threads=1, help_locally=True
+            func, tasks, jobs=jobs, threads=1, help_locally=True, start="auto"
         ):
             for i, conf in zip(indices, confusions):
                 scores = scores_from_confusion(torch.from_numpy(conf))
