@@ -13,7 +13,7 @@ from deepcrf.cli import main as cli
 from deepcrf.data import VOCSegmentation
 from deepcrf.dense import refine
 from deepcrf.models import build
-from deepcrf.params import PRESETS
+from deepcrf.params import CRFParams
 from deepcrf.recipes import load_run, main, model_probabilities, resolve_config
 
 
@@ -26,7 +26,9 @@ def deeplab_run(voc_tree, tmp_path_factory):
 
 def test_model_probabilities_are_the_upsampled_softmax(deeplab_run, voc_tree):
     run = load_run(deeplab_run)
-    assert run.crf == PRESETS["deeplab_largefov"] and not run.has_own_crf
+    # the tiny preset chooses its post-processing CRF on its training images at the end
+    chosen = json.loads((deeplab_run / "crf_search.json").read_text())["best"]
+    assert run.crf == CRFParams.from_dict(chosen) and not run.has_own_crf
     image = VOCSegmentation(voc_tree, "val", num_classes=7)[0]["raw_image"].numpy()
     probs = model_probabilities(run.model, image)
     assert probs.shape == (7, *image.shape[:2]) and probs.dtype == np.float32
@@ -50,7 +52,8 @@ def test_eval_model_with_and_without_crf(deeplab_run, voc_tree, tmp_path):
     for key in ("miou", "pixel_acc", "mean_acc", "fw_iou", "iou", "trimap"):
         assert key in plain and key in crf
     assert set(plain["trimap"]) == {"1", "3"}
-    assert crf["crf"] == PRESETS["deeplab_largefov"].to_dict() and plain["crf"] is None
+    carried = load_run(deeplab_run).crf  # what --crf applies: the run's chosen parameters
+    assert crf["crf"] == carried.to_dict() and plain["crf"] is None
 
     # the same numbers by hand: saved probabilities -> refine -> confusion matrix
     from deepcrf.metrics import ConfusionMatrix
@@ -64,7 +67,7 @@ def test_eval_model_with_and_without_crf(deeplab_run, voc_tree, tmp_path):
         probs = np.load(tmp_path / "probs" / f"{sample['name']}.npy")
         raw = sample["raw_image"].numpy()
         cm_plain.update(probs.argmax(0), sample["label"])
-        refined = refine(probs, raw, **PRESETS["deeplab_largefov"].to_dict())
+        refined = refine(probs, raw, **carried.to_dict())
         cm_crf.update(refined.argmax(0), sample["label"])
     assert plain["miou"] == pytest.approx(cm_plain.scores()["miou"])
     assert crf["miou"] == pytest.approx(cm_crf.scores()["miou"])
