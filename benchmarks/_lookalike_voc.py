@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from _voc_tree import write_voc_tree
+
 CLASSES = ("sand", "snow", "forest", "sled", "hut", "ball")
 SAND, SNOW, FOREST, SLED, HUT, BALL = range(6)
 
@@ -123,20 +125,5 @@ def scene(seed: int, index: int, size=(96, 128), void: int = 3):
 def write_tree(out: str | Path, n: int = 200, val: int = 40, seed: int = 0,
                size=(96, 128), void: int = 3) -> Path:  # fmt: skip
     """``out/VOCdevkit/VOC2012`` with ``n`` scenes, the last ``val`` of them in val.txt."""
-    voc = Path(out) / "VOCdevkit" / "VOC2012"
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        (voc / sub).mkdir(parents=True, exist_ok=True)
-    names = []
-    for i in range(n):
-        rgb, lab = scene(seed, i, size, void)
-        name = f"lookalike_{seed}_{i:05d}"
-        Image.fromarray(rgb).save(voc / "JPEGImages" / f"{name}.jpg", quality=85)
-        png = Image.fromarray(lab, mode="L").convert("P")
-        png.putpalette(_palette())
-        png.save(voc / "SegmentationClass" / f"{name}.png")
-        names.append(name)
-    sets = voc / "ImageSets" / "Segmentation"
-    (sets / "train.txt").write_text("".join(f"{x}\n" for x in names[: n - val]))
-    (sets / "val.txt").write_text("".join(f"{x}\n" for x in names[n - val :]))
-    (voc / "classes.txt").write_text("".join(f"{c}\n" for c in CLASSES))
-    return voc
+    return write_voc_tree(out, scene, prefix="lookalike", classes=CLASSES, palette=_palette(),
+                          n=n, val=val, seed=seed, size=size, void=void, quality=85)  # fmt: skip

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from _voc_tree import write_voc_tree
+
 CLASSES = ("background", "triangle", "ring", "star", "cross")
 CLASS_COLOURS = {1: (230, 130, 30), 2: (40, 200, 210), 3: (200, 50, 190), 4: (150, 220, 40)}
 
@@ -98,20 +100,5 @@ def scene(seed: int, index: int, size=(120, 160), void: int = 3):
 def write_tree(out: str | Path, n: int = 150, val: int = 40, seed: int = 0,
                size=(120, 160), void: int = 3) -> Path:  # fmt: skip
     """``out/VOCdevkit/VOC2012`` with ``n`` scenes, the last ``val`` of them in val.txt."""
-    voc = Path(out) / "VOCdevkit" / "VOC2012"
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        (voc / sub).mkdir(parents=True, exist_ok=True)
-    names = []
-    for i in range(n):
-        rgb, lab = scene(seed, i, size, void)
-        name = f"shape_{seed}_{i:05d}"
-        Image.fromarray(rgb).save(voc / "JPEGImages" / f"{name}.jpg", quality=80)
-        png = Image.fromarray(lab, mode="L").convert("P")
-        png.putpalette(_palette())
-        png.save(voc / "SegmentationClass" / f"{name}.png")
-        names.append(name)
-    sets = voc / "ImageSets" / "Segmentation"
-    (sets / "train.txt").write_text("".join(f"{x}\n" for x in names[: n - val]))
-    (sets / "val.txt").write_text("".join(f"{x}\n" for x in names[n - val :]))
-    (voc / "classes.txt").write_text("".join(f"{c}\n" for c in CLASSES))
-    return voc
+    return write_voc_tree(out, scene, prefix="shape", classes=CLASSES, palette=_palette(),
+                          n=n, val=val, seed=seed, size=size, void=void, quality=80)  # fmt: skip
