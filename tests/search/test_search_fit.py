@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from progress_interrupt import Interrupt, StopAfter
 
 from deepcrf.dense import refine, unary_from_probs
 from deepcrf.metrics import scores_from_confusion
@@ -165,26 +166,6 @@ def test_bootstrap_miou_and_the_paired_test():
     assert 0.0 < _bootstrap_wins(mixed, per_image) < 0.9
 
 
-class _Interrupt(Exception):
-    pass
-
-
-class _StopAfter:
-    def __init__(self, count):
-        self.left = count
-
-    def __call__(self, stage, total):
-        return self
-
-    def update(self, n):
-        self.left -= n
-        if self.left <= 0:
-            raise _Interrupt
-
-    def close(self):
-        pass
-
-
 def _plain(result) -> str:
     return json.dumps(
         [result.params, result.miou, result.checkpoints, result.losses, result.baseline]
@@ -195,8 +176,8 @@ def test_a_killed_fit_resumes_to_the_same_result(make_samples, tmp_path):
     samples = make_samples(3, size=(24, 32), seed=14)
     settings = dict(steps=6, batch=2, eval_every=2)
     path = tmp_path / "fit.results.jsonl"
-    with pytest.raises(_Interrupt):  # stops in step 5: states after steps 2 and 4
-        fit(samples, results_file=path, progress=_StopAfter(6 + 7), **settings)
+    with pytest.raises(Interrupt):  # stops in step 5: states after steps 2 and 4
+        fit(samples, results_file=path, progress=StopAfter(6 + 7), **settings)
     lines = path.read_text().splitlines()
     assert sum('"key":"state:' in line for line in lines) == 2
     path.write_text(path.read_text() + lines[-1][:50])  # a line cut short by a kill

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from progress_interrupt import Interrupt, StopAfter
 
 from deepcrf.dense import refine
 from deepcrf.search import Sample, grid_search, select_best
@@ -52,32 +53,12 @@ def test_same_results_with_one_and_two_jobs(make_samples, tmp_path):
     assert one.to_json() == two.to_json()
 
 
-class _Interrupt(Exception):
-    pass
-
-
-class _StopAfter:
-    def __init__(self, count):
-        self.left = count
-
-    def __call__(self, stage, total):
-        return self
-
-    def update(self, n):
-        self.left -= n
-        if self.left <= 0:
-            raise _Interrupt
-
-    def close(self):
-        pass
-
-
 def test_resume_after_interruption_gives_the_same_table(make_samples, tmp_path):
     samples = make_samples(3, size=(24, 32), seed=9)
     grid = {**GRID, "bilateral_sxy": [20.0, 50.0]}
     path = tmp_path / "search.results.jsonl"
-    with pytest.raises(_Interrupt):
-        grid_search(samples, grid, results_file=path, progress=_StopAfter(8))
+    with pytest.raises(Interrupt):
+        grid_search(samples, grid, results_file=path, progress=StopAfter(8))
     done = path.read_text().splitlines()
     assert 1 + 2 < len(done) < 1 + 2 + 18  # header, baselines, part of the grid
     path.write_text(path.read_text() + done[-1][:40])  # a line cut short by a kill
