@@ -4,19 +4,12 @@ with gradients averaged over the processes, batch-norm statistics from rank 0)."
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from recipe_settings import FAST
+from recipe_settings import FAST, run_torchrun
 
 from deepcrf.recipes import load_run, resolve_config
-from deepcrf.recipes.config import save_yaml
-
-SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.mark.slow
@@ -24,13 +17,7 @@ def test_two_gloo_processes_train_the_contextual_model(voc_tree, tmp_path):
     sets = [*FAST, "train.steps=2", "train.batch_size=4", "data.crop_size=48",
             "optim.edges_per_update=300", "train.device=cpu"]  # fmt: skip
     config = resolve_config("contextual", "tiny", sets, data_root=str(voc_tree))
-    yaml_file = save_yaml(config, tmp_path / "config.yaml")
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "OMP_NUM_THREADS": "1"}  # fmt: skip
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", "-m", "deepcrf", "train", str(yaml_file), "--out", str(tmp_path / "ddp"),
-           "--quiet"]  # fmt: skip
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = run_torchrun(config, tmp_path / "ddp")
     assert done.returncode == 0, done.stderr[-3000:]
     entries = [
         json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()
