@@ -70,3 +70,15 @@ def test_remove_stale_temps_of_named_outputs_only(tmp_path):
     assert remove_stale_temps(tmp_path, ["a.png"]) == [mine]
     assert other.exists()
     assert remove_stale_temps(tmp_path) == [other]
+
+
+def test_same_file_sees_through_links(tmp_path):
+    from deepcrf.fileio import same_file
+
+    a = tmp_path / "a.json"
+    a.write_text("{}")
+    (tmp_path / "soft.json").symlink_to(a)
+    os.link(a, tmp_path / "hard.json")
+    assert same_file(a, tmp_path / "soft.json") and same_file(a, tmp_path / "hard.json")
+    assert same_file(a, tmp_path / "sub" / ".." / "a.json")
+    assert not same_file(a, tmp_path / "b.json")  # a path that does not exist yet

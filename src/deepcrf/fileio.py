@@ -26,9 +26,11 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_many",
     "atomic_write_text",
+    "file_identity",
     "files_by_stem",
     "outputs_complete",
     "remove_stale_temps",
+    "same_file",
 ]
 
 #: Part of every temporary file name written by ``atomic_write``.
@@ -156,3 +158,20 @@ def files_by_stem(folder: str | Path, suffixes: Iterable[str], what: str) -> dic
             )
         found[p.stem] = p
     return found
+
+
+def file_identity(path: str | Path) -> set:
+    """What makes two paths one file: the resolved path, and (device, inode) if it exists
+    (so symbolic and hard links to one file are recognised)."""
+    ids: set = {os.path.realpath(path)}
+    try:
+        st = Path(path).stat()
+        ids.add((st.st_dev, st.st_ino))
+    except OSError:
+        pass
+    return ids
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether ``a`` and ``b`` name the same file or folder (see ``file_identity``)."""
+    return bool(file_identity(a) & file_identity(b))

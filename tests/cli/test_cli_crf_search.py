@@ -139,6 +139,12 @@ def test_bad_inputs_name_the_problem(folders, capsys):
     (folders / "bad.json").write_text('{"w1": [3]}')
     assert main(_args(folders, "--grid", str(folders / "bad.json"), "--out", out)) == 1
     assert "valid: iterations" in capsys.readouterr().err
+    # --out naming the --grid file (here through a link) is refused, the input untouched
+    (folders / "grid-link.json").symlink_to(folders / "bad.json")
+    out_link = str(folders / "grid-link.json")
+    assert main(_args(folders, "--grid", str(folders / "bad.json"), "--out", out_link)) == 1
+    assert "--grid input" in capsys.readouterr().err
+    assert (folders / "bad.json").read_text() == '{"w1": [3]}'
 
 
 def test_model_form_computes_probabilities_once(tmp_path):

@@ -86,6 +86,12 @@ def test_eval_model_errors(deeplab_run, voc_tree, tmp_path, capsys):
     assert "nosplit" in capsys.readouterr().err
     assert cli(["eval", "--pred", str(tmp_path)]) == 1
     assert "--gt, --num-classes: required" in capsys.readouterr().err
+    params = tmp_path / "params.json"
+    params.write_text('{"iterations": 1}')
+    assert cli(["eval", "--model", str(deeplab_run), "--data-root", str(voc_tree),
+                "--crf-params", str(params), "--json", str(params)]) == 1  # fmt: skip
+    assert "--crf-params input" in capsys.readouterr().err
+    assert params.read_text() == '{"iterations": 1}'
 
 
 def test_predict_writes_pngs_and_resumes(deeplab_run, voc_tree, tmp_path, capsys):

@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from deepcrf.fileio import same_file
 from deepcrf.parallel import available_cpus
 from deepcrf.search.samples import folder_samples
 
@@ -141,6 +142,8 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ValueError("--plot: needs matplotlib (pip install 'deepcrf[viz]')") from None
     if args.out.exists() and args.out.is_dir():
         raise ValueError(f"--out: {args.out} is a folder; expected a .json file path")
+    if args.grid is not None and Path(args.grid).is_file() and same_file(args.out, args.grid):
+        raise ValueError(f"--out: {args.out} is the --grid input; write the result elsewhere")
 
 
 def _samples(args: argparse.Namespace) -> list:

@@ -15,6 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+from deepcrf.fileio import same_file
+
 
 def _widths(text: str) -> list[float]:
     try:
@@ -120,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
         except ImportError:
             raise ValueError("--plot: needs matplotlib (pip install 'deepcrf[viz]')") from None
 
+    crf_params = getattr(args, "crf_params", None)
+    if args.json and crf_params is not None and same_file(args.json, crf_params):
+        raise ValueError(f"--json: {args.json} is the --crf-params input; write it elsewhere")
     if args.model is not None:
         return run_model(args)
     missing = [

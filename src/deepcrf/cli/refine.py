@@ -25,7 +25,6 @@ import argparse
 import functools
 import math
 import mmap
-import os
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,13 @@ from deepcrf.cli.batch import add_batch_arguments
 from deepcrf.cli.refine_options import check_conflicts, default_output, label_png_path
 from deepcrf.data.io import MAX_8BIT_LABELS
 from deepcrf.dense import refine, refine_labels
-from deepcrf.fileio import atomic_write_many, files_by_stem, remove_stale_temps
+from deepcrf.fileio import (
+    atomic_write_many,
+    file_identity,
+    files_by_stem,
+    remove_stale_temps,
+    same_file,
+)
 from deepcrf.params import CRFParams
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp"}
@@ -163,21 +168,6 @@ def output_paths(args: argparse.Namespace, out: Path) -> list[Path]:
     return outputs
 
 
-def _identity(path: Path) -> set:
-    """What makes two paths one file: the resolved path, and (device, inode) if it exists."""
-    ids: set = {os.path.realpath(path)}
-    try:
-        st = path.stat()
-        ids.add((st.st_dev, st.st_ino))
-    except OSError:
-        pass
-    return ids
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    return bool(_identity(a) & _identity(b))
-
-
 def guard_outputs(
     outputs: list[Path], inputs: list[Path], input_dirs: list[Path], args: argparse.Namespace
 ) -> None:
@@ -188,17 +178,17 @@ def guard_outputs(
         if args.save_probs.exists() and not args.save_probs.is_dir():
             raise NotADirectoryError(f"--save-probs: {args.save_probs} exists and is not a folder")
         for folder in input_dirs:
-            if _same_file(args.save_probs, folder):
+            if same_file(args.save_probs, folder):
                 raise ValueError(
                     f"--save-probs: {args.save_probs} is an input folder ({folder}); "
                     "give the marginals a folder of their own"
                 )
     taken: dict = {}
     for inp in inputs:
-        for key in _identity(inp):
+        for key in file_identity(inp):
             taken[key] = inp
     for out in outputs:
-        hit = next((taken[key] for key in _identity(out) if key in taken), None)
+        hit = next((taken[key] for key in file_identity(out) if key in taken), None)
         if hit is not None:
             raise ValueError(
                 f"--out/--save-probs: output {out} would overwrite the input {hit}; "
@@ -321,7 +311,7 @@ def run_folder(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise NotADirectoryError(f"--out: {args.out} exists and is not a folder")
     for folder in (args.image, source_dir):
-        if _same_file(args.out, folder):
+        if same_file(args.out, folder):
             raise ValueError(
                 f"--out: {args.out} is an input folder ({folder}); write the refined label "
                 "maps to a folder of their own"
