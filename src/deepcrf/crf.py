@@ -311,10 +311,15 @@ class SideBySide:
         self.pairwise = pairwise
         self.runs = runs
         self.message_bound = pairwise.message_bound
+        self._wide: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def add_message(self, logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         n, width = q.shape[0] // self.runs, q.shape[1] * self.runs
-        out = self.pairwise.add_message(logits.view(n, width), q.view(n, width))
+        # the same view of the same unaries every iteration: the lattice keeps its fused
+        # slice table (keyed by the tensor) instead of copying the unaries again
+        if self._wide is None or self._wide[0] is not logits:
+            self._wide = (logits, logits.view(n, width))
+        out = self.pairwise.add_message(self._wide[1], q.view(n, width))
         return out.view(q.shape)
 
 
@@ -410,9 +415,23 @@ def _normalize_exp_in_place(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _normalize_in_place(q: torch.Tensor) -> torch.Tensor:
-    """Rows of ``q`` (N, L) >= 0 divided by their sums, in place."""
-    ones = q.new_ones(q.shape[1], 1)
-    return q.div_(torch.mm(q, ones))
+    """Rows of ``q`` (N, L) >= 0 divided by their sums, in place.
+
+    For few labels (L <= 8: weak labels, masks, side-by-side runs) G consecutive rows are
+    viewed as one row of G*L values and multiplied by G diagonal blocks of ones, which
+    gives every value its own row's sum: a same-shape division instead of a broadcast one
+    over short rows, 2-4x faster on CPU."""
+    n, width = q.shape
+    if width > _FEW_LABELS or n == 0 or not q.is_contiguous():
+        return q.div_(torch.mm(q, q.new_ones(width, 1)))
+    group = next(g for g in range(max(1, _FEW_LABELS // width), 0, -1) if n % g == 0)
+    wide = q.view(n // group, group * width)
+    blocks = torch.block_diag(*[q.new_ones(width, width)] * group)
+    wide.div_(torch.mm(wide, blocks))
+    return q
+
+
+_FEW_LABELS = 8  # up to this many labels, row sums come from a block matrix of ones
 
 
 def _exp_safe(unary: torch.Tensor, bound: float) -> torch.Tensor:
