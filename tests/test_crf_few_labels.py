@@ -1,12 +1,20 @@
-"""Mean field with few labels: the grouped row normalisation and side-by-side runs reusing
-the lattice's fused slice table."""
+"""Mean field with few labels: the grouped row normalisation, side-by-side runs reusing
+the lattice's fused slice table, and the per-iteration range check that replaces the
+message bound where none is known."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from deepcrf.crf import Kernel, Pairwise, SideBySide, _normalize_in_place, mean_field
+from deepcrf.crf import (
+    Kernel,
+    Pairwise,
+    SideBySide,
+    _normalize_in_place,
+    mean_field,
+    mean_field_step,
+)
 
 
 @pytest.mark.parametrize("labels", [1, 2, 3, 4, 5, 8, 9, 21])
@@ -60,3 +68,39 @@ def test_normalize_in_place_non_contiguous_rows():
     expected = q / q.sum(1, keepdim=True)
     torch.testing.assert_close(_normalize_in_place(q), expected)
     torch.testing.assert_close(base.t(), expected)  # in place, through the view
+
+
+class _Unbounded:
+    """A pairwise model with no message bound (as SideBySide and general pairwise tables)."""
+
+    def __init__(self, pairwise):
+        self.add_message = pairwise.add_message
+
+
+def _softmax_reference(unary, pairwise, iterations):
+    q = torch.softmax(unary, 1)
+    for _ in range(iterations):
+        q, _ = mean_field_step(unary, q, pairwise)
+    return q
+
+
+@pytest.mark.parametrize(
+    ("weight", "shift"),
+    [(3.0, 0.0), (10.0, -500.0), (400.0, 0.0)],  # plain; unaries far off; logits past +-80
+)
+def test_without_a_bound_each_iteration_is_checked_and_matches_softmax(weight, shift):
+    kernels, unary, labels = _two_runs(seed=2)
+    kernels = [Kernel(k.features, weight) for k in kernels]
+    pairwise = Pairwise(kernels, labels)
+    u = unary.view(-1, 2, labels)[:, 0].contiguous() * 3 + shift
+    ours = mean_field(u, _Unbounded(pairwise), 6)
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(ours, _softmax_reference(u, pairwise, 6), rtol=1e-5, atol=2e-6)
+
+
+def test_side_by_side_computes_no_message_bound():
+    kernels, unary, labels = _two_runs(seed=4)
+    side = SideBySide(Pairwise(kernels, 2 * labels), 2)
+    q = mean_field(unary, side, 3)
+    assert "message_bound" not in side.pairwise.__dict__  # the cached property never ran
+    torch.testing.assert_close(q, _softmax_reference(unary, side, 3), rtol=1e-5, atol=2e-6)

@@ -310,7 +310,8 @@ class SideBySide:
     def __init__(self, pairwise: Pairwise, runs: int) -> None:
         self.pairwise = pairwise
         self.runs = runs
-        self.message_bound = pairwise.message_bound
+        # no message bound (it costs a filter per kernel): mean_field checks each
+        # iteration's logits instead, which costs far less for few labels
         self._wide: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def add_message(self, logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -361,14 +362,20 @@ def mean_field(
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
         raise ValueError(f"iterations: expected an int >= 0, got {iterations!r}")
     logits = unary_logits if unary_logits.dtype == torch.float64 else unary_logits.float()
-    unary, exp_safe = logits, False
+    unary, exp_safe, checked = logits, False, False
     recording = torch.is_grad_enabled()
     if not (recording and logits.requires_grad):
         bound = getattr(pairwise, "message_bound", None)
         if bound is not None and bound < _EXP_SAFE:
             unary, exp_safe = _exp_safe(logits, bound), True
+        else:  # no (small) bound: each iteration's logits are checked instead (one aminmax)
+            unary, checked = _exp_safe(logits, 0.0), True
     # the exp path needs unaries in exp's range: _exp_safe's, for any bound
-    q = _normalize_in_place(torch.exp(unary)) if exp_safe else torch.softmax(logits, dim=1)
+    q = (
+        _normalize_in_place(torch.exp(unary))
+        if exp_safe or checked
+        else torch.softmax(logits, dim=1)
+    )
     if checkpoint and recording and iterations:
         chunk = max(1, round(math.sqrt(iterations)))
         done = 0
@@ -384,7 +391,8 @@ def mean_field(
         logits = pairwise.add_message(unary, q)
         del q  # consumed: free it before the next marginals are allocated
         last = return_logits and t == iterations - 1
-        if exp_safe and not last and not (recording and logits.requires_grad):
+        plain = not last and not (recording and logits.requires_grad)
+        if plain and (exp_safe or (checked and _in_exp_range(logits))):
             q = _normalize_exp_in_place(logits)
         else:
             q = torch.softmax(logits, dim=1)
@@ -403,6 +411,13 @@ def _iterate(unary: torch.Tensor, q: torch.Tensor, pairwise: MessagePassing, cou
 
 _EXP_SAFE = 60.0  # largest message bound for exponentiating without a per-point maximum
 _EXP_RANGE = 80.0  # exp(+-80) is inside float32's normal range (about e^+-87)
+
+
+def _in_exp_range(logits: torch.Tensor) -> bool:
+    """Whether every logit lies in [-80, 80], where exp is a normal float32 (the exp path's
+    condition, checked on the logits themselves when no message bound guarantees it)."""
+    low, high = (float(v) for v in torch.aminmax(logits))
+    return low >= -_EXP_RANGE and high <= _EXP_RANGE
 
 
 def _normalize_exp_in_place(logits: torch.Tensor) -> torch.Tensor:
