@@ -4,7 +4,8 @@ papers' orderings.
 Generates a VOC-layout tree (``--scenes synthetic``: the project's generator, 96x96, void band
 3; ``shapes``: ``_shapes_voc``, 120x160 JPEG shapes, void band 3; ``texture``:
 ``_texture_voc``, 112x144 JPEG, 7 classes with thin bars on textured backgrounds, void band
-4), then drives only the commands a user runs:
+4; ``lookalike``: ``_lookalike_voc``, 96x128 JPEG, look-alike objects told apart by their
+surroundings, void band 3), then drives only the commands a user runs:
 
   deepcrf train fcn8s|deeplab|crfasrnn|joint --preset tiny --data-root DATA --out RUN
   deepcrf eval --model RUN --data-root DATA --split val [--crf] --trimap 1,3,5,10 --json ...
@@ -13,6 +14,7 @@ Generates a VOC-layout tree (``--scenes synthetic``: the project's generator, 96
 Prints the wall and CPU time (user + sys) of each training with the machine's load average,
 a table of val mIoU and trimap-band mIoU (FCN-8s, FCN-8s + CRF, CRF-as-RNN; DeepLab,
 DeepLab + CRF, joint stage 2), and whether each of the papers' orderings holds.
+``--systems fcn`` / ``deeplab`` train and score only one half.
 
 Usage: python benchmarks/train_results.py --scenes shapes --out /tmp/results [--seed 0]
 """
@@ -36,9 +38,9 @@ BANDS = "1,3,5,10"
 def _make_data(kind: str, out: Path, seed: int) -> Path:
     if (out / "VOCdevkit").is_dir():
         return out
-    if kind in ("shapes", "texture"):
+    if kind in ("shapes", "texture", "lookalike"):
         sys.path.insert(0, str(HERE))
-        module = __import__("_shapes_voc" if kind == "shapes" else "_texture_voc")
+        module = __import__(f"_{kind}_voc")
         module.write_tree(out, n=150, val=40, seed=seed)
     else:
         from deepcrf.data import SyntheticScenes, write_voc_tree
@@ -63,15 +65,18 @@ def _deepcrf(*args: str, threads: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenes", choices=("synthetic", "shapes", "texture"), default="shapes")
+    parser.add_argument(
+        "--scenes", choices=("synthetic", "shapes", "texture", "lookalike"), default="shapes"
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--systems",
-        choices=("all", "deeplab"),
+        choices=("all", "deeplab", "fcn"),
         default="all",
-        help="deeplab: only DeepLab, DeepLab + CRF and joint (the cheap half)",
+        help="deeplab: only DeepLab, DeepLab + CRF and joint (the cheap half); fcn: only "
+        "FCN-8s, FCN-8s + CRF and CRF-as-RNN",
     )
     args = parser.parse_args()
     data = _make_data(args.scenes, args.out / "data", args.seed)
@@ -87,6 +92,8 @@ def main() -> None:
     ]
     if args.systems == "deeplab":
         plan = [p for p in plan if p[0] in ("deeplab", "joint")]
+    elif args.systems == "fcn":
+        plan = [p for p in plan if p[0] in ("fcn8s", "crfasrnn")]
     times = {}
     for recipe, extra in plan:
         if not (runs / recipe / "model.safetensors").is_file():
@@ -104,6 +111,8 @@ def main() -> None:
     ]
     if args.systems == "deeplab":
         rows = rows[3:]
+    elif args.systems == "fcn":
+        rows = rows[:3]
     results = {}
     for label, run, crf in rows:
         out = args.out / "eval" / f"{run}{'_crf' if crf else ''}.json"
@@ -135,16 +144,20 @@ def orderings(results: dict, widths: list[str]) -> list[tuple[str, bool]]:
     """The papers' claims on these results: (claim with its numbers, whether it holds)."""
 
     labels = list(results)
-    mious = [100 * results[k]["miou"] for k in labels]
+    miou = {k: 100 * results[k]["miou"] for k in labels}
     claims = []
-    if len(labels) == 6:
-        fcn, fcn_crf, rnn = mious[:3]
+    fcn_rows = ("FCN-8s", "FCN-8s + CRF (separate)", "CRF-as-RNN (end to end)")
+    if all(k in miou for k in fcn_rows):
+        fcn, fcn_crf, rnn = (miou[k] for k in fcn_rows)
         claims += [
             (f"CRF-as-RNN {rnn:.2f} > FCN-8s + CRF {fcn_crf:.2f}", rnn > fcn_crf),
             (f"FCN-8s + CRF {fcn_crf:.2f} > FCN-8s {fcn:.2f}", fcn_crf > fcn),
         ]
-    dl, dl_crf, joint = mious[-3:]
-    tri = [results[k]["trimap"] for k in labels[-3:-1]]
+    deeplab_rows = [k for k in labels if k.startswith("DeepLab") or k == "joint stage 2"]
+    if len(deeplab_rows) != 3:
+        return claims
+    dl, dl_crf, joint = (miou[k] for k in deeplab_rows)
+    tri = [results[k]["trimap"] for k in deeplab_rows[:2]]
     gains = [100 * (tri[1][w]["miou"] - tri[0][w]["miou"]) for w in widths]
     band = ", ".join(f"{w} px {g:+.2f}" for w, g in zip(widths, gains))
     return [
@@ -153,7 +166,6 @@ def orderings(results: dict, widths: list[str]) -> list[tuple[str, bool]]:
         *claims,
         (f"joint stage 2 {joint:.2f} > stage 1 + CRF {dl_crf:.2f}", joint > dl_crf),
     ]
-
 
 if __name__ == "__main__":
     main()
