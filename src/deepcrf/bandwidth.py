@@ -118,8 +118,9 @@ class DeferredBandwidths:
         term = f.new_zeros(d)
         for start in range(0, len(slots), per_chunk):
             chunk = [entries[s] for s in slots[start : start + per_chunk]]
-            q_side = _side_by_side([x for x, _, _ in chunk])
-            g_side = _side_by_side([g for _, g, _ in chunk])
+            holder = chunk[0][1]
+            q_side = _side_by_side([x for x, _, _ in chunk], holder)
+            g_side = _side_by_side([g for _, g, _ in chunk], holder)
             for a in range(d):
                 # moment splats P(f_a b q) and P(f_a a g) of every iteration at once
                 f_entry = f[:, a].index_select(0, index)
@@ -163,19 +164,18 @@ def _transformed_dot(g: torch.Tensor, y: torch.Tensor, transforms: list[torch.Te
     return total
 
 
-def _side_by_side(tensors: list[torch.Tensor]) -> torch.Tensor:
+def _side_by_side(tensors: list[torch.Tensor], holder: torch.Tensor) -> torch.Tensor:
     """(R, k·C) from k (R, C) tensors. Kernels on the same points see the same q and g of
-    every iteration: the table is kept with the first tensor (freed with it), so the second
-    kernel's hub does not copy them again."""
+    every iteration, so the tables are kept with ``holder`` (an upstream gradient, the same
+    object for every kernel, freed with it) and the next kernel's hub does not copy them
+    again."""
     if len(tensors) == 1:
         return tensors[0].contiguous()
     key = tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in tensors)
-    kept = getattr(tensors[0], "_deepcrf_side_by_side", None)
-    if kept is not None and kept[0] == key:
-        return kept[1]
-    table = torch.cat(tensors, dim=1)
-    tensors[0]._deepcrf_side_by_side = (key, table)
-    return table
+    kept = holder.__dict__.setdefault("_deepcrf_side_by_side", {})
+    if key not in kept:
+        kept[key] = torch.cat(tensors, dim=1)
+    return kept[key]
 
 
 class _BandwidthHub(torch.autograd.Function):
