@@ -110,6 +110,7 @@ class DeferredBandwidths:
         forward, backward = self.scaled()
         lattice = self.lattice
         f = features.detach().float()
+        f_rows = f.t().contiguous()  # per dimension, for the gathers below
         n, d = f.shape
         slots = sorted(entries)
         channels = entries[slots[0]][0].shape[1]
@@ -121,9 +122,10 @@ class DeferredBandwidths:
             holder = chunk[0][1]
             q_side = _side_by_side([x for x, _, _ in chunk], holder)
             g_side = _side_by_side([g for _, g, _ in chunk], holder)
+            transforms = [t for _, _, t in chunk]
             for a in range(d):
                 # moment splats P(f_a b q) and P(f_a a g) of every iteration at once
-                f_entry = f[:, a].index_select(0, index)
+                f_entry = f_rows[a].index_select(0, index)
                 w_q = f_entry * forward.splat_weight
                 w_g = w_q if backward is forward else f_entry.mul_(backward.splat_weight)
                 moments_q = F.embedding_bag(
@@ -134,7 +136,7 @@ class DeferredBandwidths:
                 )
                 blurred = lattice.blur(moments_q)
                 del moments_q
-                term[a] += _transformed_dot(moments_g, blurred, [t for _, _, t in chunk])
+                term[a] += _transformed_dot(moments_g, blurred, transforms)
                 del blurred, moments_g
         # r_i = a_i dL/da_i + b_i dL/db_i, from the sums b ⊙ dL/db and b ⊙ dL/da
         grad_after = scaled_grad_after
@@ -150,7 +152,7 @@ def _transformed_dot(g: torch.Tensor, y: torch.Tensor, transforms: list[torch.Te
     """sum over blocks k of <g_k, T_k(y_k)> for (M, k·C) side-by-side blocks g_k, y_k."""
     channels = g.shape[1] // len(transforms)
     first = transforms[0]
-    if all(t is first for t in transforms):  # one transform for all blocks
+    if all(t.shape == first.shape and torch.equal(t, first) for t in transforms):
         if first.dim() == 2:  # <g, y @ T> = <T, yᵀ g> over the (M·k, C) rows
             gram = torch.mm(y.view(-1, channels).t(), g.view(-1, channels))
             return (gram * first).sum()
