@@ -605,7 +605,6 @@ def _blur_stencil(
     the searches. A missing neighbour points at the vertex itself with weight 0.
     """
     d = packing.dim
-    m = vertex_codes.numel()
     device = vertex_codes.device
     s_all = sum(packing.strides)
     codes = vertex_codes  # int32 codes (the common case) search faster than int64
@@ -614,9 +613,67 @@ def _blur_stencil(
     lifted = codes + step
     strides = torch.tensor([*packing.strides, 0], dtype=codes.dtype, device=device)
     targets = lifted[None, :] - strides[:, None]  # (d+1, M) up neighbours' codes
-    up = torch.searchsorted(codes, targets.view(-1)).clamp_(max=m - 1).view_as(targets)
-    found = codes[up] == targets
+    up, found = _find_codes(codes, targets)
     return _stencil_from_up(up, found, index_dtype, device)
+
+
+_HASH_MULT = 0x9E3779B1  # Knuth's multiplicative hash (2^32 / golden ratio)
+_HASH_LOAD = 4  # table slots per key: most lookups end at their first slot
+
+
+def _find_codes(codes: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(position, found) of every target among the sorted, distinct ``codes``: where found,
+    ``codes[position] == target``; elsewhere position is any valid index.
+
+    int32 codes go through an open-addressing hash table (linear probing, at most 1/4
+    full), built and probed with vectorised rounds: about half the time of
+    ``torch.searchsorted``'s binary searches (18 dependent reads each at 200k vertices),
+    the largest part of a lattice build at DeepLab's bandwidths. Wider codes search."""
+    m = codes.numel()
+    if codes.dtype != torch.int32 or m == 0:
+        up = torch.searchsorted(codes, targets.reshape(-1)).clamp_(max=max(m - 1, 0))
+        up = up.view_as(targets)
+        return up, codes[up] == targets
+    device = codes.device
+    bits = max(4, (_HASH_LOAD * m - 1).bit_length())
+    shift, mask = 32 - bits, (1 << bits) - 1
+    table = torch.full((1 << bits,), -1, dtype=torch.int32, device=device)
+    # insert: every key tries its slot, one writer per slot wins, the others move one slot
+    # on (past a taken slot only, so no key is ever separated from its home by a free slot)
+    ids = torch.arange(m, dtype=torch.int32, device=device)
+    slot = _hash_slots(codes, shift)
+    table.index_put_((slot,), ids)
+    while True:
+        left = torch.nonzero(table.index_select(0, slot) != ids).view(-1)
+        if not left.numel():
+            break
+        ids, slot = ids.index_select(0, left), slot.index_select(0, left).add_(1).bitwise_and_(mask)
+        free = torch.nonzero(table.index_select(0, slot) < 0).view(-1)
+        table.index_put_((slot.index_select(0, free),), ids.index_select(0, free))
+    # look up: a target is found at its probe's key, absent at a free slot
+    query = targets.reshape(-1)
+    slot = _hash_slots(query, shift)
+    key = table.index_select(0, slot)
+    match = codes.index_select(0, key.clamp(min=0)) == query
+    position = torch.where(match, key, -1)
+    position.masked_fill_(key < 0, -1)
+    pending = torch.nonzero((key >= 0) & (position < 0)).view(-1)
+    slot = slot.index_select(0, pending)
+    while pending.numel():
+        slot.add_(1).bitwise_and_(mask)
+        key = table.index_select(0, slot)
+        hit = (key >= 0) & (codes.index_select(0, key.clamp(min=0)) == query[pending])
+        position.index_put_((pending[hit],), key[hit])
+        left = torch.nonzero((key >= 0) & ~hit).view(-1)
+        pending, slot = pending.index_select(0, left), slot.index_select(0, left)
+    found = position >= 0
+    return position.clamp_(min=0).view_as(targets), found.view_as(targets)
+
+
+def _hash_slots(keys: torch.Tensor, shift: int) -> torch.Tensor:
+    """Table slots (int64) of int32 ``keys``: the top bits of key · ``_HASH_MULT`` mod 2^32
+    (no overflow: |key| < 2^31 and the multiplier < 2^32)."""
+    return (keys.long() * _HASH_MULT).bitwise_and_(0xFFFFFFFF).bitwise_right_shift_(shift)
 
 
 def _stencil_from_up(
