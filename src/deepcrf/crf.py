@@ -387,8 +387,7 @@ def mean_field(
                 callback(done - 1, q)
         return (q, logits) if return_logits else q
     for t in range(iterations):
-        if t:
-            recheck()  # load that appeared since the call began: fall back to 1 thread
+        recheck()  # contention since the last checkpoint (the build, an iteration): 1 thread
         logits = pairwise.add_message(unary, q)
         del q  # consumed: free it before the next marginals are allocated
         last = return_logits and t == iterations - 1

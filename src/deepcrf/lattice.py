@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from deepcrf.allocator import tune_allocator
 from deepcrf.arrays import transpose_copy
-from deepcrf.threads import adaptive
+from deepcrf.threads import adaptive, recheck
 
 __all__ = ["Lattice", "LatticeRangeError", "build_lattice", "stack_lattices"]
 
@@ -196,7 +196,7 @@ class Lattice:
         with self._slice_cache.lock:
             table = self._slice_cache.table_with(add, self.num_vertices)
             torch.cat(blocks, out=table[: self.num_vertices])
-            return F.embedding_bag(index, table, mode="sum", per_sample_weights=weight)
+            return _gather_rows(index, table, weight)
 
     def _checked(self, values: torch.Tensor) -> torch.Tensor:
         if values.dim() != 2 or values.shape[0] != self.num_points:
@@ -243,18 +243,13 @@ class Lattice:
         version); with gradients, or other dtypes, it is a plain addition.
         """
         if add is None or not self._can_fuse_add(lattice_values, add):
-            out = F.embedding_bag(
-                self.slice_index,
-                lattice_values.contiguous(),
-                mode="sum",
-                per_sample_weights=self.slice_weight,
-            )
+            out = _gather_rows(self.slice_index, lattice_values.contiguous(), self.slice_weight)
             return out if add is None else out + add
         index, weight = self._slice_plus_own_row
         with self._slice_cache.lock:
             table = self._slice_cache.table_with(add, self.num_vertices)
             table[: self.num_vertices].copy_(lattice_values)
-            return F.embedding_bag(index, table, mode="sum", per_sample_weights=weight)
+            return _gather_rows(index, table, weight)
 
     def _can_fuse_add(
         self, lattice_values: torch.Tensor, add: torch.Tensor, rows: int | None = None
@@ -309,6 +304,35 @@ def _alpha(dim: int) -> float:
     return 1.0 / (1.0 + 2.0 ** (-dim))
 
 
+_OFFSETS: dict[tuple, torch.Tensor] = {}
+_OFFSETS_LOCK = threading.Lock()
+
+
+def _bag_offsets(rows: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Start offsets of ``rows`` bags of ``width`` entries each (a few recent shapes kept):
+    ``F.embedding_bag`` builds this ``arange`` anew on every call with a 2-D index, which
+    cost ~1/4 of the blur at VOC size."""
+    key = (rows, width, dtype, str(device))
+    with _OFFSETS_LOCK:
+        offsets = _OFFSETS.get(key)
+        if offsets is None:
+            if len(_OFFSETS) >= 16:
+                _OFFSETS.clear()
+            offsets = torch.arange(0, rows * width, width, dtype=dtype, device=device)
+            _OFFSETS[key] = offsets
+        return offsets
+
+
+def _gather_rows(index: torch.Tensor, table: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(R, C): row i is sum_k weight[i, k] * table[index[i, k]] for (R, K) ``index`` and
+    ``weight`` (contiguous): ``F.embedding_bag`` with a 1-D index and cached offsets."""
+    rows, width = index.shape
+    offsets = _bag_offsets(rows, width, index.dtype, index.device)
+    return F.embedding_bag(
+        index.view(-1), table, offsets, mode="sum", per_sample_weights=weight.view(-1)
+    )
+
+
 def _blur_block(
     values: torch.Tensor, stencil: tuple[torch.Tensor, torch.Tensor], transpose: bool
 ) -> torch.Tensor:
@@ -316,9 +340,7 @@ def _blur_block(
     index, weight = stencil
     axes = range(index.shape[0] - 1, -1, -1) if transpose else range(index.shape[0])
     for axis in axes:
-        values = F.embedding_bag(
-            index[axis], values.contiguous(), mode="sum", per_sample_weights=weight[axis]
-        )
+        values = _gather_rows(index[axis], values.contiguous(), weight[axis])
     return values
 
 
@@ -517,6 +539,7 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
 
     reduced, rank, bary = _simplex_coordinates(coords)
     del coords
+    recheck()  # checkpoints of the thread policy between stages (see deepcrf.threads)
     set_index = None
     if len(segments) > 2:
         lengths = torch.tensor(segments, device=device).diff()
@@ -528,9 +551,11 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
     del reduced, rank, set_index  # free temporaries early: peak memory matters at 4 MP
 
     # entries are remainder-major: entry r*N + n is vertex r of point n
+    recheck()
     sorted_codes, order = torch.sort(codes.view(-1), stable=True)
     num_entries = codes.numel()
     del codes
+    recheck()
     is_new = torch.ones_like(sorted_codes, dtype=torch.bool)
     torch.ne(sorted_codes[1:], sorted_codes[:-1], out=is_new[1:])
     starts = torch.nonzero(is_new).view(-1)  # first sorted entry of every vertex
@@ -551,6 +576,7 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
         rows = packing.view(-1, packing.shape[-1]).index_select(0, order[starts])
         stencil = _blur_stencil_rows(rows, index_dtype)
         del rows, packing
+    recheck()
     order = order.to(index_dtype)  # int32 division and gathers are several times faster
     return Lattice(
         num_points=n,
