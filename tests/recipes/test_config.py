@@ -26,7 +26,7 @@ def test_overrides_are_parsed_as_yaml():
             "data.label_stride=4",
             "optim.head=[fc8, fc7]",
             "init=null",
-            "model.options.dropout=0.0",
+            "model.options.dropout=0.25",
             "train.progress=false",
             "crf.bilateral_sxy=[50, 60]",
         ],
@@ -35,7 +35,8 @@ def test_overrides_are_parsed_as_yaml():
     assert changed.data.label_stride == 4
     assert changed.optim.head == ["fc8", "fc7"]
     assert changed.init is None
-    assert changed.model.options == {"width": 0.125, "dropout": 0.0, "fc6_dilation": 3}
+    assert changed.model.options == {**config.model.options, "dropout": 0.25}
+    assert config.model.options["dropout"] == 0.0  # the override made a copy
     assert changed.train.progress is False
     assert changed.crf_params().bilateral_sxy == (50.0, 60.0)
     assert config.optim.lr == pytest.approx(5e-4)  # the original is untouched
