@@ -72,28 +72,22 @@ class DeferredBandwidths:
         self.scaled = scaled
         self.count = 0  # messages recorded (their slots)
         self._task: int | None = None
-        self._entries: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        self._sums: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._entries: dict[int, tuple[torch.Tensor, ...]] = {}
 
     def register(self) -> int:
         """A slot for a new message."""
         self.count += 1
         return self.count - 1
 
-    def keep(self, slot: int, x, grad, transform, r_before, r_after) -> None:
-        """A message's backward: its q (N, C), upstream gradient (N, C), label transform,
-        b ⊙ dL/db and b ⊙ dL/da (N,) (b = 1 without a ``before`` scale). Entries of an
-        earlier backward pass that never reached the bandwidths (e.g. ``autograd.grad``
-        w.r.t. other inputs) are dropped."""
+    def keep(self, slot: int, x, grad, transform, transposed, blurred) -> None:
+        """A message's backward: its q and upstream gradient g (N, C), label transform, and
+        the vertex values (M, C) of Bᵀ P(Gk) (the q-gradient's before slicing) and of
+        B P(X). Entries of an earlier backward pass that never reached the bandwidths (e.g.
+        ``autograd.grad`` w.r.t. other inputs) are dropped."""
         task = torch._C._current_graph_task_id()
         if task != self._task:
-            self._task, self._entries, self._sums = task, {}, None
-        self._entries[slot] = (x, grad, transform)
-        if self._sums is None:
-            self._sums = (r_before, r_after)
-        else:
-            self._sums[0].add_(r_before)
-            self._sums[1].add_(r_after)
+            self._task, self._entries = task, {}
+        self._entries[slot] = (x, grad, transform, transposed, blurred)
 
     def finish(
         self, features: torch.Tensor, before: torch.Tensor | None, after: torch.Tensor | None
@@ -102,11 +96,9 @@ class DeferredBandwidths:
         dL/da) summed over the kept messages; None where nothing was kept."""
         task = torch._C._current_graph_task_id()
         entries = self._entries if task == self._task else {}
-        sums = self._sums
-        self._task, self._entries, self._sums = None, {}, None
-        if not entries or sums is None:
+        self._task, self._entries = None, {}
+        if not entries:
             return None, None, None
-        r_before, scaled_grad_after = sums
         forward, backward = self.scaled()
         lattice = self.lattice
         f = features.detach().float()
@@ -117,12 +109,21 @@ class DeferredBandwidths:
         per_chunk = max(1, TABLE_BUDGET // max(1, n * channels))
         index, offsets = lattice.splat_index, lattice.splat_offsets
         term = f.new_zeros(d)
+        r_before = f.new_zeros(n)  # b ⊙ dL/db
+        scaled_grad_after = f.new_zeros(n)  # b ⊙ dL/da
         for start in range(0, len(slots), per_chunk):
             chunk = [entries[s] for s in slots[start : start + per_chunk]]
             holder = chunk[0][1]
-            q_side = _side_by_side([x for x, _, _ in chunk], holder)
-            g_side = _side_by_side([g for _, g, _ in chunk], holder)
-            transforms = [t for _, _, t in chunk]
+            q_side = _side_by_side([e[0] for e in chunk], holder)
+            g_side = _side_by_side([e[1] for e in chunk], holder)
+            transforms = [e[2] for e in chunk]
+            # b_i dL/db_i = <q_i, (b ⊙ Kᵀ Gk)_i>, b_i dL/da_i = <g_i, b_i T(K X)_i>: the
+            # vertex values of every iteration sliced side by side, rows a block at a time
+            transposed = torch.cat([e[3] for e in chunk], dim=1)
+            mixed = torch.cat([label_transform(e[4], t) for e, t in zip(chunk, transforms)], 1)
+            _sliced_row_dots(backward, transposed, q_side, r_before)
+            _sliced_row_dots(backward, mixed, g_side, scaled_grad_after)
+            del transposed, mixed
             for a in range(d):
                 # moment splats P(f_a b q) and P(f_a a g) of every iteration at once
                 f_entry = f_rows[a].index_select(0, index)
@@ -146,6 +147,23 @@ class DeferredBandwidths:
         contraction = 2 * lattice.alpha * term - torch.mv((f * f).t(), r)
         grad_before = None if before is None else r_before / before.detach().float()
         return scale_gradient(features, contraction), grad_before, grad_after
+
+
+def _sliced_row_dots(
+    lattice: Lattice, vertex_values: torch.Tensor, values: torch.Tensor, out: torch.Tensor
+) -> None:
+    """``out`` += the row-wise dot products of ``values`` (N, W) with the slice of
+    ``vertex_values`` (M, W), a block of rows at a time (no (N, W) temporary)."""
+    rows = max(1, TABLE_BUDGET // 8 // max(1, values.shape[1]))
+    for start in range(0, values.shape[0], rows):
+        stop = min(start + rows, values.shape[0])
+        sliced = F.embedding_bag(
+            lattice.slice_index[start:stop],
+            vertex_values,
+            mode="sum",
+            per_sample_weights=lattice.slice_weight[start:stop],
+        )
+        out[start:stop] += _row_dot(values[start:stop], sliced)
 
 
 def _transformed_dot(g: torch.Tensor, y: torch.Tensor, transforms: list[torch.Tensor]):
@@ -256,15 +274,9 @@ class _BandwidthMessage(torch.autograd.Function):
         del splatted
         blurred = backward.blur(spread, transpose=True)
         del spread
-        if not needs[3]:
-            grad_q = backward.slice_values(blurred)  # b ⊙ Kᵀ Gk
-            return grad, grad_q.to(x.dtype) if needs[1] else None, grad_t, None, None
-        # one slice of [Kᵀ Gk | T(K X)] on the vertices: the q-gradient b ⊙ Kᵀ Gk and
-        # b ⊙ T(K X), whose products with q and g give b_i dL/db_i and b_i dL/da_i
-        channels = x.shape[1]
-        both = backward.slice_values(torch.cat([blurred, label_transform(z, t)], dim=1))
-        grad_q = both[:, :channels]
-        deferred.keep(ctx.slot, x, grad, t, _row_dot(x, grad_q), _row_dot(grad, both[:, channels:]))
+        grad_q = backward.slice_values(blurred)  # b ⊙ Kᵀ Gk
+        if needs[3]:  # the rest waits for the hub
+            deferred.keep(ctx.slot, x, grad, t, blurred, z)
         return grad, grad_q.to(x.dtype) if needs[1] else None, grad_t, None, None
 
 
