@@ -10,16 +10,21 @@ Pᵀ B P (splat, blur, slice) the Gaussian-derivative identity gives, per messag
 
 with dL/da_i = <g_i, T(K X)_i> and b_i dL/db_i = <q_i, (b ⊙ Kᵀ Gk)_i> (the q-gradient).
 
-The first term needs every feature dimension's moment splats P(f_a ·) of q and g and a blur
-of them: the identity's whole extra cost. Its sum over the messages of one forward pass
-(the mean-field iterations) is all a bandwidth needs, so the messages' backward passes only
-keep their q, g and blurred vertex values (``DeferredBandwidths``) and a node that runs after
-all of them (``_BandwidthHub``: every message takes its output as an input) computes the sum
-at once: per feature dimension one splat of the iterations' q side by side, (N, T·C), one of
-their g, and one blur of the (M, T·C) vertex values, and dL/da for every iteration with one
-slice of T·C channels. Wide rows cost far less per channel than T narrow passes (the gather's
-index and weight are read once per entry, not once per channel group); the arithmetic is the
-same sums, so the gradient equals the per-message computation up to float32 rounding.
+Only the sum over the messages of one forward pass (the mean-field iterations) matters to
+a bandwidth and to the scales a, b, so a message's backward pass computes what the plain
+layer's computes (the q-gradient) and keeps its q, g and two (M, C) vertex tables
+(``DeferredBandwidths``); a node whose output every message takes as an input runs after
+all of them (``_BandwidthHub``) and computes the rest for all iterations at once, with the
+iterations side by side as (N, T·C) tables: per feature dimension one splat of the q's and
+one of the g's weighted by f_a (the moment splats) and one blur, and r from two slices of
+the kept vertex tables. Wide rows cost less per channel than T narrow passes (a gather's
+index and weight are read once per entry), the tables are shared by the kernels on the
+same points, and the sums are the per-message ones, so the gradient equals the
+per-message computation up to float32 rounding.
+
+The moment splats are what remains above the plain layer: 2·d gathers of T·C channels per
+entry of the lattice (d = 2 and 5 for the spatial and bilateral kernels), about d/2 times the
+plain layer's lattice work, bound by memory traffic.
 """
 
 from __future__ import annotations
