@@ -36,7 +36,14 @@ import torch.nn.functional as F
 
 from deepcrf.lattice import Lattice
 
-__all__ = ["DeferredBandwidths", "bandwidth_message", "label_transform", "scale_gradient"]
+__all__ = [
+    "DeferredBandwidths",
+    "bandwidth_hub",
+    "bandwidth_message",
+    "centred",
+    "label_transform",
+    "scale_gradient",
+]
 
 #: largest side-by-side table (floats) of the deferred computation; more iterations (large
 #: batches, many iterations) are processed in chunks of whole iterations
@@ -56,6 +63,14 @@ def scale_gradient(features: torch.Tensor, contraction: torch.Tensor) -> torch.T
     f = features.detach().float()
     squares = (f * f).sum(0).clamp_min(torch.finfo(torch.float32).tiny)
     return (f * (contraction / squares)).to(features.dtype)
+
+
+def centred(features: torch.Tensor) -> torch.Tensor:
+    """float32 ``features`` minus their mean: the Gaussian-derivative contraction
+    sum_i f_ia dL/df_ia is the same for shifted features (sum_i dL/df_ia = 0), and its
+    float32 cancellation much smaller."""
+    f = features.detach()
+    return (f - f.mean(0, dtype=torch.float64).to(f.dtype)).float()
 
 
 def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -106,7 +121,9 @@ class DeferredBandwidths:
             return None, None, None
         forward, backward = self.scaled()
         lattice = self.lattice
-        f = features.detach().float()
+        # the identity is exact for features shifted by any constant (L depends on their
+        # differences only): centred, its two terms cancel ~7x less in float32
+        f = centred(features)
         f_rows = f.t().contiguous()  # per dimension, for the gathers below
         n, d = f.shape
         slots = sorted(entries)
