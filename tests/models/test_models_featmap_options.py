@@ -65,7 +65,7 @@ def test_small_trunk_with_batch_norm():
         ({"output_stride": 32}, "output_stride"),
         ({"fc6_kernel": 4}, "fc6_kernel"),
         ({"fc6_channels": 0}, "fc6_channels"),
-        ({"norm": "group"}, "norm"),
+        ({"norm": "layer"}, "norm"),
         ({"blocks": 6}, "blocks"),
         ({"blocks": 2, "output_stride": 8}, "output_stride 8 needs at least 3 blocks"),
     ],

@@ -9,7 +9,10 @@ valid for every input size H, W >= 1 (checked in the tests). The up-sampling lay
 transposed convolutions initialised to bilinear interpolation (class-diagonal) and learnable;
 the score layers start at zero, as in the reference. ``upscore2_bias=True`` gives the first
 up-sampling a bias (zero at start), as in the CRF-as-RNN release (``score2``), for converted
-weights; the other two never have one.
+weights; the other two never have one. ``norm`` ("batch" or "group", see
+``deepcrf.models.vgg``) puts a normalisation layer after every convolution of the VGG trunk
+and after fc6 and fc7: for thin networks trained from scratch (the ``tiny`` preset); the trunk
+then no longer takes ImageNet weights.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .vgg import Pool, run_with_taps, scaled, vgg16_features
+from .vgg import Pool, check_norm, norm_layer, pool_indices, run_with_taps, scaled, vgg16_features
 
 FCN_POOLS = (Pool(2, 2, 0, ceil_mode=True),) * 5
 PAD = 100
@@ -70,14 +73,20 @@ class FCN8s(nn.Module):
         width: float = 1.0,
         dropout: float = 0.5,
         upscore2_bias: bool = False,
+        norm: str | None = None,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.features = vgg16_features(width, FCN_POOLS, (1,) * 5, first_padding=PAD)
+        self.norm = check_norm(norm)
+        self.features = vgg16_features(width, FCN_POOLS, (1,) * 5, first_padding=PAD, norm=norm)
+        #: indices in ``features`` of pool3 and pool4 (the skip connections)
+        self.taps = pool_indices(self.features)[2:4]
         c3, c4, c5 = scaled(256, width), scaled(512, width), scaled(512, width)
         fc = scaled(4096, width)
         self.fc6 = nn.Conv2d(c5, fc, 7)
         self.fc7 = nn.Conv2d(fc, fc, 1)
+        self.fc6_norm = norm_layer(norm, fc)
+        self.fc7_norm = norm_layer(norm, fc)
         self.relu = nn.ReLU(inplace=True)
         self.drop6 = nn.Dropout(dropout)
         self.drop7 = nn.Dropout(dropout)
@@ -91,9 +100,9 @@ class FCN8s(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        x, (pool3, pool4) = run_with_taps(self.features, x, (16, 23))
-        x = self.drop6(self.relu(self.fc6(x)))
-        x = self.drop7(self.relu(self.fc7(x)))
+        x, (pool3, pool4) = run_with_taps(self.features, x, self.taps)
+        x = self.drop6(self.relu(self.fc6_norm(self.fc6(x))))
+        x = self.drop7(self.relu(self.fc7_norm(self.fc7(x))))
         up = self.upscore2(self.score_fr(x))
         h, w = up.shape[-2:]
         up = self.upscore_pool4(up + _crop(self.score_pool4(pool4), OFFSET_POOL4, h, w))

@@ -13,8 +13,9 @@ Output: (B, 4608, ceil(round(1.2 H)/16), ceil(round(1.2 W)/16)) (160x160 -> 12x1
 Options for training from scratch on small images (the recipe's ``tiny`` preset; the paper's
 values are the defaults): ``output_stride`` 8 or 4 turns pool4 (and pool3) into 3x3 / stride
 1 pooling like pool5, so a small image still gives a graph of many nodes; ``fc6_kernel`` (7
-in the paper) and ``fc6_channels`` (None: 4096 x width) set the size of fc6; ``norm="batch"``
-puts batch normalisation after every convolution of the trunk and of Conv Block 6 (a thin
+in the paper) and ``fc6_channels`` (None: 4096 x width) set the size of fc6; ``norm`` ("batch" or
+"group", ``deepcrf.models.vgg.norm_layer``) puts a normalisation layer after every
+convolution of the trunk and of Conv Block 6 (a thin
 VGG-16 without it loses most of its ReLUs in a short from-scratch training; such a trunk no
 longer has torchvision's layout, so ImageNet weights do not load into it); ``blocks`` < 5
 keeps only the first VGG-16 blocks (a trunk with a smaller receptive field;
@@ -39,15 +40,18 @@ from .vgg import (
     BLOCK_CHANNELS,
     POOL_INDICES,
     Pool,
+    check_norm,
     check_width,
+    norm_layer,
+    pool_indices,
     run_with_taps,
     scaled,
     vgg16_features,
+    with_norm,
 )
 
 FEATMAP_POOLS = (Pool(2, 2, 0, ceil_mode=True),) * 4 + (Pool(3, 1, 1),)
 OUTPUT_STRIDES = (4, 8, 16)
-NORMS = (None, "batch")
 SCALES = (1.2, 0.8, 0.4)
 PYRAMID_WINDOWS = (5, 9)
 
@@ -93,8 +97,7 @@ class FeatMapNet(nn.Module):
             raise ValueError(f"fc6_kernel must be an odd int >= 1, got {fc6_kernel!r}")
         if fc6_kernel % 2 == 0:
             raise ValueError(f"fc6_kernel must be an odd int >= 1, got {fc6_kernel!r}")
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        check_norm(norm)
         self.scales = tuple(float(s) for s in scales)
         self.pyramid_windows = tuple(int(k) for k in pyramid_windows)
         self.output_stride = output_stride
@@ -109,7 +112,8 @@ class FeatMapNet(nn.Module):
         pools = FEATMAP_POOLS[:halvings] + (FEATMAP_POOLS[-1],) * (5 - halvings)
         features = vgg16_features(width, pools, (1,) * 5, 1, in_channels)
         features = features[: POOL_INDICES[blocks - 1] + 1]
-        self.features, self.pool_indices = _with_norm(features, norm)
+        self.features = with_norm(features, norm)
+        self.pool_indices = pool_indices(self.features)
         self.blocks = blocks
         c5 = scaled(BLOCK_CHANNELS[blocks - 1][-1], width)
         if fc6_channels is not None and (
@@ -119,14 +123,14 @@ class FeatMapNet(nn.Module):
         fc = scaled(4096, width) if fc6_channels is None else fc6_channels
         c6 = scaled(512, width)
         self.fc6 = nn.Conv2d(c5, fc, fc6_kernel, padding=fc6_kernel // 2)
-        self.fc6_norm = _norm(norm, fc)
+        self.fc6_norm = norm_layer(norm, fc)
         self.block6 = nn.ModuleList(
             nn.Sequential(
                 nn.Conv2d(fc, c6, 3, padding=1),
-                _norm(norm, c6),
+                norm_layer(norm, c6),
                 nn.ReLU(inplace=True),
                 nn.Conv2d(c6, c6, 3, padding=1),
-                _norm(norm, c6),
+                norm_layer(norm, c6),
                 nn.ReLU(inplace=True),
             )
             for _ in self.scales
@@ -187,25 +191,6 @@ def sliding_max_pyramid(x: torch.Tensor, windows: Sequence[int]) -> list[torch.T
             prev = F.max_pool2d(prev, (step, 1), stride=1, padding=(step // 2, 0))
         out[k], done = prev, k
     return [out[k].contiguous() for k in windows]
-
-
-def _norm(norm: str | None, channels: int) -> nn.Module:
-    return nn.BatchNorm2d(channels) if norm == "batch" else nn.Identity()
-
-
-def _with_norm(features: nn.Sequential, norm: str | None) -> tuple[nn.Sequential, tuple[int, ...]]:
-    """``features`` with a norm layer after every convolution, and its pooling indices."""
-    if norm is None:
-        return features, POOL_INDICES
-    layers: list[nn.Module] = []
-    pools = []
-    for layer in features:
-        layers.append(layer)
-        if isinstance(layer, nn.Conv2d):
-            layers.append(_norm(norm, layer.out_channels))
-        if isinstance(layer, nn.MaxPool2d):
-            pools.append(len(layers) - 1)
-    return nn.Sequential(*layers), tuple(pools)
 
 
 class PointwiseMLP(nn.Module):

@@ -162,6 +162,14 @@ def load_imagenet_vgg16(
     convolutions and fc6 / fc7 are copied by name (shapes must match) and
     ``report.normalize`` says which input convention they expect (Caffe's BGR for those).
     """
+    features = getattr(model, "features", None)
+    if isinstance(features, nn.Module) and any(
+        isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) for m in features.modules()
+    ):
+        raise ValueError(
+            "ImageNet VGG-16 weights fit a trunk without normalisation layers; this model was "
+            "built with norm= (batch / group): build it with norm=None to load them"
+        )
     converted = _converted_backbone(source)
     if converted is not None:
         return _load_converted_backbone(model, *converted)

@@ -6,6 +6,13 @@ exactly like torchvision's (conv / ReLU pairs, a pooling layer after each block)
 differ only in the pooling layers (kernel, stride, padding) and the dilation of each block,
 which hold no parameters. Inputs follow torchvision's convention: RGB scaled to [0, 1] and
 normalised with ``IMAGENET_MEAN`` / ``IMAGENET_STD``.
+
+``norm`` ("batch" or "group"; ``with_norm`` / ``norm_layer``) puts a normalisation layer after
+every convolution, for thin trunks trained from scratch (without it a thin VGG-16 loses most
+of its ReLUs in a short training). Such a trunk no longer has torchvision's indices (the pooling
+layers move: ``pool_indices``), so ImageNet weights do not load into it. "group" (GroupNorm)
+does not depend on the batch: processes of a DistributedDataParallel job compute the gradients
+of one process with the whole batch, and evaluation behaves as training.
 """
 
 from __future__ import annotations
@@ -30,6 +37,12 @@ BLOCK_CHANNELS: tuple[tuple[int, ...], ...] = (
 
 #: Indices in ``features`` of the pooling layer closing each block (torchvision layout).
 POOL_INDICES: tuple[int, ...] = (4, 9, 16, 23, 30)
+
+#: ``norm`` values: none, BatchNorm2d, GroupNorm
+NORMS = (None, "batch", "group")
+#: GroupNorm: at most this many groups (Wu & He's 32), each of at least ``GROUP_MIN_CHANNELS``
+GROUP_MAX = 32
+GROUP_MIN_CHANNELS = 4
 
 
 def scaled(channels: int, width: float) -> int:
@@ -67,13 +80,17 @@ def vgg16_features(
     dilations: Sequence[int] = (1, 1, 1, 1, 1),
     first_padding: int = 1,
     in_channels: int = 3,
+    norm: str | None = None,
 ) -> nn.Sequential:
     """VGG-16 blocks 1-5 as one ``nn.Sequential`` with torchvision's indices.
 
     ``pools`` gives the pooling of each block and ``dilations`` the dilation of each block's 3x3
     convolutions (padding = dilation, so they keep the spatial size). ``first_padding`` is the
-    padding of the very first convolution (FCN-8s uses 100).
+    padding of the very first convolution (FCN-8s uses 100). ``norm`` adds a normalisation
+    layer after every convolution (``with_norm``; the pooling layers then sit at
+    ``pool_indices(features)``, not ``POOL_INDICES``).
     """
+    check_norm(norm)
     width = check_width(width)
     if len(pools) != 5 or len(dilations) != 5:
         raise ValueError("pools and dilations must each give one entry per VGG block (5)")
@@ -90,6 +107,51 @@ def vgg16_features(
             ]
             channels = out
         layers.append(pool.module())
+    return with_norm(nn.Sequential(*layers), norm)
+
+
+def check_norm(norm: str | None) -> str | None:
+    """Validate ``norm`` (one of ``NORMS``)."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    return norm
+
+
+def group_count(channels: int) -> int:
+    """GroupNorm groups for ``channels``: the most groups (<= ``GROUP_MAX``) dividing
+    ``channels`` with at least ``GROUP_MIN_CHANNELS`` channels each (1 for thin layers)."""
+    best = 1
+    for groups in range(1, GROUP_MAX + 1):
+        if channels % groups == 0 and channels // groups >= GROUP_MIN_CHANNELS:
+            best = groups
+    return best
+
+
+def norm_layer(norm: str | None, channels: int) -> nn.Module:
+    """The normalisation layer ``norm`` for ``channels`` (``nn.Identity`` for None)."""
+    check_norm(norm)
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    if norm == "group":
+        return nn.GroupNorm(group_count(channels), channels)
+    return nn.Identity()
+
+
+def pool_indices(features: nn.Sequential) -> tuple[int, ...]:
+    """Indices of the pooling layers of a trunk (``POOL_INDICES`` without norm layers)."""
+    return tuple(i for i, layer in enumerate(features) if isinstance(layer, nn.MaxPool2d))
+
+
+def with_norm(features: nn.Sequential, norm: str | None) -> nn.Sequential:
+    """``features`` with a ``norm`` layer after every convolution (before its ReLU); the
+    same trunk when ``norm`` is None. The convolutions are the same modules."""
+    if check_norm(norm) is None:
+        return features
+    layers: list[nn.Module] = []
+    for layer in features:
+        layers.append(layer)
+        if isinstance(layer, nn.Conv2d):
+            layers.append(norm_layer(norm, layer.out_channels))
     return nn.Sequential(*layers)
 
 
