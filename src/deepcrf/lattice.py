@@ -328,8 +328,8 @@ def _gather_rows(index: torch.Tensor, table: torch.Tensor, weight: torch.Tensor)
     ``weight`` (contiguous): ``F.embedding_bag`` with a 1-D index and cached offsets."""
     rows, width = index.shape
     offsets = _bag_offsets(rows, width, index.dtype, index.device)
-    return F.embedding_bag(
-        index.view(-1), table, offsets, mode="sum", per_sample_weights=weight.view(-1)
+    return F.embedding_bag(  # reshape: a copy only for views (a stack's slice columns)
+        index.reshape(-1), table, offsets, mode="sum", per_sample_weights=weight.reshape(-1)
     )
 
 
@@ -367,21 +367,35 @@ def stack_lattices(lattices: list[Lattice]) -> Lattice:
     splat_offsets = torch.cat(
         [lat.splat_offsets.to(dtype) + start for lat, start in zip(lattices, entries)]
     )
-    slice_index = torch.cat(
-        [lat.slice_index.to(dtype) + start for lat, start in zip(lattices, offsets)], dim=1
-    )
-    return Lattice(
+    # the slice tables are stored once, with the column of each point's own row that the
+    # fused slice-and-add gathers (``Lattice.filter_add``); slice_index/slice_weight are
+    # views of their first columns (a copy of 8 bytes per entry less at the peak)
+    device = lattices[0].device
+    width = sum(lat.slice_index.shape[1] for lat in lattices)
+    index_full = torch.empty(n, width + 1, dtype=dtype, device=device)
+    weight_full = torch.empty(n, width + 1, dtype=torch.float32, device=device)
+    column = 0
+    for lat, start in zip(lattices, offsets):
+        stop = column + lat.slice_index.shape[1]
+        torch.add(lat.slice_index.to(dtype), start, out=index_full[:, column:stop])
+        weight_full[:, column:stop] = lat.slice_weight
+        column = stop
+    torch.arange(offsets[-1], offsets[-1] + n, dtype=dtype, device=device, out=index_full[:, width])
+    weight_full[:, width] = 1.0
+    stacked = Lattice(
         num_points=n,
         num_vertices=offsets[-1],
         splat_index=torch.cat([lat.splat_index.to(dtype) for lat in lattices]),
         splat_offsets=splat_offsets,
         splat_weight=torch.cat([lat.splat_weight for lat in lattices]),
-        slice_index=slice_index,
-        slice_weight=torch.cat([lat.slice_weight for lat in lattices], dim=1),
+        slice_index=index_full[:, :width],
+        slice_weight=weight_full[:, :width],
         blur_stencils=tuple(st for lat in lattices for st in lat.blur_stencils),
         blocks=tuple(offsets),
         scaled=any(lat.scaled for lat in lattices),
     )
+    stacked.__dict__["_slice_plus_own_row"] = (index_full, weight_full)  # the cached property
+    return stacked
 
 
 def _scale_factors(dim: int, device: torch.device) -> torch.Tensor:
