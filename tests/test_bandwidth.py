@@ -97,3 +97,69 @@ def test_retained_graph_backward_twice_doubles_the_gradient():
     once = theta.grad.clone()
     loss.backward()
     assert torch.allclose(theta.grad, 2 * once, rtol=1e-6)
+
+
+def _dense_lattice_operator(lattice) -> torch.Tensor:
+    """The lattice filter slice · blur · splat as a dense float64 (N, N) matrix, built from
+    the lattice's index and weight arrays (no float32 arithmetic)."""
+    n, m = lattice.num_points, lattice.num_vertices
+    splat = torch.zeros(m, n, dtype=torch.float64)
+    counts = torch.diff(
+        lattice.splat_offsets.long(), append=torch.tensor([lattice.splat_index.numel()])
+    )
+    rows = torch.repeat_interleave(torch.arange(m), counts)
+    splat.index_put_(
+        (rows, lattice.splat_index.long()), lattice.splat_weight.double(), accumulate=True
+    )
+    slice_ = torch.zeros(n, m, dtype=torch.float64)
+    points = torch.arange(n)[:, None].expand_as(lattice.slice_index)
+    slice_.index_put_(
+        (points.reshape(-1), lattice.slice_index.long().reshape(-1)),
+        lattice.slice_weight.double().reshape(-1),
+        accumulate=True,
+    )
+    blur = torch.eye(m, dtype=torch.float64)
+    index, weight = lattice.blur_stencils[0]
+    for axis in range(index.shape[0]):
+        step = torch.zeros(m, m, dtype=torch.float64)
+        targets = torch.arange(m)[:, None].expand(m, 3)
+        step.index_put_(
+            (targets.reshape(-1), index[axis].long().reshape(-1)),
+            weight[axis].double().reshape(-1),
+            accumulate=True,
+        )
+        blur = step @ blur
+    return slice_ @ blur @ splat
+
+
+def test_bandwidth_gradient_matches_a_float64_evaluation_far_from_the_origin():
+    """The identity's two terms are large and cancel where |f| is large (a spatial kernel far
+    from the origin); the float32 result must still match the same lattice derivative in
+    float64: d/ds of the message with K(s) = K - (s - 1) K∘(f_a,i - f_a,j)^2 (the identity's
+    derivative of K along f_a -> s f_a), through the normalisation too."""
+    g = torch.Generator().manual_seed(25)
+    grid = torch.stack(torch.meshgrid(torch.arange(20.0), torch.arange(24.0), indexing="ij"))
+    raw = grid.reshape(2, -1).t() + torch.tensor([300.0, 200.0])  # far from the origin
+    theta = torch.tensor([2.0, 3.0], requires_grad=True)
+    n, labels = raw.shape[0], 3
+    q = torch.softmax(torch.randn(n, labels, generator=g), 1)
+    upstream = torch.randn(n, labels, generator=g)
+    t = torch.rand(labels, generator=g) + 0.5
+    kernel = NormalizedKernel(raw / theta, "symmetric", scale_gradient_only=True)
+    out = kernel.add_message(torch.zeros(n, labels), q, t)
+    (out * upstream).sum().backward()
+    fused = -theta.detach() * theta.grad  # sum_i f_ia dL/df_ia
+
+    f = (raw / theta.detach()).double()
+    dense = _dense_lattice_operator(kernel.lattice)
+    expected = []
+    for a in range(2):
+        s = torch.ones((), dtype=torch.float64, requires_grad=True)
+        diff2 = (f[:, a, None] - f[None, :, a]) ** 2
+        k = dense - (s - 1) * dense * diff2
+        scale = 1 / torch.sqrt(k.sum(1))
+        message = scale[:, None] * (k @ (scale[:, None] * q.double())) * t.double()
+        (ds,) = torch.autograd.grad((message * upstream.double()).sum(), s)
+        expected.append(ds)
+    expected = torch.stack(expected)
+    assert torch.allclose(fused.double(), expected, rtol=2e-3), (fused, expected)

@@ -104,3 +104,12 @@ def test_side_by_side_computes_no_message_bound():
     q = mean_field(unary, side, 3)
     assert "message_bound" not in side.pairwise.__dict__  # the cached property never ran
     torch.testing.assert_close(q, _softmax_reference(unary, side, 3), rtol=1e-5, atol=2e-6)
+
+
+def test_wide_side_by_side_runs_keep_the_message_bound():
+    kernels, unary, _ = _two_runs(seed=5, labels=9)  # 2 x 9 = 18 channels
+    side = SideBySide(Pairwise(kernels, 18), 2)
+    assert side.message_bound == side.pairwise.message_bound > 0
+    torch.testing.assert_close(
+        mean_field(unary, side, 3), _softmax_reference(unary, side, 3), rtol=1e-5, atol=2e-6
+    )

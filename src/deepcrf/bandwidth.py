@@ -10,16 +10,21 @@ Pᵀ B P (splat, blur, slice) the Gaussian-derivative identity gives, per messag
 
 with dL/da_i = <g_i, T(K X)_i> and b_i dL/db_i = <q_i, (b ⊙ Kᵀ Gk)_i> (the q-gradient).
 
-The first term needs every feature dimension's moment splats P(f_a ·) of q and g and a blur
-of them: the identity's whole extra cost. Its sum over the messages of one forward pass
-(the mean-field iterations) is all a bandwidth needs, so the messages' backward passes only
-keep their q, g and blurred vertex values (``DeferredBandwidths``) and a node that runs after
-all of them (``_BandwidthHub``: every message takes its output as an input) computes the sum
-at once: per feature dimension one splat of the iterations' q side by side, (N, T·C), one of
-their g, and one blur of the (M, T·C) vertex values, and dL/da for every iteration with one
-slice of T·C channels. Wide rows cost far less per channel than T narrow passes (the gather's
-index and weight are read once per entry, not once per channel group); the arithmetic is the
-same sums, so the gradient equals the per-message computation up to float32 rounding.
+Only the sum over the messages of one forward pass (the mean-field iterations) matters to
+a bandwidth and to the scales a, b, so a message's backward pass computes what the plain
+layer's computes (the q-gradient) and keeps its q, g and two (M, C) vertex tables
+(``DeferredBandwidths``); a node whose output every message takes as an input runs after
+all of them (``_BandwidthHub``) and computes the rest for all iterations at once, with the
+iterations side by side as (N, T·C) tables: per feature dimension one splat of the q's and
+one of the g's weighted by f_a (the moment splats) and one blur, and r from two slices of
+the kept vertex tables. Wide rows cost less per channel than T narrow passes (a gather's
+index and weight are read once per entry), the tables are shared by the kernels on the
+same points, and the sums are the per-message ones, so the gradient equals the
+per-message computation up to float32 rounding.
+
+The moment splats are what remains above the plain layer: 2·d gathers of T·C channels per
+entry of the lattice (d = 2 and 5 for the spatial and bilateral kernels), about d/2 times the
+plain layer's lattice work, bound by memory traffic.
 """
 
 from __future__ import annotations
@@ -31,7 +36,14 @@ import torch.nn.functional as F
 
 from deepcrf.lattice import Lattice
 
-__all__ = ["DeferredBandwidths", "bandwidth_message", "label_transform", "scale_gradient"]
+__all__ = [
+    "DeferredBandwidths",
+    "bandwidth_hub",
+    "bandwidth_message",
+    "centred",
+    "label_transform",
+    "scale_gradient",
+]
 
 #: largest side-by-side table (floats) of the deferred computation; more iterations (large
 #: batches, many iterations) are processed in chunks of whole iterations
@@ -53,6 +65,14 @@ def scale_gradient(features: torch.Tensor, contraction: torch.Tensor) -> torch.T
     return (f * (contraction / squares)).to(features.dtype)
 
 
+def centred(features: torch.Tensor) -> torch.Tensor:
+    """float32 ``features`` minus their mean: the Gaussian-derivative contraction
+    sum_i f_ia dL/df_ia is the same for shifted features (sum_i dL/df_ia = 0), and its
+    float32 cancellation much smaller."""
+    f = features.detach()
+    return (f - f.mean(0, dtype=torch.float64).to(f.dtype)).float()
+
+
 def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(N,) row-wise dot products of two (N, C) tensors (one batched product, no temporary)."""
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
@@ -72,28 +92,22 @@ class DeferredBandwidths:
         self.scaled = scaled
         self.count = 0  # messages recorded (their slots)
         self._task: int | None = None
-        self._entries: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        self._sums: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._entries: dict[int, tuple[torch.Tensor, ...]] = {}
 
     def register(self) -> int:
         """A slot for a new message."""
         self.count += 1
         return self.count - 1
 
-    def keep(self, slot: int, x, grad, transform, r_before, r_after) -> None:
-        """A message's backward: its q (N, C), upstream gradient (N, C), label transform,
-        b ⊙ dL/db and b ⊙ dL/da (N,) (b = 1 without a ``before`` scale). Entries of an
-        earlier backward pass that never reached the bandwidths (e.g. ``autograd.grad``
-        w.r.t. other inputs) are dropped."""
+    def keep(self, slot: int, x, grad, transform, transposed, blurred) -> None:
+        """A message's backward: its q and upstream gradient g (N, C), label transform, and
+        the vertex values (M, C) of Bᵀ P(Gk) (the q-gradient's before slicing) and of
+        B P(X). Entries of an earlier backward pass that never reached the bandwidths (e.g.
+        ``autograd.grad`` w.r.t. other inputs) are dropped."""
         task = torch._C._current_graph_task_id()
         if task != self._task:
-            self._task, self._entries, self._sums = task, {}, None
-        self._entries[slot] = (x, grad, transform)
-        if self._sums is None:
-            self._sums = (r_before, r_after)
-        else:
-            self._sums[0].add_(r_before)
-            self._sums[1].add_(r_after)
+            self._task, self._entries = task, {}
+        self._entries[slot] = (x, grad, transform, transposed, blurred)
 
     def finish(
         self, features: torch.Tensor, before: torch.Tensor | None, after: torch.Tensor | None
@@ -102,14 +116,14 @@ class DeferredBandwidths:
         dL/da) summed over the kept messages; None where nothing was kept."""
         task = torch._C._current_graph_task_id()
         entries = self._entries if task == self._task else {}
-        sums = self._sums
-        self._task, self._entries, self._sums = None, {}, None
-        if not entries or sums is None:
+        self._task, self._entries = None, {}
+        if not entries:
             return None, None, None
-        r_before, scaled_grad_after = sums
         forward, backward = self.scaled()
         lattice = self.lattice
-        f = features.detach().float()
+        # the identity is exact for features shifted by any constant (L depends on their
+        # differences only): centred, its two terms cancel ~7x less in float32
+        f = centred(features)
         f_rows = f.t().contiguous()  # per dimension, for the gathers below
         n, d = f.shape
         slots = sorted(entries)
@@ -117,12 +131,21 @@ class DeferredBandwidths:
         per_chunk = max(1, TABLE_BUDGET // max(1, n * channels))
         index, offsets = lattice.splat_index, lattice.splat_offsets
         term = f.new_zeros(d)
+        r_before = f.new_zeros(n)  # b ⊙ dL/db
+        scaled_grad_after = f.new_zeros(n)  # b ⊙ dL/da
         for start in range(0, len(slots), per_chunk):
             chunk = [entries[s] for s in slots[start : start + per_chunk]]
             holder = chunk[0][1]
-            q_side = _side_by_side([x for x, _, _ in chunk], holder)
-            g_side = _side_by_side([g for _, g, _ in chunk], holder)
-            transforms = [t for _, _, t in chunk]
+            q_side = _side_by_side([e[0] for e in chunk], holder)
+            g_side = _side_by_side([e[1] for e in chunk], holder)
+            transforms = [e[2] for e in chunk]
+            # b_i dL/db_i = <q_i, (b ⊙ Kᵀ Gk)_i>, b_i dL/da_i = <g_i, b_i T(K X)_i>: the
+            # vertex values of every iteration sliced side by side, rows a block at a time
+            transposed = torch.cat([e[3] for e in chunk], dim=1)
+            mixed = torch.cat([label_transform(e[4], t) for e, t in zip(chunk, transforms)], 1)
+            _sliced_row_dots(backward, transposed, q_side, r_before)
+            _sliced_row_dots(backward, mixed, g_side, scaled_grad_after)
+            del transposed, mixed
             for a in range(d):
                 # moment splats P(f_a b q) and P(f_a a g) of every iteration at once
                 f_entry = f_rows[a].index_select(0, index)
@@ -146,6 +169,23 @@ class DeferredBandwidths:
         contraction = 2 * lattice.alpha * term - torch.mv((f * f).t(), r)
         grad_before = None if before is None else r_before / before.detach().float()
         return scale_gradient(features, contraction), grad_before, grad_after
+
+
+def _sliced_row_dots(
+    lattice: Lattice, vertex_values: torch.Tensor, values: torch.Tensor, out: torch.Tensor
+) -> None:
+    """``out`` += the row-wise dot products of ``values`` (N, W) with the slice of
+    ``vertex_values`` (M, W), a block of rows at a time (no (N, W) temporary)."""
+    rows = max(1, TABLE_BUDGET // 8 // max(1, values.shape[1]))
+    for start in range(0, values.shape[0], rows):
+        stop = min(start + rows, values.shape[0])
+        sliced = F.embedding_bag(
+            lattice.slice_index[start:stop],
+            vertex_values,
+            mode="sum",
+            per_sample_weights=lattice.slice_weight[start:stop],
+        )
+        out[start:stop] += _row_dot(values[start:stop], sliced)
 
 
 def _transformed_dot(g: torch.Tensor, y: torch.Tensor, transforms: list[torch.Tensor]):
@@ -256,15 +296,9 @@ class _BandwidthMessage(torch.autograd.Function):
         del splatted
         blurred = backward.blur(spread, transpose=True)
         del spread
-        if not needs[3]:
-            grad_q = backward.slice_values(blurred)  # b ⊙ Kᵀ Gk
-            return grad, grad_q.to(x.dtype) if needs[1] else None, grad_t, None, None
-        # one slice of [Kᵀ Gk | T(K X)] on the vertices: the q-gradient b ⊙ Kᵀ Gk and
-        # b ⊙ T(K X), whose products with q and g give b_i dL/db_i and b_i dL/da_i
-        channels = x.shape[1]
-        both = backward.slice_values(torch.cat([blurred, label_transform(z, t)], dim=1))
-        grad_q = both[:, :channels]
-        deferred.keep(ctx.slot, x, grad, t, _row_dot(x, grad_q), _row_dot(grad, both[:, channels:]))
+        grad_q = backward.slice_values(blurred)  # b ⊙ Kᵀ Gk
+        if needs[3]:  # the rest waits for the hub
+            deferred.keep(ctx.slot, x, grad, t, blurred, z)
         return grad, grad_q.to(x.dtype) if needs[1] else None, grad_t, None, None
 
 

@@ -338,9 +338,16 @@ class SideBySide:
     def __init__(self, pairwise: Pairwise, runs: int) -> None:
         self.pairwise = pairwise
         self.runs = runs
-        # no message bound (it costs a filter per kernel): mean_field checks each
-        # iteration's logits instead, which costs far less for few labels
         self._wide: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def message_bound(self) -> float | None:
+        """The pairwise model's bound, or None for few channels (R*L <= 16): the bound
+        costs a filter per kernel, more than ``mean_field``'s check of each iteration's
+        logits (one pass over N*R*L values) when the runs are narrow."""
+        if self.pairwise.num_labels <= _CHECK_CHANNELS:
+            return None
+        return self.pairwise.message_bound
 
     def add_message(self, logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         n, width = q.shape[0] // self.runs, q.shape[1] * self.runs
@@ -350,6 +357,9 @@ class SideBySide:
             self._wide = (logits, logits.view(n, width))
         out = self.pairwise.add_message(self._wide[1], q.view(n, width))
         return out.view(q.shape)
+
+
+_CHECK_CHANNELS = 16  # side-by-side runs this narrow skip the message bound
 
 
 class MessagePassing(Protocol):

@@ -32,7 +32,13 @@ from functools import cached_property
 
 import torch
 
-from deepcrf.bandwidth import DeferredBandwidths, bandwidth_hub, bandwidth_message, scale_gradient
+from deepcrf.bandwidth import (
+    DeferredBandwidths,
+    bandwidth_hub,
+    bandwidth_message,
+    centred,
+    scale_gradient,
+)
 from deepcrf.exact import exact_filter
 from deepcrf.lattice import Lattice, build_lattice
 
@@ -361,7 +367,7 @@ class _ScaleOnlyRowSums(torch.autograd.Function):
     def backward(ctx, grad):
         lattice: Lattice = ctx.lattice
         (features,) = ctx.saved_tensors
-        f = features.detach().float()
+        f = centred(features)  # same contraction, less float32 cancellation
         g = grad.float()
         # 2 <f_a g, K f_a> - sum_i f_ia^2 (g_i n_i + (Kᵀ g)_i)
         r = g * lattice.row_sums + lattice.filter(g[:, None], transpose=True)[:, 0]
