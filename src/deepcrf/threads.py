@@ -58,6 +58,7 @@ __all__ = [
     "busy_elsewhere",
     "choose_threads",
     "cpu_budget",
+    "last_call",
     "recheck",
     "team_run_delay",
     "thread_policy",
@@ -176,14 +177,26 @@ def adaptive(func: F) -> F:
         _local.active = True
         _local.strikes = 0
         _local.auto = thread_policy() == "auto"
+        count = final = None
         try:
             with use_threads(choose_threads()) as count:
                 _local.mark = _checkpoint() if _local.auto and count > 1 else None
-                return func(*args, **kwargs)
+                try:
+                    return func(*args, **kwargs)
+                finally:
+                    final = torch.get_num_threads()
         finally:
             _local.active = False
+            _local.last = (count, final)
 
     return wrapper  # type: ignore[return-value]
+
+
+def last_call() -> tuple[int | None, int | None]:
+    """(threads chosen at the start, threads at the end) of this thread's last outermost
+    ``adaptive`` call: fewer at the end means a checkpoint found the team crowded. For
+    benchmarks and diagnostics; (None, None) before any call."""
+    return getattr(_local, "last", (None, None))
 
 
 def _checkpoint() -> tuple[float, int] | None:
