@@ -185,21 +185,22 @@ def test_lattice_build_has_checkpoints(monkeypatch, restore_threads):
 
 
 class _FakeClock:
-    """perf_counter and the team's run delay advancing by given steps at each reading."""
+    """perf_counter advancing by given steps at each reading, and the team's run delay
+    growing with them."""
 
     def __init__(self, steps):
         self.steps = iter(steps)  # (seconds of wall time, share of 2 threads waiting)
         self.wall, self.delay = 100.0, 0
 
     def now(self):
-        return self.wall
-
-    def run_delay(self):
         step = next(self.steps, None)
         if step is not None:
             seconds, share = step
             self.wall += seconds
             self.delay += int(seconds * 2 * share * 1e9)
+        return self.wall
+
+    def run_delay(self):
         return self.delay
 
 

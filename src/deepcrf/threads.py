@@ -210,15 +210,15 @@ def _crowded(count: int) -> bool | None:
     doc); None when the window is still too short to judge."""
     mark = getattr(_local, "mark", None)
     if mark is not None:
-        now = _checkpoint()
-        if now is None:
+        wall = time.perf_counter()
+        if wall - mark[0] < _MIN_WINDOW_S:  # judged with the next window (no /proc read)
+            return None
+        delay = team_run_delay()
+        if delay is None:
             _local.mark = None
         else:
-            span = now[0] - mark[0]
-            if span < _MIN_WINDOW_S:
-                return None
-            _local.mark = now
-            return (now[1] - mark[1]) / (span * 1e9 * count) > WAIT_SHARE
+            _local.mark = (wall, delay)
+            return (delay - mark[1]) / ((wall - mark[0]) * 1e9 * count) > WAIT_SHARE
     return _runnable_tasks() > count
 
 
