@@ -74,6 +74,12 @@ _TINY_DEEPLAB_CRF_SEARCH = {
         "bilateral_srgb": [4.0, 12.0],
     },
 }
+# the tiny FCN-8s (and the FCN-8s inside the tiny CRF-as-RNN, which starts from it): width
+# 1/16 from scratch, so GroupNorm after every convolution (without it the thin VGG-16 loses
+# its ReLUs and stays near the class prior on the shapes scenes: 30.7 against 48.4 val mIoU);
+# GroupNorm rather than BatchNorm: it does not depend on the batch (torchrun gives the
+# gradients of one process) and evaluates as it trains
+_TINY_FCN = {"width": 0.0625, "dropout": 0.0, "norm": "group"}
 
 
 @dataclass
@@ -161,23 +167,19 @@ RECIPES: dict[str, Recipe] = {
                 "crf": _CRFASRNN_CRF,
             },
             "tiny": {
-                "model": {
-                    "name": "fcn8s",
-                    "init": "kaiming",
-                    "options": {"width": 0.0625, "dropout": 0.0},
-                },
+                "model": {"name": "fcn8s", "init": "kaiming", "options": _TINY_FCN},
                 "data": {**_TINY_DATA},
-                "optim": {**_TINY_ADAM, "lr": 2e-3, "head": ["score_"], "freeze": ["upscore8"]},
+                "optim": {**_TINY_ADAM, "lr": 3e-3, "head": ["score_"], "freeze": ["upscore8"]},
                 "schedule": {"name": "poly", "warmup_steps": 20},
-                "train": {**_TINY_TRAIN, "steps": 400},
+                "train": {**_TINY_TRAIN, "steps": 300},
                 "crf": _CRFASRNN_CRF,
                 "crf_search": _TINY_CRF_SEARCH,
             },
         },
         preset_notes={
             "paper": "VOC trainaug, batch 1, SGD 2.5e-5 momentum 0.99 (mean loss), 100k steps",
-            "tiny": "width 1/16, no dropout, 80 px crops, batch 8, Adam, 400 steps, CRF chosen "
-            "on 20 training images",
+            "tiny": "width 1/16 with GroupNorm, no dropout, 80 px crops, batch 8, Adam 3e-3, 300 "
+            "steps, CRF chosen on 20 training images",
         },
     ),
     "crfasrnn": Recipe(
@@ -207,15 +209,17 @@ RECIPES: dict[str, Recipe] = {
                 "crf": _CRFASRNN_CRF,
             },
             "tiny": {
-                "model": {"name": "crfasrnn", "options": {"width": 0.0625, "dropout": 0.0}},
-                "data": {**_TINY_DATA},
-                "optim": {
-                    **_TINY_ADAM,
-                    "lr": 2e-5,
-                    "crf_lr_mult": 500.0,
-                    "compat_lr_mult": 500.0,
-                    "freeze": ["fcn.upscore8"],
+                # the CNN learns through the CRF the FCN-8s run chose on its training images,
+                # with the test-time iterations. Last round's FCN-8s on the project's scenes,
+                # val mIoU: FCN-8s + that CRF 73.58; CRF learned at 1e-2 with T=5 in training
+                # 72.87 (the cross-entropy shrinks the CRF: compat diagonal -1 -> -0.6); CRF
+                # frozen 74.13; CRF frozen and T=10 as at test 76.08
+                "model": {
+                    "name": "crfasrnn",
+                    "options": {**_TINY_FCN, "crf": {"iterations": _TINY_CRF_SEARCH["iterations"]}},
                 },
+                "data": {**_TINY_DATA},
+                "optim": {**_TINY_ADAM, "lr": 1e-4, "freeze": ["fcn.upscore8", "crf"]},
                 "schedule": {"name": "constant"},
                 "train": {**_TINY_TRAIN, "steps": 80, "batch_size": 4, "save_every": 20},
                 "crf": _CRFASRNN_CRF,
@@ -224,8 +228,8 @@ RECIPES: dict[str, Recipe] = {
         first_stage="fcn8s",
         preset_notes={
             "paper": "from an FCN-8s run (init=), batch 1, T=5/10, CRF lr x1e4/x1e3",
-            "tiny": "from the tiny FCN-8s and its chosen CRF, Adam 2e-5 (CRF 1e-2), 80 steps "
-            "of batch 4",
+            "tiny": "from the tiny FCN-8s and its chosen CRF: the CNN trained through that CRF "
+            "(T=10 as at test), Adam 1e-4, 80 steps of batch 4",
         },
     ),
     "joint": Recipe(
