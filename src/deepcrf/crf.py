@@ -185,6 +185,20 @@ class Pairwise:
             bound += amplify * nk.row_sums().float().cpu()
         return float(bound.max())
 
+    def release_kernels(self) -> None:
+        """For inference from here on: keep only what messages without gradients use (the
+        block stack of the lattice kernels on fixed features, the message bound, computed
+        now) and drop those kernels' own lattices, scales and features, which the stack
+        copied (the caller must drop its references too for the memory to go). Messages
+        that need a gradient through the stack raise afterwards."""
+        if self._stack is None:
+            return
+        self.message_bound  # noqa: B018 (computed while the kernels are here)
+        self._stack.release()
+        generic = set(self._generic)
+        self.kernels = [k if i in generic else None for i, k in enumerate(self.kernels)]
+        self.normalized = [k if i in generic else None for i, k in enumerate(self.normalized)]
+
     def message(self, q: torch.Tensor) -> torch.Tensor:
         """The pairwise logits -sum_k filter_k(q) @ mu_k^T for marginals ``q`` (N, L)."""
         dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -225,12 +239,25 @@ class _Stack:
     @cached_property
     def backward(self) -> list[Lattice]:
         """Each kernel's transposed lattice, built when a backward pass first needs it."""
+        self._check_kept()
         return [k.scaled_lattice(w, transpose=True) for k, w in zip(self._kernels, self._weights)]
 
     @cached_property
     def stacked(self) -> Lattice:
         """All kernels as one block lattice: one splat, blur and slice per message."""
         return stack_lattices(self.forward)
+
+    def release(self) -> None:
+        """Keep the block stack only (see ``Pairwise.release_kernels``)."""
+        self.stacked  # noqa: B018 (built before its parts go)
+        self.forward, self._kernels = None, None
+
+    def _check_kept(self) -> None:
+        if self._kernels is None:
+            raise RuntimeError(
+                "pairwise: its kernels were released for inference (release_kernels); "
+                "messages that need a gradient need a Pairwise that keeps them"
+            )
 
     def add_message(self, logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         needs_grad = torch.is_grad_enabled() and (
@@ -239,6 +266,7 @@ class _Stack:
             or any(t is not None and t.requires_grad for t in self.transforms)
         )
         if needs_grad:
+            self._check_kept()
             return _StackedMessage.apply(logits, q, self, *self.transforms)
         matrices = [
             None if t is None else (torch.diag(t) if t.dim() == 1 else t) for t in self.transforms
