@@ -185,21 +185,22 @@ def test_lattice_build_has_checkpoints(monkeypatch, restore_threads):
 
 
 class _FakeClock:
-    """perf_counter and the team's run delay advancing by given steps at each reading."""
+    """perf_counter advancing by given steps at each reading, and the team's run delay
+    growing with them."""
 
     def __init__(self, steps):
         self.steps = iter(steps)  # (seconds of wall time, share of 2 threads waiting)
         self.wall, self.delay = 100.0, 0
 
     def now(self):
-        return self.wall
-
-    def run_delay(self):
         step = next(self.steps, None)
         if step is not None:
             seconds, share = step
             self.wall += seconds
             self.delay += int(seconds * 2 * share * 1e9)
+        return self.wall
+
+    def run_delay(self):
         return self.delay
 
 
@@ -227,11 +228,13 @@ def test_waiting_for_a_cpu_at_two_checkpoints_drops_to_one_thread(monkeypatch, r
     # one busy process on 2 cores: each of 3 runnable tasks waits about a third of the time
     seen = _run_checkpoints(monkeypatch, [(0.02, 0.33)] * 3, 3)
     assert seen == [2, 1, 1]
+    assert threads.last_call() == (2, 1)  # started on 2 threads, ended on 1
 
 
 def test_quiet_team_and_single_bursts_keep_both_threads(monkeypatch, restore_threads):
     quiet = [(0.02, 0.01), (0.02, 0.4), (0.02, 0.02), (0.02, 0.4), (0.02, 0.0)]
     assert _run_checkpoints(monkeypatch, quiet, 5) == [2, 2, 2, 2, 2]
+    assert threads.last_call() == (2, 2)
 
 
 def test_short_windows_are_judged_with_the_next(monkeypatch, restore_threads):

@@ -664,8 +664,22 @@ def _find_codes(codes: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tenso
         ids, slot = ids.index_select(0, left), slot.index_select(0, left).add_(1).bitwise_and_(mask)
         free = torch.nonzero(table.index_select(0, slot) < 0).view(-1)
         table.index_put_((slot.index_select(0, free),), ids.index_select(0, free))
-    # look up: a target is found at its probe's key, absent at a free slot
-    query = targets.reshape(-1)
+    # look up, a chunk of targets at a time (bounded temporaries on large images)
+    flat = targets.reshape(-1)
+    position = torch.empty(flat.shape, dtype=torch.int32, device=device)
+    chunk = max(m, 1 << 16)
+    for start in range(0, flat.numel(), chunk):
+        stop = min(start + chunk, flat.numel())
+        position[start:stop] = _probe(table, codes, flat[start:stop], shift, mask)
+    found = position >= 0
+    return position.clamp_(min=0).view_as(targets), found.view_as(targets)
+
+
+def _probe(
+    table: torch.Tensor, codes: torch.Tensor, query: torch.Tensor, shift: int, mask: int
+) -> torch.Tensor:
+    """Positions in ``codes`` of the ``query`` codes by linear probing of ``table`` (see
+    ``_find_codes``): found at its probe's key, absent (-1) at a free slot."""
     slot = _hash_slots(query, shift)
     key = table.index_select(0, slot)
     match = codes.index_select(0, key.clamp(min=0)) == query
@@ -680,8 +694,7 @@ def _find_codes(codes: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tenso
         position.index_put_((pending[hit],), key[hit])
         left = torch.nonzero((key >= 0) & ~hit).view(-1)
         pending, slot = pending.index_select(0, left), slot.index_select(0, left)
-    found = position >= 0
-    return position.clamp_(min=0).view_as(targets), found.view_as(targets)
+    return position
 
 
 def _hash_slots(keys: torch.Tensor, shift: int) -> torch.Tensor:

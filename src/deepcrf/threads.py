@@ -58,6 +58,7 @@ __all__ = [
     "busy_elsewhere",
     "choose_threads",
     "cpu_budget",
+    "last_call",
     "recheck",
     "team_run_delay",
     "thread_policy",
@@ -176,14 +177,26 @@ def adaptive(func: F) -> F:
         _local.active = True
         _local.strikes = 0
         _local.auto = thread_policy() == "auto"
+        count = final = None
         try:
             with use_threads(choose_threads()) as count:
                 _local.mark = _checkpoint() if _local.auto and count > 1 else None
-                return func(*args, **kwargs)
+                try:
+                    return func(*args, **kwargs)
+                finally:
+                    final = torch.get_num_threads()
         finally:
             _local.active = False
+            _local.last = (count, final)
 
     return wrapper  # type: ignore[return-value]
+
+
+def last_call() -> tuple[int | None, int | None]:
+    """(threads chosen at the start, threads at the end) of this thread's last outermost
+    ``adaptive`` call: fewer at the end means a checkpoint found the team crowded. For
+    benchmarks and diagnostics; (None, None) before any call."""
+    return getattr(_local, "last", (None, None))
 
 
 def _checkpoint() -> tuple[float, int] | None:
@@ -197,15 +210,15 @@ def _crowded(count: int) -> bool | None:
     doc); None when the window is still too short to judge."""
     mark = getattr(_local, "mark", None)
     if mark is not None:
-        now = _checkpoint()
-        if now is None:
+        wall = time.perf_counter()
+        if wall - mark[0] < _MIN_WINDOW_S:  # judged with the next window (no /proc read)
+            return None
+        delay = team_run_delay()
+        if delay is None:
             _local.mark = None
         else:
-            span = now[0] - mark[0]
-            if span < _MIN_WINDOW_S:
-                return None
-            _local.mark = now
-            return (now[1] - mark[1]) / (span * 1e9 * count) > WAIT_SHARE
+            _local.mark = (wall, delay)
+            return (delay - mark[1]) / ((wall - mark[0]) * 1e9 * count) > WAIT_SHARE
     return _runnable_tasks() > count
 
 
