@@ -110,10 +110,10 @@ def load_init(model: nn.Module, source: str) -> list[str]:
             f"init: {path} does not fit the model: {len(missing)} of its tensors have no "
             f"counterpart, e.g. {', '.join(missing[:8])}"
         )
-    wrong = [
-        f"{k} {tuple(v.shape)} (model {tuple(target[k].shape)})"
-        for k, v in mapped.items()
-        if tuple(v.shape) != tuple(target[k].shape)
+    wrong = [  # in the model's layer order (the file's keys are sorted by name)
+        f"{k} {tuple(mapped[k].shape)} (model {tuple(v.shape)})"
+        for k, v in target.items()
+        if k in mapped and tuple(mapped[k].shape) != tuple(v.shape)
     ]
     if wrong:
         raise ValueError(
