@@ -47,7 +47,7 @@ from deepcrf.crf import normalization_scales
 from deepcrf.data import coarse_probabilities
 from deepcrf.features import bilateral_features, grid_features
 from deepcrf.lattice import build_lattice, stack_lattices
-from deepcrf.threads import choose_threads, use_threads
+from deepcrf.threads import choose_threads, last_call, use_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 VOC_SAMPLES = ROOT.parent / "shared" / "data" / "voc-samples"
@@ -303,16 +303,19 @@ def under_load(reference, data, repeats: int, busy: int) -> list[dict]:
     rows = []
     for condition, count in (("none started", 0), (f"{busy} busy started", busy)):
         samples = {name: {key: [] for key in [*variants, "pydensecrf"]} for name, _, _ in inputs}
+        policy = {name: [] for name, _, _ in inputs}  # default's (start, end) thread counts
         with busy_processes(count):
             for _, image, probs in inputs:  # warm-up
                 refine(probs, image)
             for _ in range(repeats):
                 for name, image, probs in inputs:
-                    for key, (policy, threads) in variants.items():
-                        with deepcrf_threads(policy, threads):
+                    for key, (env, threads) in variants.items():
+                        with deepcrf_threads(env, threads):
                             samples[name][key].append(
                                 timed(lambda p=probs, i=image: refine(p, i), 1)
                             )
+                        if key == "default":
+                            policy[name].append(last_call())
                     if reference is not None:
                         unary = unary_from_softmax(probs)
                         samples[name]["pydensecrf"].append(
@@ -321,12 +324,15 @@ def under_load(reference, data, repeats: int, busy: int) -> list[dict]:
             load = os.getloadavg()[0]  # the machine's 1-minute load at the end of the condition
         for name, _, _ in inputs:
             med = {k: statistics.median(v) * 1e3 for k, v in samples[name].items() if v}
-            rows.append({"condition": condition, "load": load, "photo": name, **med})
+            threads = " ".join(f"{a}>{b}" for a, b in policy[name])
+            rows.append(
+                {"condition": condition, "load": load, "photo": name, **med, "threads": threads}
+            )
     return rows
 
 
 def print_load_table(rows: list[dict]) -> None:
-    keys = [k for k in rows[0] if k not in ("condition", "load", "photo")]
+    keys = [k for k in rows[0] if k not in ("condition", "load", "photo", "threads")]
     print(
         "| busy processes | load avg | photo | "
         + " | ".join(f"{k} ms" for k in keys)
@@ -342,6 +348,10 @@ def print_load_table(rows: list[dict]) -> None:
             + " | ".join(f"{row[k]:.0f}" for k in keys)
             + f" | {row['default'] / row['1 thread']:.2f}x | {ratio} |"
         )
+    print("\nThreads of each default call, chosen at its start > at its end (a checkpoint found")
+    print("the team waiting for a CPU and went on with 1 thread when they differ):")
+    for row in rows:
+        print(f"- {row['condition']}, {row['photo']}: {row['threads']}")
 
 
 def fused_lattice(image: np.ndarray):

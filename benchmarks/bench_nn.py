@@ -14,6 +14,11 @@ layer runs minus the RSS before them (on CUDA: peak allocated GPU memory).
         [--learn-bandwidths 0,1]   # also the layer with learnable bandwidths, and a table
                                    # of its time against the plain layer's
 
+With ``--learn-bandwidths 0,1`` a second table compares the two layers in one process per
+(B, T, threads), their steps interleaved (plain, learned, learned, plain, ...) so that both
+see the same machine load: medians of wall-clock and of CPU time (the process's, all
+threads), and their ratios. On a shared machine the CPU-time ratio is the steadier one.
+
 Note: with B=4 every (N, L) tensor is 63 MB, above glibc's largest mmap threshold, so each
 one is a fresh mmap whose pages fault in on first touch; B=4 T=5 on one thread measured
 3.0 s as is and 2.1 s with MALLOC_MMAP_THRESHOLD_=4294967296 (an allocator effect, not the
@@ -56,16 +61,15 @@ def photos(batch: int) -> np.ndarray:
     return np.stack(out)
 
 
-def run_case(
-    batch: int, iterations: int, threads: int, repeats: int, device: str, learn: int = 0
-) -> dict:
+def _layer_step(batch: int, iterations: int, device: str, learn: bool):
+    """(one forward + cross-entropy + backward of a fresh DenseCRF, the photos (B, H, W, 3),
+    the unary energies) for B photos; the layer has the pydensecrf reference's kernels."""
     import torch
     import torch.nn.functional as F
 
     from deepcrf.nn import DenseCRF
     from deepcrf.params import PRESETS
 
-    torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
     images = photos(batch)
     unary = torch.from_numpy(rng.normal(0, 2, (batch, L, H, W)).astype(np.float32)).to(device)
@@ -75,17 +79,62 @@ def run_case(
     crf = DenseCRF(
         L,
         iterations=iterations,
-        learn_bandwidths=bool(learn),
+        learn_bandwidths=learn,
         **{k: v for k, v in PRESETS["pydensecrf"].to_dict().items() if k != "iterations"},
     ).to(device)
-
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
 
     def step():
         x = unary.clone().requires_grad_(True)
         F.cross_entropy(crf(x, image), target).backward()
+
+    return step, images, unary
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def run_pair(batch: int, iterations: int, threads: int, repeats: int, device: str) -> dict:
+    """The plain layer and the one with learnable bandwidths in one process, their steps
+    interleaved (ABBA order): medians of wall-clock and CPU time of each."""
+    import torch
+
+    torch.set_num_threads(threads)
+    steps = [_layer_step(batch, iterations, device, learn)[0] for learn in (False, True)]
+    for step in steps:  # warm-up (grid-lattice cache, allocator)
+        step()
+    wall: list[list[float]] = [[], []]
+    cpu: list[list[float]] = [[], []]
+    for r in range(repeats):
+        for k in (0, 1) if r % 2 == 0 else (1, 0):
+            _sync(device)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            steps[k]()
+            _sync(device)
+            wall[k].append(time.perf_counter() - start)
+            cpu[k].append(time.process_time() - start_cpu)
+    med = statistics.median
+    return {
+        "plain": med(wall[0]),
+        "learn": med(wall[1]),
+        "plain_cpu": med(cpu[0]),
+        "learn_cpu": med(cpu[1]),
+    }
+
+
+def run_case(
+    batch: int, iterations: int, threads: int, repeats: int, device: str, learn: int = 0
+) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    step, images, unary = _layer_step(batch, iterations, device, bool(learn))
+
+    def sync():
+        _sync(device)
 
     rss_before, _ = rss_kib()
     if device.startswith("cuda"):
@@ -143,11 +192,19 @@ def main() -> None:
         default="0",
         help="0, 1 or 0,1: layers without / with learnable bandwidths (Schwing & Urtasun)",
     )
+    parser.add_argument(
+        "--pair-repeats", type=int, default=6, help="interleaved steps of each layer (pairs)"
+    )
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case as JSON
+    parser.add_argument("--pair", help=argparse.SUPPRESS)  # internal: one pair as JSON
     args = parser.parse_args()
     if args.case:
         case = json.loads(args.case)
         print(json.dumps(run_case(**case, repeats=args.repeats, device=args.device)))
+        return
+    if args.pair:
+        case = json.loads(args.pair)
+        print(json.dumps(run_pair(**case, repeats=args.pair_repeats, device=args.device)))
         return
     from tqdm import tqdm
 
@@ -158,30 +215,7 @@ def main() -> None:
         for b in map(int, args.batches.split(","))
         for t in map(int, args.iterations.split(","))
     ]
-    rows = []
-    for case in tqdm(cases, desc="cases"):
-        env = dict(
-            os.environ, OMP_NUM_THREADS=str(case["threads"]), MKL_NUM_THREADS=str(case["threads"])
-        )
-        proc = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--case",
-                json.dumps(case),
-                "--repeats",
-                str(args.repeats),
-                "--device",
-                args.device,
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"case {case} failed:\n{proc.stderr}")
-        rows.append((case, json.loads(proc.stdout.strip().splitlines()[-1])))
+    rows = [(case, _subprocess(args, "--case", case)) for case in tqdm(cases, desc="cases")]
     print(f"\nDenseCRF forward+backward, {W}x{H}, L={L}, device={args.device}\n")
     print(
         "| B | T | threads | learn bw | layer (s) | pyd (s) | layer / pyd | layer / pyd inf "
@@ -204,17 +238,39 @@ def main() -> None:
             f"{ratio_inf} | {vs_plain} | {r['mem_mb']:.0f} |"
         )
     learned = [(c, r) for c, r in rows if c["learn"]]
-    if learned and plain:
-        print("\nLearnable bandwidths against the same layer without them (medians, same run)\n")
-        print("| B | T | threads | plain (s) | learn bw (s) | learn / plain |")
-        print("|---|---|---|---|---|---|")
-        for case, r in learned:
-            base = plain.get((case["batch"], case["iterations"], case["threads"]))
-            if base:
-                print(
-                    f"| {case['batch']} | {case['iterations']} | {case['threads']} | "
-                    f"{base:.3f} | {r['layer']:.3f} | {r['layer'] / base:.2f}x |"
-                )
+    if not (learned and plain):
+        return
+    pairs = []
+    for case, _ in tqdm(learned, desc="interleaved pairs"):
+        pair = {k: case[k] for k in ("batch", "iterations", "threads")}
+        pairs.append((pair, _subprocess(args, "--pair", pair)))
+    print(
+        "\nLearnable bandwidths against the same layer without them: one process per row, "
+        f"steps interleaved, medians of {args.pair_repeats} each\n"
+    )
+    print(
+        "| B | T | threads | plain (s) | learn bw (s) | learn / plain | plain CPU (s) "
+        "| learn bw CPU (s) | learn / plain CPU |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for case, r in pairs:
+        print(
+            f"| {case['batch']} | {case['iterations']} | {case['threads']} | {r['plain']:.3f} | "
+            f"{r['learn']:.3f} | {r['learn'] / r['plain']:.2f}x | {r['plain_cpu']:.3f} | "
+            f"{r['learn_cpu']:.3f} | {r['learn_cpu'] / r['plain_cpu']:.2f}x |"
+        )
+
+
+def _subprocess(args: argparse.Namespace, flag: str, case: dict) -> dict:
+    """Run one case (``--case``) or pair (``--pair``) in a fresh process with its threads."""
+    threads = str(case["threads"])
+    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    command = [sys.executable, __file__, flag, json.dumps(case), "--device", args.device]
+    command += ["--repeats", str(args.repeats), "--pair-repeats", str(args.pair_repeats)]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"case {case} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

@@ -228,10 +228,11 @@ def bench_pseudo_label(args: argparse.Namespace) -> None:
 _STAGES = (  # (module, attribute, stage); nested calls are charged to the innermost stage
     ("deepcrf.data.cams", "read_cams", "read CAMs (restricted unpickler)"),
     ("deepcrf.data.io", "read_image", "decode image"),
+    ("deepcrf.weak", "unary_from_labels", "label unaries (dense.unary_from_labels)"),
     ("deepcrf.weak", "bilateral_features", "bilateral features"),
     ("deepcrf.kernel", "build_lattice", "bilateral lattice build (lattice.py)"),
     ("deepcrf.weak", "Pairwise", "kernels: normalisation scales"),
-    ("deepcrf.weak", "SideBySide", "message bound (a filter per kernel)"),
+    ("deepcrf.crf", "stack_lattices", "stacking the kernels' lattices (lattice.py)"),
     ("deepcrf.weak", "mean_field", "mean field, 2 runs side by side x 10 iterations"),
     ("deepcrf.viz", "save_label_png", "PNG encoding"),
     ("deepcrf.fileio", "atomic_write", "atomic write (temp, fsync, rename)"),
@@ -241,7 +242,8 @@ _STAGES = (  # (module, attribute, stage); nested calls are charged to the inner
 def _stage_breakdown(data: Path, names: list[str]) -> list[tuple[str, float]]:
     """CPU ms per image of each stage of ``label_one`` (what a worker runs per image),
     timed by wrapping the functions it calls; "other" is the rest of ``pseudo_labels``
-    (input checks, unaries, layout, arg-max, label mapping)."""
+    (input checks, layout, arg-max, label mapping). The grid kernel's lattice, its
+    normalisation and scaled copy are cached per image size (built in the warm-up)."""
     import importlib
 
     import torch
@@ -301,7 +303,7 @@ def _stage_breakdown(data: Path, names: list[str]) -> list[tuple[str, float]]:
     rows = [(stage, 1e3 * spent[stage] / count) for *_, stage in _STAGES]
     rows.append(
         (
-            "other (checks, unaries, layout, arg-max)",
+            "other (checks, layout, arg-max, label mapping)",
             1e3 * total / count - sum(ms for _, ms in rows),
         )
     )

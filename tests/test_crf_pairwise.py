@@ -54,3 +54,20 @@ def test_checkpointed_mean_field_equals_the_plain_loop():
         grads.append(torch.autograd.grad((logits * q).sum(), [unary, *leaves]))
     for a, b in zip(*grads):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_released_kernels_keep_messages_and_refuse_gradients():
+    g = torch.Generator().manual_seed(0)
+    positions = torch.rand(80, 2, generator=g) * 6
+    colours = torch.rand(80, 3, generator=g) * 4
+    q = torch.softmax(torch.randn(80, 4, generator=g), 1)
+    compat = torch.tensor([-1.0, -2.0, -0.5, -1.5])  # a diagonal: a label transform
+    kernels = [Kernel(positions, 3.0), Kernel(torch.cat([positions, colours], 1), compat)]
+    pairwise = Pairwise(kernels, 4)
+    before, bound = pairwise.message(q), pairwise.message_bound
+    pairwise.release_kernels()
+    assert torch.equal(pairwise.message(q), before)
+    assert pairwise.message_bound == bound
+    assert pairwise.kernels == [None, None]  # the stack copied what the messages need
+    with pytest.raises(RuntimeError, match="release_kernels"):
+        pairwise.message(q.clone().requires_grad_(True))

@@ -164,3 +164,22 @@ def test_bad_values_shape_raises():
     lattice = build_lattice(torch.zeros(4, 2))
     with pytest.raises(ValueError, match="values"):
         lattice.filter(torch.zeros(5, 1))
+
+
+@pytest.mark.parametrize("count", [1, 7, 3000])
+def test_code_lookup_matches_binary_search(count):
+    from deepcrf.lattice import _find_codes
+
+    g = torch.Generator().manual_seed(count)
+    # clustered codes (multiples of 977) and present, absent and negative targets, as the
+    # blur stencil's neighbour codes are
+    codes = torch.unique(torch.randint(0, 4 * count + 1, (count,), generator=g) * 977)
+    codes = codes.to(torch.int32)
+    noise = torch.randint(-5000, 5000, (codes.numel(),), generator=g, dtype=torch.int32)
+    targets = torch.stack([codes, codes + 1, codes - 977, noise])
+    position, found = _find_codes(codes, targets)
+    assert torch.equal(found, torch.isin(targets, codes))
+    assert torch.equal(codes[position[found]], targets[found])
+    assert int(position.min()) >= 0 and int(position.max()) < codes.numel()
+    wide_position, wide_found = _find_codes(codes.long(), targets.long())  # binary search
+    assert torch.equal(wide_found, found) and torch.equal(wide_position[found], position[found])

@@ -14,7 +14,7 @@ LEVELS = {
     "allocator": 0, "arrays": 0, "cache": 0, "fileio": 0, "parallel": 0, "threads": 0,
     "params": 0, "inputs": 0,
     # filtering
-    "lattice": 1, "exact": 1, "kernel": 2, "features": 2,
+    "lattice": 1, "exact": 1, "bandwidth": 2, "kernel": 2, "features": 2,
     # the mean-field core
     "crf": 3,
     # post-processing API, trainable layers, contextual CRF, pydensecrf drop-in

@@ -23,3 +23,14 @@ def test_local_help_runs_every_item_once():
     assert os.getpid() in pids
     local = [item for item, (_, pid) in results if pid == os.getpid()]
     assert max(local) == items[-1]
+
+
+def _square(item: int) -> int:
+    return item * item
+
+
+def test_many_quick_items_each_come_back_once():
+    items = list(range(400))
+    results = list(process_map(_square, items, jobs=2, help_locally=True))
+    assert sorted(item for item, _ in results) == items
+    assert all(value == item * item for item, value in results)

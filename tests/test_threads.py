@@ -136,6 +136,7 @@ def test_recheck_drops_to_one_thread_after_two_crowded_checks(monkeypatch, resto
     monkeypatch.setenv("DEEPCRF_THREADS", "auto")
     torch.set_num_threads(2)
     monkeypatch.setattr(threads, "choose_threads", lambda: 2)
+    monkeypatch.setattr(threads, "team_run_delay", lambda: None)  # no schedstat: loadavg
     runnable = iter([3, 2, 3, 3])  # crowded, free, crowded, crowded
     monkeypatch.setattr(threads, "_runnable_tasks", lambda: next(runnable))
     seen = []
@@ -163,7 +164,7 @@ def test_recheck_leaves_fixed_policies_alone(monkeypatch, restore_threads):
     assert loop() == [2, 2, 2]
 
 
-def test_mean_field_rechecks_between_iterations(monkeypatch, restore_threads):
+def test_mean_field_rechecks_before_every_iteration(monkeypatch, restore_threads):
     from deepcrf.crf import Kernel, Pairwise, mean_field
 
     calls = []
@@ -171,4 +172,79 @@ def test_mean_field_rechecks_between_iterations(monkeypatch, restore_threads):
     features = torch.rand(30, 2)
     pairwise = Pairwise([Kernel(features, 1.0)], 3)
     mean_field(torch.randn(30, 3), pairwise, 4)
-    assert len(calls) == 3
+    assert len(calls) == 4  # the first one judges the set-up (lattice build, normalisation)
+
+
+def test_lattice_build_has_checkpoints(monkeypatch, restore_threads):
+    from deepcrf.lattice import build_lattice
+
+    calls = []
+    monkeypatch.setattr("deepcrf.lattice.recheck", lambda: calls.append(1))
+    build_lattice(torch.rand(50, 3) * 4)
+    assert len(calls) >= 3
+
+
+class _FakeClock:
+    """perf_counter advancing by given steps at each reading, and the team's run delay
+    growing with them."""
+
+    def __init__(self, steps):
+        self.steps = iter(steps)  # (seconds of wall time, share of 2 threads waiting)
+        self.wall, self.delay = 100.0, 0
+
+    def now(self):
+        step = next(self.steps, None)
+        if step is not None:
+            seconds, share = step
+            self.wall += seconds
+            self.delay += int(seconds * 2 * share * 1e9)
+        return self.wall
+
+    def run_delay(self):
+        return self.delay
+
+
+def _run_checkpoints(monkeypatch, steps, checks):
+    monkeypatch.setenv("DEEPCRF_THREADS", "auto")
+    torch.set_num_threads(2)
+    monkeypatch.setattr(threads, "choose_threads", lambda: 2)
+    clock = _FakeClock([(0.0, 0.0), *steps])  # the first reading is the call's start
+    monkeypatch.setattr(threads, "team_run_delay", clock.run_delay)
+    monkeypatch.setattr(threads.time, "perf_counter", clock.now)
+    monkeypatch.setattr(threads, "_runnable_tasks", lambda: 99)  # must not be consulted
+    seen = []
+
+    @threads.adaptive
+    def loop():
+        for _ in range(checks):
+            seen.append(threads.recheck())
+
+    loop()
+    assert torch.get_num_threads() == 2  # the caller's setting is back
+    return seen
+
+
+def test_waiting_for_a_cpu_at_two_checkpoints_drops_to_one_thread(monkeypatch, restore_threads):
+    # one busy process on 2 cores: each of 3 runnable tasks waits about a third of the time
+    seen = _run_checkpoints(monkeypatch, [(0.02, 0.33)] * 3, 3)
+    assert seen == [2, 1, 1]
+    assert threads.last_call() == (2, 1)  # started on 2 threads, ended on 1
+
+
+def test_quiet_team_and_single_bursts_keep_both_threads(monkeypatch, restore_threads):
+    quiet = [(0.02, 0.01), (0.02, 0.4), (0.02, 0.02), (0.02, 0.4), (0.02, 0.0)]
+    assert _run_checkpoints(monkeypatch, quiet, 5) == [2, 2, 2, 2, 2]
+    assert threads.last_call() == (2, 2)
+
+
+def test_short_windows_are_judged_with_the_next(monkeypatch, restore_threads):
+    # a 1 ms window is too short: no verdict, and its wait counts in the next window
+    steps = [(0.001, 0.9), (0.02, 0.3), (0.02, 0.3)]
+    assert _run_checkpoints(monkeypatch, steps, 3) == [2, 2, 1]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/schedstat"), reason="needs schedstat")
+def test_team_run_delay_reads_this_process():
+    first = threads.team_run_delay()
+    assert isinstance(first, int) and first >= 0
+    assert threads.team_run_delay() >= first  # cumulative

@@ -10,7 +10,7 @@ import torch
 
 from deepcrf.dense import refine, refine_labels
 from deepcrf.params import CRFParams
-from deepcrf.weak import PRESETS, pseudo_labels, refine_mask
+from deepcrf.weak import PRESETS, _max_first, pseudo_labels, refine_mask
 
 H, W = 36, 44
 
@@ -250,3 +250,20 @@ def test_refine_mask_bad_probability():
         refine_mask(image, cams[0] + 0.5)
     with pytest.raises(ValueError, match="probability: expected"):
         refine_mask(image, cams)
+
+
+# ------------------------------------------------------------------ internals
+@pytest.mark.parametrize("dim", [0, 1, 2, 3])
+def test_max_first_equals_numpy_max_and_argmax_with_ties(dim):
+    rng = np.random.default_rng(dim)
+    x = rng.integers(0, 3, size=(3, 4, 5, 2)).astype(np.float32)  # many ties
+    values, index = _max_first(torch.from_numpy(x), dim)
+    np.testing.assert_array_equal(values.numpy(), x.max(dim))
+    np.testing.assert_array_equal(index.numpy(), x.argmax(dim))
+
+
+def test_max_first_long_axis_falls_back_to_torch():
+    x = torch.zeros(300, 4)
+    x[7:9, 1] = 1.0
+    values, index = _max_first(x, 0)
+    assert index.tolist() == [0, 7, 0, 0] and values.tolist() == [0.0, 1.0, 0.0, 0.0]

@@ -20,10 +20,9 @@ uses the Gaussian derivative d/df_i Σ_j k(f_i, f_j) v_j = Σ_j k(f_i, f_j) (f_j
 i.e. more filtering of values times features on the same lattice (exact on the exact
 kernel, an approximation that points the same way on the lattice). When the features are
 fixed data divided by learnable bandwidths (``scale_gradient_only``), ``add_message`` runs
-a whole CRF message in one autograd Function (``_BandwidthMessage``): scales folded into
-the lattice, the label transform on the vertices, and the identity's extra work as splats
-weighted by the features, so its cost does not grow with the label transform and no
-(N, C) product is formed per feature dimension.
+a whole CRF message with scales folded into the lattice and the label transform on the
+vertices, and the bandwidth gradient of all the kernel's messages is computed once, after
+their backward passes, with wide feature-weighted splats (``deepcrf.bandwidth``).
 """
 
 from __future__ import annotations
@@ -32,8 +31,14 @@ from collections.abc import Sequence
 from functools import cached_property
 
 import torch
-import torch.nn.functional as F
 
+from deepcrf.bandwidth import (
+    DeferredBandwidths,
+    bandwidth_hub,
+    bandwidth_message,
+    centred,
+    scale_gradient,
+)
 from deepcrf.exact import exact_filter
 from deepcrf.lattice import Lattice, build_lattice
 
@@ -123,6 +128,11 @@ class NormalizedKernel:
             self.lattice = None
             norm = exact_filter(self.features, ones, self.segments)[:, 0]
         self.before, self.after = normalization_scales(norm, normalization)
+        self._deferred = None
+        if self.lattice is not None and self.learnable and scale_gradient_only:
+            # the bandwidth gradient of all this kernel's messages, computed after them
+            self._deferred = DeferredBandwidths(self.lattice, lambda: self._scaled)
+            self._token = bandwidth_hub(self.features, self.before, self.after, self._deferred)
 
     @property
     def alpha(self) -> float:
@@ -192,26 +202,12 @@ class NormalizedKernel:
         ``crf.Pairwise`` applies compatibilities. Differentiable like ``apply``; kernels with
         learnable bandwidths (``scale_gradient_only``) on the lattice apply T to the few
         lattice vertices and compute their bandwidth gradient in the same backward pass
-        (see ``_BandwidthMessage``)."""
-        if self.lattice is not None and self.learnable and self.scale_gradient_only:
-            return _BandwidthMessage.apply(
-                logits, values, self.before, self.after, transform, self.features, self
-            )
+        (see ``deepcrf.bandwidth``)."""
+        if self._deferred is not None:
+            return bandwidth_message(logits, values, transform, self._token, self._deferred)
         y = self.apply(values)
         t = torch.as_tensor(transform).to(y)
         return logits + (y @ t if t.dim() == 2 else y * t)
-
-    @cached_property
-    def _moment_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(d, E) splat weights of the forward and the backward scaled lattice times f_a of
-        each entry's point: splatting with row a computes P(f_a ⊙ values), the moment
-        splats of the Gaussian-derivative identity."""
-        forward, backward = self._scaled
-        f = self.features.detach().float()
-        by_entry = f.t()[:, forward.splat_index.long()]
-        fwd = by_entry * forward.splat_weight
-        bwd = fwd if backward is forward else by_entry.mul_(backward.splat_weight)
-        return fwd, bwd
 
     def apply_transposed(self, values: torch.Tensor) -> torch.Tensor:
         """``b ⊙ Kᵀ(a ⊙ values)``, the transposed operator (not differentiable)."""
@@ -356,121 +352,6 @@ def bandwidth_gradient(
     return torch.stack(columns, dim=1)
 
 
-def _moment_splat(lattice: Lattice, values: torch.Tensor, weights: torch.Tensor):
-    """(M, d, C): the (N, C) ``values`` splatted with each row of ``weights`` (d, E) as the
-    entries' weights (``NormalizedKernel._moment_weights``)."""
-    index, offsets = lattice.splat_index, lattice.splat_offsets
-    return torch.stack(
-        [
-            F.embedding_bag(index, values, offsets, mode="sum", per_sample_weights=w)
-            for w in weights
-        ],
-        dim=1,
-    )
-
-
-def _label_transform(values: torch.Tensor, transform: torch.Tensor) -> torch.Tensor:
-    """``values`` (..., L) times a label transform: a number, a (L,) vector or (L, L)."""
-    if transform.dim() == 2:
-        return (values.reshape(-1, values.shape[-1]) @ transform).view(values.shape)
-    return values * transform
-
-
-def _scale_contraction_gradient(features: torch.Tensor, contraction: torch.Tensor):
-    """A per-point gradient G (N, d) with sum_i f_ia G_ia = ``contraction`` (d,) for every
-    dimension a: all that a per-dimension scale of the features (a bandwidth) sees."""
-    f = features.detach().float()
-    squares = (f * f).sum(0).clamp_min(torch.finfo(torch.float32).tiny)
-    return (f * (contraction / squares)).to(features.dtype)
-
-
-class _BandwidthMessage(torch.autograd.Function):
-    """``logits + T(a ⊙ K(b ⊙ q))`` for a lattice kernel with learnable bandwidths
-    (features f = raw / θ): gradients w.r.t. logits, q, b, a, T and the per-dimension
-    contraction sum_i f_ia dL/df_ia that the bandwidths need.
-
-    The scales a, b are folded into the splat and slice weights and T acts on the blurred
-    vertex values, so the forward pass and the q-gradient cost what the fixed-bandwidth
-    message costs. With X = b ⊙ q and Gk = (a ⊙ g) Tᵀ (g the upstream gradient) the
-    Gaussian-derivative identity (``bandwidth_gradient``) is
-
-        sum_i f_ia dL/df_ia = 2 <f_a Gk, K(f_a X)> - sum_i f_ia^2 r_i,
-        r_i = a_i dL/da_i + b_i dL/db_i,
-
-    and on the lattice (K = alpha Pᵀ B P) the first term is computed on the vertices,
-    2 alpha <P(f_a a g), T(B P(f_a X))>: per dimension one splat of g and one of q with
-    the splat weights times f_a, and a blur of the few vertices; no (N, C) product. The
-    scale gradients dL/da_i = <g_i, (T(K X))_i> (one slice of the saved blurred vertex values)
-    and dL/db_i = <q_i, (Kᵀ Gk)_i> (the q-gradient divided by b) give r.
-    """
-
-    @staticmethod
-    def forward(ctx, logits, q, before, after, transform, features, kernel: NormalizedKernel):
-        forward, _ = kernel._scaled
-        x = q.float().contiguous()
-        t = torch.as_tensor(transform).to(device=x.device, dtype=torch.float32)
-        z = forward.blur(forward.splat_values(x))
-        out = forward.slice_values(_label_transform(z, t), add=logits.float().contiguous())
-        ctx.kernel = kernel
-        ctx.transform_dtype = torch.as_tensor(transform).dtype
-        ctx.save_for_backward(x, z, t, before, after, features)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        kernel: NormalizedKernel = ctx.kernel
-        # detached: q and T are inputs that require grad (gathers on them would keep
-        # autograd buffers)
-        x, z, t, before, after, features = (
-            None if v is None else v.detach() for v in ctx.saved_tensors
-        )
-        _, backward = kernel._scaled
-        lattice = kernel.lattice
-        alpha = lattice.alpha
-        needs = ctx.needs_input_grad
-        grad = grad.float().contiguous()
-        splatted = backward.splat_values(grad)  # P(a ⊙ g): slice^T grad / alpha
-        grad_t = None
-        if needs[4]:
-            if t.dim() == 2:
-                grad_t = z.t() @ splatted
-            else:
-                grad_t = (z * splatted).sum(0) if t.dim() == 1 else (z * splatted).sum()
-            grad_t = (alpha * grad_t).to(ctx.transform_dtype)
-        spread = splatted @ t.t() if t.dim() == 2 else splatted * t  # P(Gk)
-        w = backward.blur(spread, transpose=True)
-        grad_q = backward.slice_values(w).to(x.dtype) if needs[1] else None
-        grad_b = grad_a = grad_f = None
-        need_scales = (before is not None and needs[2]) or (after is not None and needs[3])
-        if need_scales or needs[5]:
-            ones = x.new_ones(x.shape[1], 1)
-            # dL/da_i = <g_i, T(K X)_i>: the forward's output before a, sliced again
-            y = lattice.slice_values(_label_transform(z, t))
-            grad_a = torch.mm(y.mul_(grad), ones)[:, 0]
-            # dL/db_i = <q_i, (Kᵀ Gk)_i> = <q_i, grad_q_i> / b_i
-            kt_g = backward.slice_values(w) if grad_q is None else grad_q.float()
-            grad_b = torch.mm(x * kt_g, ones)[:, 0]
-            if before is not None:
-                grad_b /= before.float()
-        if needs[5]:
-            fwd_weights, bwd_weights = kernel._moment_weights
-            moments_q = _moment_splat(lattice, x, fwd_weights)  # P(f_a X): (M, d, C)
-            moments_g = _moment_splat(lattice, grad, bwd_weights)  # P(f_a a g)
-            m, d, c = moments_q.shape
-            blurred = lattice.blur(moments_q.view(m, d * c)).view(m, d, c)
-            term = (moments_g * _label_transform(blurred, t)).sum((0, 2))
-            r = grad_a if after is None else grad_a * after.float()
-            r = r + (grad_b if before is None else grad_b * before.float())
-            f = features.detach().float()
-            contraction = 2 * alpha * term - torch.mv((f * f).t(), r)
-            grad_f = _scale_contraction_gradient(features, contraction)
-        if before is None or not needs[2]:
-            grad_b = None
-        if after is None or not needs[3]:
-            grad_a = None
-        return grad, grad_q, grad_b, grad_a, grad_t, grad_f, None
-
-
 class _ScaleOnlyRowSums(torch.autograd.Function):
     """The kernel normalisers n = K·1 (N,) on a lattice built from ``features`` = raw / θ,
     with the per-dimension contraction sum_i f_ia dL/df_ia of their gradient
@@ -486,13 +367,13 @@ class _ScaleOnlyRowSums(torch.autograd.Function):
     def backward(ctx, grad):
         lattice: Lattice = ctx.lattice
         (features,) = ctx.saved_tensors
-        f = features.detach().float()
+        f = centred(features)  # same contraction, less float32 cancellation
         g = grad.float()
         # 2 <f_a g, K f_a> - sum_i f_ia^2 (g_i n_i + (Kᵀ g)_i)
         r = g * lattice.row_sums + lattice.filter(g[:, None], transpose=True)[:, 0]
         term = (lattice.filter(f) * f * g[:, None]).sum(0)
         contraction = 2 * term - torch.mv((f * f).t(), r)
-        return _scale_contraction_gradient(features, contraction), None
+        return scale_gradient(features, contraction), None
 
 
 class _ScaledFilter(torch.autograd.Function):

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from deepcrf.allocator import tune_allocator
 from deepcrf.arrays import transpose_copy
-from deepcrf.threads import adaptive
+from deepcrf.threads import adaptive, recheck
 
 __all__ = ["Lattice", "LatticeRangeError", "build_lattice", "stack_lattices"]
 
@@ -196,7 +196,7 @@ class Lattice:
         with self._slice_cache.lock:
             table = self._slice_cache.table_with(add, self.num_vertices)
             torch.cat(blocks, out=table[: self.num_vertices])
-            return F.embedding_bag(index, table, mode="sum", per_sample_weights=weight)
+            return _gather_rows(index, table, weight)
 
     def _checked(self, values: torch.Tensor) -> torch.Tensor:
         if values.dim() != 2 or values.shape[0] != self.num_points:
@@ -243,18 +243,13 @@ class Lattice:
         version); with gradients, or other dtypes, it is a plain addition.
         """
         if add is None or not self._can_fuse_add(lattice_values, add):
-            out = F.embedding_bag(
-                self.slice_index,
-                lattice_values.contiguous(),
-                mode="sum",
-                per_sample_weights=self.slice_weight,
-            )
+            out = _gather_rows(self.slice_index, lattice_values.contiguous(), self.slice_weight)
             return out if add is None else out + add
         index, weight = self._slice_plus_own_row
         with self._slice_cache.lock:
             table = self._slice_cache.table_with(add, self.num_vertices)
             table[: self.num_vertices].copy_(lattice_values)
-            return F.embedding_bag(index, table, mode="sum", per_sample_weights=weight)
+            return _gather_rows(index, table, weight)
 
     def _can_fuse_add(
         self, lattice_values: torch.Tensor, add: torch.Tensor, rows: int | None = None
@@ -309,6 +304,35 @@ def _alpha(dim: int) -> float:
     return 1.0 / (1.0 + 2.0 ** (-dim))
 
 
+_OFFSETS: dict[tuple, torch.Tensor] = {}
+_OFFSETS_LOCK = threading.Lock()
+
+
+def _bag_offsets(rows: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Start offsets of ``rows`` bags of ``width`` entries each (a few recent shapes kept):
+    ``F.embedding_bag`` builds this ``arange`` anew on every call with a 2-D index, which
+    cost ~1/4 of the blur at VOC size."""
+    key = (rows, width, dtype, str(device))
+    with _OFFSETS_LOCK:
+        offsets = _OFFSETS.get(key)
+        if offsets is None:
+            if len(_OFFSETS) >= 16:
+                _OFFSETS.clear()
+            offsets = torch.arange(0, rows * width, width, dtype=dtype, device=device)
+            _OFFSETS[key] = offsets
+        return offsets
+
+
+def _gather_rows(index: torch.Tensor, table: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(R, C): row i is sum_k weight[i, k] * table[index[i, k]] for (R, K) ``index`` and
+    ``weight`` (contiguous): ``F.embedding_bag`` with a 1-D index and cached offsets."""
+    rows, width = index.shape
+    offsets = _bag_offsets(rows, width, index.dtype, index.device)
+    return F.embedding_bag(  # reshape: a copy only for views (a stack's slice columns)
+        index.reshape(-1), table, offsets, mode="sum", per_sample_weights=weight.reshape(-1)
+    )
+
+
 def _blur_block(
     values: torch.Tensor, stencil: tuple[torch.Tensor, torch.Tensor], transpose: bool
 ) -> torch.Tensor:
@@ -316,9 +340,7 @@ def _blur_block(
     index, weight = stencil
     axes = range(index.shape[0] - 1, -1, -1) if transpose else range(index.shape[0])
     for axis in axes:
-        values = F.embedding_bag(
-            index[axis], values.contiguous(), mode="sum", per_sample_weights=weight[axis]
-        )
+        values = _gather_rows(index[axis], values.contiguous(), weight[axis])
     return values
 
 
@@ -345,21 +367,35 @@ def stack_lattices(lattices: list[Lattice]) -> Lattice:
     splat_offsets = torch.cat(
         [lat.splat_offsets.to(dtype) + start for lat, start in zip(lattices, entries)]
     )
-    slice_index = torch.cat(
-        [lat.slice_index.to(dtype) + start for lat, start in zip(lattices, offsets)], dim=1
-    )
-    return Lattice(
+    # the slice tables are stored once, with the column of each point's own row that the
+    # fused slice-and-add gathers (``Lattice.filter_add``); slice_index/slice_weight are
+    # views of their first columns (a copy of 8 bytes per entry less at the peak)
+    device = lattices[0].device
+    width = sum(lat.slice_index.shape[1] for lat in lattices)
+    index_full = torch.empty(n, width + 1, dtype=dtype, device=device)
+    weight_full = torch.empty(n, width + 1, dtype=torch.float32, device=device)
+    column = 0
+    for lat, start in zip(lattices, offsets):
+        stop = column + lat.slice_index.shape[1]
+        torch.add(lat.slice_index.to(dtype), start, out=index_full[:, column:stop])
+        weight_full[:, column:stop] = lat.slice_weight
+        column = stop
+    torch.arange(offsets[-1], offsets[-1] + n, dtype=dtype, device=device, out=index_full[:, width])
+    weight_full[:, width] = 1.0
+    stacked = Lattice(
         num_points=n,
         num_vertices=offsets[-1],
         splat_index=torch.cat([lat.splat_index.to(dtype) for lat in lattices]),
         splat_offsets=splat_offsets,
         splat_weight=torch.cat([lat.splat_weight for lat in lattices]),
-        slice_index=slice_index,
-        slice_weight=torch.cat([lat.slice_weight for lat in lattices], dim=1),
+        slice_index=index_full[:, :width],
+        slice_weight=weight_full[:, :width],
         blur_stencils=tuple(st for lat in lattices for st in lat.blur_stencils),
         blocks=tuple(offsets),
         scaled=any(lat.scaled for lat in lattices),
     )
+    stacked.__dict__["_slice_plus_own_row"] = (index_full, weight_full)  # the cached property
+    return stacked
 
 
 def _scale_factors(dim: int, device: torch.device) -> torch.Tensor:
@@ -517,6 +553,7 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
 
     reduced, rank, bary = _simplex_coordinates(coords)
     del coords
+    recheck()  # checkpoints of the thread policy between stages (see deepcrf.threads)
     set_index = None
     if len(segments) > 2:
         lengths = torch.tensor(segments, device=device).diff()
@@ -528,9 +565,11 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
     del reduced, rank, set_index  # free temporaries early: peak memory matters at 4 MP
 
     # entries are remainder-major: entry r*N + n is vertex r of point n
+    recheck()
     sorted_codes, order = torch.sort(codes.view(-1), stable=True)
     num_entries = codes.numel()
     del codes
+    recheck()
     is_new = torch.ones_like(sorted_codes, dtype=torch.bool)
     torch.ne(sorted_codes[1:], sorted_codes[:-1], out=is_new[1:])
     starts = torch.nonzero(is_new).view(-1)  # first sorted entry of every vertex
@@ -551,6 +590,7 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
         rows = packing.view(-1, packing.shape[-1]).index_select(0, order[starts])
         stencil = _blur_stencil_rows(rows, index_dtype)
         del rows, packing
+    recheck()
     order = order.to(index_dtype)  # int32 division and gathers are several times faster
     return Lattice(
         num_points=n,
@@ -579,7 +619,6 @@ def _blur_stencil(
     the searches. A missing neighbour points at the vertex itself with weight 0.
     """
     d = packing.dim
-    m = vertex_codes.numel()
     device = vertex_codes.device
     s_all = sum(packing.strides)
     codes = vertex_codes  # int32 codes (the common case) search faster than int64
@@ -588,9 +627,80 @@ def _blur_stencil(
     lifted = codes + step
     strides = torch.tensor([*packing.strides, 0], dtype=codes.dtype, device=device)
     targets = lifted[None, :] - strides[:, None]  # (d+1, M) up neighbours' codes
-    up = torch.searchsorted(codes, targets.view(-1)).clamp_(max=m - 1).view_as(targets)
-    found = codes[up] == targets
+    up, found = _find_codes(codes, targets)
     return _stencil_from_up(up, found, index_dtype, device)
+
+
+_HASH_MULT = 0x9E3779B1  # Knuth's multiplicative hash (2^32 / golden ratio)
+_HASH_LOAD = 4  # table slots per key: most lookups end at their first slot
+
+
+def _find_codes(codes: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(position, found) of every target among the sorted, distinct ``codes``: where found,
+    ``codes[position] == target``; elsewhere position is any valid index.
+
+    int32 codes go through an open-addressing hash table (linear probing, at most 1/4
+    full), built and probed with vectorised rounds: about half the time of
+    ``torch.searchsorted``'s binary searches (18 dependent reads each at 200k vertices),
+    the largest part of a lattice build at DeepLab's bandwidths. Wider codes search."""
+    m = codes.numel()
+    if codes.dtype != torch.int32 or m == 0:
+        up = torch.searchsorted(codes, targets.reshape(-1)).clamp_(max=max(m - 1, 0))
+        up = up.view_as(targets)
+        return up, codes[up] == targets
+    device = codes.device
+    bits = max(4, (_HASH_LOAD * m - 1).bit_length())
+    shift, mask = 32 - bits, (1 << bits) - 1
+    table = torch.full((1 << bits,), -1, dtype=torch.int32, device=device)
+    # insert: every key tries its slot, one writer per slot wins, the others move one slot
+    # on (past a taken slot only, so no key is ever separated from its home by a free slot)
+    ids = torch.arange(m, dtype=torch.int32, device=device)
+    slot = _hash_slots(codes, shift)
+    table.index_put_((slot,), ids)
+    while True:
+        left = torch.nonzero(table.index_select(0, slot) != ids).view(-1)
+        if not left.numel():
+            break
+        ids, slot = ids.index_select(0, left), slot.index_select(0, left).add_(1).bitwise_and_(mask)
+        free = torch.nonzero(table.index_select(0, slot) < 0).view(-1)
+        table.index_put_((slot.index_select(0, free),), ids.index_select(0, free))
+    # look up, a chunk of targets at a time (bounded temporaries on large images)
+    flat = targets.reshape(-1)
+    position = torch.empty(flat.shape, dtype=torch.int32, device=device)
+    chunk = max(m, 1 << 16)
+    for start in range(0, flat.numel(), chunk):
+        stop = min(start + chunk, flat.numel())
+        position[start:stop] = _probe(table, codes, flat[start:stop], shift, mask)
+    found = position >= 0
+    return position.clamp_(min=0).view_as(targets), found.view_as(targets)
+
+
+def _probe(
+    table: torch.Tensor, codes: torch.Tensor, query: torch.Tensor, shift: int, mask: int
+) -> torch.Tensor:
+    """Positions in ``codes`` of the ``query`` codes by linear probing of ``table`` (see
+    ``_find_codes``): found at its probe's key, absent (-1) at a free slot."""
+    slot = _hash_slots(query, shift)
+    key = table.index_select(0, slot)
+    match = codes.index_select(0, key.clamp(min=0)) == query
+    position = torch.where(match, key, -1)
+    position.masked_fill_(key < 0, -1)
+    pending = torch.nonzero((key >= 0) & (position < 0)).view(-1)
+    slot = slot.index_select(0, pending)
+    while pending.numel():
+        slot.add_(1).bitwise_and_(mask)
+        key = table.index_select(0, slot)
+        hit = (key >= 0) & (codes.index_select(0, key.clamp(min=0)) == query[pending])
+        position.index_put_((pending[hit],), key[hit])
+        left = torch.nonzero((key >= 0) & ~hit).view(-1)
+        pending, slot = pending.index_select(0, left), slot.index_select(0, left)
+    return position
+
+
+def _hash_slots(keys: torch.Tensor, shift: int) -> torch.Tensor:
+    """Table slots (int64) of int32 ``keys``: the top bits of key · ``_HASH_MULT`` mod 2^32
+    (no overflow: |key| < 2^31 and the multiplier < 2^32)."""
+    return (keys.long() * _HASH_MULT).bitwise_and_(0xFFFFFFFF).bitwise_right_shift_(shift)
 
 
 def _stencil_from_up(

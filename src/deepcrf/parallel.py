@@ -226,20 +226,39 @@ def process_map(
 
 def _work_locally(func, pending: dict, left: list, threads: int) -> Iterator[tuple[Any, Any]]:
     """Run unclaimed items here, from the back of ``left``; finished worker results are
-    yielded in between. Leaves in ``left`` the futures the workers still own."""
+    yielded in between. Leaves in ``left`` the futures the workers still own.
+
+    Finished futures arrive through done-callbacks and the back of the list is walked once,
+    so each item costs O(1) here, whatever the number of items (a scan of every future per
+    item would be quadratic in a dataset's size)."""
+    import queue
+
     import torch
 
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+    for future in left:
+        future.add_done_callback(finished.put)  # also called at once for finished ones
+    order, remaining = list(left), set(left)
+    back = len(order) - 1
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        while left:
-            for future in [f for f in left if f.done()]:
-                left.remove(future)
-                yield pending[future], future.result()
-            mine = next((f for f in reversed(left) if f.cancel()), None)
+        while remaining:
+            while not finished.empty():
+                future = finished.get()
+                if future in remaining and not future.cancelled():
+                    remaining.discard(future)
+                    yield pending[future], future.result()
+            mine = None
+            while mine is None and back >= 0:
+                candidate = order[back]
+                back -= 1
+                if candidate in remaining and candidate.cancel():
+                    mine = candidate
             if mine is None:
                 return
-            left.remove(mine)
+            remaining.discard(mine)
             yield pending[mine], func(pending[mine])
     finally:
         torch.set_num_threads(saved)
+        left[:] = [future for future in order if future in remaining]

@@ -16,11 +16,19 @@ cgroup quota, ``OMP_NUM_THREADS``, ``torch.set_num_threads`` and the share a
 of 3 samples, about 0.3 ms). The choice is made once per outermost call and restored
 afterwards, so a caller's ``torch.set_num_threads`` setting is left as it was.
 
-Load that appears during a call (or a busy process the start missed) is caught between
-mean-field iterations (``recheck``, one read of ``/proc/loadavg``, ~10 us): while the team
-is at work its idle threads still spin, so more runnable tasks than the team's size means
-someone else wants a core; seen at two consecutive checks, the rest of the call runs on
-1 thread (a single transient task does not trigger it).
+Load that appears during a call, or a busy process the start missed, is caught at
+checkpoints (``recheck``: between the stages of a lattice build and between mean-field
+iterations). Where Linux keeps scheduler statistics (``/proc/self/task/*/schedstat``),
+a checkpoint measures contention directly: the time this process's threads spent
+runnable but waiting for a CPU since the last checkpoint, as a share of the team's
+thread-time. On a quiet machine that share is near 0 (wake-up latencies); with one
+competing busy process on 2 cores, 3 runnable tasks share 2 CPUs and each waits about
+a third of the time. A share above ``WAIT_SHARE`` at two consecutive checkpoints (a
+single burst from a transient task does not count) drops the rest of the call to 1
+thread, so a wrong start costs at most two short windows (a few ms to tens of ms) of
+a 2-thread team fighting a busy core. Without schedstat the checkpoint reads
+``/proc/loadavg`` (~10 us) instead: more runnable tasks than the team's threads at two
+consecutive checks means someone else wants a core.
 
 Environment: ``DEEPCRF_THREADS`` = ``auto`` (default, the policy above), ``fixed``
 (use ``torch.get_num_threads()`` as set, no adaptation) or an integer n (exactly n
@@ -37,6 +45,7 @@ import functools
 import os
 import statistics
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -49,7 +58,9 @@ __all__ = [
     "busy_elsewhere",
     "choose_threads",
     "cpu_budget",
+    "last_call",
     "recheck",
+    "team_run_delay",
     "thread_policy",
     "use_threads",
 ]
@@ -59,6 +70,11 @@ F = TypeVar("F", bound=Callable)
 _ENV = "DEEPCRF_THREADS"
 _SAMPLES = 3
 _local = threading.local()
+
+#: Share of the team's thread-time spent waiting for a CPU above which a checkpoint counts
+#: as crowded (quiet: ~0.01; one busy process competing for one of 2 cores: ~0.33).
+WAIT_SHARE = 0.12
+_MIN_WINDOW_S = 0.003  # shorter windows are merged into the next (too few ticks to judge)
 
 
 def thread_policy() -> str | int:
@@ -95,6 +111,24 @@ def _own_running_threads() -> int:
             continue
         count += stat[stat.rindex(")") + 2] == "R"
     return count
+
+
+def team_run_delay() -> int | None:
+    """Nanoseconds this process's threads have spent runnable but waiting for a CPU, summed
+    over its threads (``/proc/self/task/*/schedstat``); None where Linux does not keep it."""
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    total, seen = 0, 0
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as handle:
+                total += int(handle.read().split()[1])  # "cpu_ns wait_ns timeslices"
+            seen += 1
+        except (OSError, ValueError, IndexError):  # the thread ended meanwhile
+            continue
+    return total if seen else None
 
 
 def busy_elsewhere(samples: int = _SAMPLES) -> int | None:
@@ -143,25 +177,64 @@ def adaptive(func: F) -> F:
         _local.active = True
         _local.strikes = 0
         _local.auto = thread_policy() == "auto"
+        count = final = None
         try:
-            with use_threads(choose_threads()):
-                return func(*args, **kwargs)
+            with use_threads(choose_threads()) as count:
+                _local.mark = _checkpoint() if _local.auto and count > 1 else None
+                try:
+                    return func(*args, **kwargs)
+                finally:
+                    final = torch.get_num_threads()
         finally:
             _local.active = False
+            _local.last = (count, final)
 
     return wrapper  # type: ignore[return-value]
 
 
+def last_call() -> tuple[int | None, int | None]:
+    """(threads chosen at the start, threads at the end) of this thread's last outermost
+    ``adaptive`` call: fewer at the end means a checkpoint found the team crowded. For
+    benchmarks and diagnostics; (None, None) before any call."""
+    return getattr(_local, "last", (None, None))
+
+
+def _checkpoint() -> tuple[float, int] | None:
+    """(wall time, team run delay) now, or None without scheduler statistics."""
+    delay = team_run_delay()
+    return None if delay is None else (time.perf_counter(), delay)
+
+
+def _crowded(count: int) -> bool | None:
+    """Whether the ``count``-thread team was crowded since the last checkpoint (see module
+    doc); None when the window is still too short to judge."""
+    mark = getattr(_local, "mark", None)
+    if mark is not None:
+        wall = time.perf_counter()
+        if wall - mark[0] < _MIN_WINDOW_S:  # judged with the next window (no /proc read)
+            return None
+        delay = team_run_delay()
+        if delay is None:
+            _local.mark = None
+        else:
+            _local.mark = (wall, delay)
+            return (delay - mark[1]) / ((wall - mark[0]) * 1e9 * count) > WAIT_SHARE
+    return _runnable_tasks() > count
+
+
 def recheck() -> int:
-    """Between steps of an ``adaptive`` call under the ``auto`` policy: drop to 1 thread for
-    the rest of the call once two consecutive checks see more runnable tasks than the
-    team's threads (see module doc). Returns the thread count now in use."""
+    """A checkpoint of an ``adaptive`` call under the ``auto`` policy: drop to 1 thread for
+    the rest of the call once two consecutive checkpoints find the team crowded (threads
+    waiting for a CPU, or without schedstat more runnable tasks than threads; see module
+    doc). Returns the thread count now in use. Cheap (~50 us); a no-op on 1 thread."""
     count = torch.get_num_threads()
     if count == 1 or not getattr(_local, "active", False) or not getattr(_local, "auto", False):
         return count
     try:
-        crowded = _runnable_tasks() > count
+        crowded = _crowded(count)
     except (OSError, ValueError, IndexError):
+        return count
+    if crowded is None:
         return count
     _local.strikes = _local.strikes + 1 if crowded else 0
     if _local.strikes >= 2:

@@ -167,27 +167,34 @@ def pseudo_labels(
         labels = torch.zeros(b, h, w, dtype=torch.uint8, device=q.device)
         marginals = torch.ones(b, runs, 1, h, w, device=q.device)
     else:
-        peak = q.amax(1, keepdim=True)
-        scores = [torch.cat([_background(peak, kind, value), q], 1) for kind, value in backgrounds]
-        logits = [_unary(s, unary, gt_prob) for s in scores]
-        marginals = _crf_runs(logits, img, params)  # (B, R, K+1, H, W)
-        channel = marginals.max(2).indices  # the first maximum, as numpy's argmax
+        peak, top = _max_first(q, 1)  # (B, H, W): the largest CAM and its channel
+        logits = [
+            _unary(q, peak, top, _background(peak, kind, value), unary, gt_prob)
+            for kind, value in backgrounds
+        ]
+        q_points = _crf_runs(logits, img, params)  # (B, N, R, K+1)
+        top_q, channel = _max_first(q_points, 3)  # (B, N, R): the first maximum, as numpy's
         lut = torch.cat([key_t.new_zeros(b, 1), key_t + 1], 1)  # channel -> label
-        mapped = torch.gather(lut, 1, channel[:, 0].reshape(b, -1)).reshape(b, h, w)
-        labels = mapped.to(torch.uint8)
+        labels = torch.gather(lut, 1, channel[:, :, 0]).to(torch.uint8).view(b, h, w)
         if runs == 1:
             if confidence is not None:
-                labels[marginals[:, 0].amax(1) < confidence] = VOID
+                labels[(top_q[:, :, 0] < confidence).view(b, h, w)] = VOID
         else:
-            fg, bg = channel[:, 0] == 0, channel[:, 1] == 0
+            fg, bg = (channel[:, :, 0] == 0).view(b, h, w), (channel[:, :, 1] == 0).view(b, h, w)
             labels[fg] = VOID
             labels[(fg & bg) if bg_rule == "both" else bg] = 0
+        marginals = None
+        if return_probs:  # (B, N, R, L) -> (B, R, L, H, W)
+            marginals = transpose_copy(q_points.view(b, h * w, -1)).view(b, runs, k + 1, h, w)
+    if not return_probs:
+        labels = labels if batched else labels[0]
+        return labels.cpu().numpy() if is_numpy else labels
     if not batched:
         labels, marginals = labels[0], marginals[0]
     marginals = marginals[..., 0, :, :, :] if runs == 1 else marginals
     if is_numpy:
         labels, marginals = labels.cpu().numpy(), marginals.cpu().numpy()
-    return (labels, marginals) if return_probs else labels
+    return labels, marginals
 
 
 def refine_mask(
@@ -261,11 +268,13 @@ def _as_batched(cams, image) -> tuple[torch.Tensor, torch.Tensor, bool]:
 def _check_unit_range(x: torch.Tensor, what: str) -> None:
     if x.numel() == 0:
         return
+    values = x if x.is_floating_point() else x.float()
+    low, high = (float(v) for v in torch.aminmax(values))  # NaN propagates: one pass
+    if low >= 0.0 and high <= 1.0:
+        return
     if not torch.isfinite(x).all():
         raise ValueError(f"{what}: contains NaN or infinite values")
-    low, high = (float(v) for v in torch.aminmax(x.float()))
-    if low < 0.0 or high > 1.0:
-        raise ValueError(f"{what}: values must lie in [0, 1], got range {low:.4g}..{high:.4g}")
+    raise ValueError(f"{what}: values must lie in [0, 1], got range {low:.4g}..{high:.4g}")
 
 
 def _check_keys(keys, b: int, k: int, num_classes: int | None, device) -> torch.Tensor:
@@ -343,17 +352,43 @@ def _background(peak: torch.Tensor, kind: str, value: float) -> torch.Tensor:
     return torch.pow(1.0 - peak, value)
 
 
-def _unary(scores: torch.Tensor, unary: str, gt_prob: float) -> torch.Tensor:
-    """(B, L, H, W) unary logits (higher = more likely) of one run's scores."""
+def _max_first(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, int64 indices) of the maximum of finite ``x`` along ``dim`` (at most 256
+    entries), ties going to the first index as numpy's argmax: a few elementwise passes per
+    entry of that short axis, 2-4x faster on CPU than ``max`` reducing a few channels."""
+    entries = x.unbind(dim)
+    if len(entries) > 256:
+        return x.amax(dim), x.argmax(dim)  # argmax: the first maximum (documented)
+    best = entries[0].clone()
+    index = torch.zeros(best.shape, dtype=torch.uint8, device=x.device)
+    for i, entry in enumerate(entries[1:], 1):
+        better = torch.gt(entry, best).view(torch.uint8)  # strictly: an equal later one loses
+        index += better * (i - index)  # i where better, else unchanged (uint8 wraps exactly)
+        torch.maximum(best, entry, out=best)
+    return best, index.long()
+
+
+def _unary(
+    cams: torch.Tensor,
+    peak: torch.Tensor,
+    top: torch.Tensor,
+    background: torch.Tensor,
+    unary: str,
+    gt_prob: float,
+) -> torch.Tensor:
+    """(B, L, H, W) unary logits (higher = more likely) of one run: the scores are the
+    background (B, H, W) then the CAMs (B, K, H, W), whose maximum is ``peak`` at
+    channel ``top``."""
     if unary == "softmax":
-        return torch.log(scores.clamp(min=_CLIP))
-    labels = scores.max(1).indices  # ties go to the first channel, as numpy's argmax
-    return unary_from_labels(labels, scores.shape[1], gt_prob).movedim(0, 1)
+        return torch.log(torch.cat([background[:, None], cams], 1).clamp(min=_CLIP))
+    # the scores' arg-max: the background (channel 0) wins ties, as numpy's argmax
+    labels = torch.where(background >= peak, 0, top + 1)
+    return unary_from_labels(labels, cams.shape[1] + 1, gt_prob).movedim(0, 1)
 
 
 def _crf_runs(logits: list[torch.Tensor], img: torch.Tensor, params: CRFParams) -> torch.Tensor:
-    """Marginals (B, R, L, H, W) of R CRF runs (unary logits (B, L, H, W) each) on one image
-    batch ``img`` (B, H, W, C)."""
+    """Marginals (B, N, R, L), point-major, of R CRF runs (unary logits (B, L, H, W) each)
+    on one image batch ``img`` (B, H, W, C)."""
     runs = len(logits)
     b, num_labels, h, w = logits[0].shape
     n = h * w
@@ -375,5 +410,4 @@ def _crf_runs(logits: list[torch.Tensor], img: torch.Tensor, params: CRFParams) 
         q = mean_field(unary, SideBySide(pairwise, runs), params.iterations)
     else:
         q = torch.softmax(unary.float(), 1)
-    q = transpose_copy(q.view(b, n, runs * num_labels))
-    return q.view(b, runs, num_labels, h, w)
+    return q.view(b, n, runs, num_labels)

@@ -230,3 +230,30 @@ def test_a_killed_run_resumes_to_the_same_outputs(tmp_path):
         assert (out / f"{name}.png").read_bytes() == (
             tmp_path / "fresh" / f"{name}.png"
         ).read_bytes()
+
+
+def test_images_of_several_sizes_jobs_two_equal_jobs_one_and_the_api(tmp_path):
+    """Items are handed out grouped by image size; outputs do not depend on it."""
+    (tmp_path / "cams").mkdir()
+    (tmp_path / "img").mkdir()
+    rng = np.random.default_rng(3)
+    sizes = [(30, 40), (26, 44), (30, 40), (40, 30), (26, 44), (33, 35)]
+    expected = {}
+    for i, (h, w) in enumerate(sizes):
+        name = f"img_{i}"
+        image = (rng.random((h, w, 3)) * 60 + 80).astype(np.uint8)
+        image[4:18, 5:20] = (200, 40, 50)
+        cams = np.zeros((1, h, w), np.float32)
+        cams[0, 4:18, 5:20] = 0.8
+        cams = np.clip(cams + rng.random((1, h, w)).astype(np.float32) * 0.2, 0, 1)
+        Image.fromarray(image).save(tmp_path / "img" / f"{name}.png")
+        np.save(tmp_path / "cams" / f"{name}.npy", {"keys": np.array([i]), "high_res": cams})
+        expected[name] = pseudo_labels(cams, image, [i], **PRESETS["irn"])
+    cams_dir, img_dir = tmp_path / "cams", tmp_path / "img"
+    assert _run(cams_dir, img_dir, tmp_path / "one") == 0
+    assert _run(cams_dir, img_dir, tmp_path / "two", "--jobs", "2") == 0
+    one, two = _outputs(tmp_path / "one"), _outputs(tmp_path / "two")
+    assert set(one) == set(two) == set(expected)
+    for name, labels in expected.items():
+        np.testing.assert_array_equal(one[name], labels)
+        np.testing.assert_array_equal(two[name], labels)

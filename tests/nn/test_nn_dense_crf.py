@@ -217,6 +217,22 @@ def test_recompute_gives_the_same_gradients():
         assert torch.allclose(a, b, atol=1e-5)
 
 
+def test_recompute_gives_the_same_bandwidth_gradients():
+    """Checkpointed iterations re-run their messages in the backward pass: the deferred
+    bandwidth gradient must count each message once."""
+    unary, image = make_inputs(seed=10)
+    target = unary.argmax(1).roll(1, dims=2)
+    grads = []
+    for recompute in (False, True):
+        crf = DenseCRF(4, iterations=5, learn_bandwidths=True, recompute=recompute)
+        x = unary.clone().requires_grad_(True)
+        F.cross_entropy(crf(x, image), target).backward()
+        grads.append([x.grad, crf.gaussian_log_bandwidths.grad, crf.bilateral_log_bandwidths.grad])
+    assert grads[0][1].abs().max() > 1e-6
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), (a, b)
+
+
 def test_mean_field_keeps_float64():
     unary, _ = make_inputs(b=1, h=4, w=5, dtype=torch.float64)
     flat = unary[0].reshape(4, -1).t().contiguous()

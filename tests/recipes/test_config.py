@@ -19,6 +19,8 @@ def test_yaml_round_trip(tmp_path):
 
 def test_overrides_are_parsed_as_yaml():
     config = resolve_config("deeplab", "tiny")
+    preset_lr = config.optim.lr
+    assert preset_lr != pytest.approx(1e-3)
     changed = apply_overrides(
         config,
         [
@@ -26,7 +28,7 @@ def test_overrides_are_parsed_as_yaml():
             "data.label_stride=4",
             "optim.head=[fc8, fc7]",
             "init=null",
-            "model.options.dropout=0.0",
+            "model.options.dropout=0.25",
             "train.progress=false",
             "crf.bilateral_sxy=[50, 60]",
         ],
@@ -35,10 +37,11 @@ def test_overrides_are_parsed_as_yaml():
     assert changed.data.label_stride == 4
     assert changed.optim.head == ["fc8", "fc7"]
     assert changed.init is None
-    assert changed.model.options == {"width": 0.125, "dropout": 0.0, "fc6_dilation": 3}
+    assert changed.model.options == {**config.model.options, "dropout": 0.25}
+    assert config.model.options["dropout"] == 0.0  # the override made a copy
     assert changed.train.progress is False
     assert changed.crf_params().bilateral_sxy == (50.0, 60.0)
-    assert config.optim.lr == pytest.approx(5e-4)  # the original is untouched
+    assert config.optim.lr == preset_lr  # the original is untouched
 
 
 def test_presets_carry_the_papers_crf_values():

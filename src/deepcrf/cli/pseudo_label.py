@@ -125,6 +125,18 @@ def label_one(options: dict[str, Any], palette: str, item: BatchItem) -> None:
     atomic_write(item.output, lambda tmp: save_label_png(tmp, labels, palette))
 
 
+def image_size(item: BatchItem) -> tuple[int, int]:
+    """(width, height) from the item's image header (no decoding); (0, 0) when unreadable,
+    which the worker then reports with the file's name."""
+    from PIL import Image
+
+    try:
+        with Image.open(item.inputs[1]) as image:
+            return image.size
+    except (OSError, ValueError):
+        return (0, 0)
+
+
 def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     cams = files_by_stem(args.cams, [".npy"], "--cams")
@@ -152,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         desc="pseudo-label",
         show=not args.quiet,
+        order=image_size,  # one size after another: each grid lattice built by one process
     )
     print(summary_line("pseudo-labelled", summary, args.shard, args.out))
     return 0

@@ -27,6 +27,12 @@ classifier on a concatenation equals the sum of per-branch classifiers, which is
 net would express it, so both readings of the paper give the same function family.) The paper
 trains only these new weights on top of a trained DeepLab: see ``DeepLab.msc_parameters``.
 
+``norm`` ("batch" or "group", see ``deepcrf.models.vgg``) puts a normalisation layer after
+every convolution of the VGG trunk and after fc6 and fc7 (not in the MSc branches): for thin
+networks trained from scratch (the ``tiny`` preset uses "group", which keeps
+DistributedDataParallel's gradients those of one process with the whole batch); the trunk then
+no longer takes ImageNet weights.
+
 ``pool5a=True`` adds the public LargeFOV configuration's 3x3 / stride 1 / pad 1 average pooling
 between pool5 and fc6 (Caffe counts the padding, as ``nn.AvgPool2d`` does); the converted
 released weights use it, models trained here do not need it.
@@ -42,7 +48,16 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .vgg import POOL_INDICES, Pool, pool_channels, run_with_taps, scaled, vgg16_features
+from .vgg import (
+    Pool,
+    check_norm,
+    norm_layer,
+    pool_channels,
+    pool_indices,
+    run_with_taps,
+    scaled,
+    vgg16_features,
+)
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,7 @@ class DeepLab(nn.Module):
         dropout: float = 0.5,
         in_channels: int = 3,
         pool5a: bool = False,
+        norm: str | None = None,
     ) -> None:
         super().__init__()
         if (spec.dilation * (spec.kernel - 1)) % 2:
@@ -107,7 +123,12 @@ class DeepLab(nn.Module):
         self.num_classes = num_classes
         self.spec = spec
         self.msc = msc
-        self.features = vgg16_features(width, DEEPLAB_POOLS, DEEPLAB_DILATIONS, 1, in_channels)
+        self.norm = check_norm(norm)
+        self.features = vgg16_features(
+            width, DEEPLAB_POOLS, DEEPLAB_DILATIONS, 1, in_channels, norm=norm
+        )
+        #: indices in ``features`` of pool1-pool4 (the MSc branches' inputs)
+        self.taps = pool_indices(self.features)[:4]
         #: the public LargeFOV net's extra 3x3 / stride 1 / pad 1 average pooling before fc6
         #: (no parameters; set by the converter of the released weights)
         self.pool5a = nn.AvgPool2d(3, stride=1, padding=1) if pool5a else None
@@ -115,6 +136,8 @@ class DeepLab(nn.Module):
         pad = spec.dilation * (spec.kernel - 1) // 2
         self.fc6 = nn.Conv2d(c5, fc, spec.kernel, padding=pad, dilation=spec.dilation)
         self.fc7 = nn.Conv2d(fc, fc, 1)
+        self.fc6_norm = norm_layer(norm, fc)
+        self.fc7_norm = norm_layer(norm, fc)
         self.relu = nn.ReLU(inplace=True)
         self.drop6 = nn.Dropout(dropout)
         self.drop7 = nn.Dropout(dropout)
@@ -132,11 +155,11 @@ class DeepLab(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         image = x
-        x, pools = run_with_taps(self.features, x, POOL_INDICES[:4])
+        x, pools = run_with_taps(self.features, x, self.taps)
         if self.pool5a is not None:
             x = self.pool5a(x)
-        x = self.drop6(self.relu(self.fc6(x)))
-        x = self.drop7(self.relu(self.fc7(x)))
+        x = self.drop6(self.relu(self.fc6_norm(self.fc6(x))))
+        x = self.drop7(self.relu(self.fc7_norm(self.fc7(x))))
         if self.msc:
             extra = [b(s) for b, s in zip(self.msc_branches, [image, *pools], strict=True)]
             x = torch.cat([x, *extra], dim=1)

@@ -110,15 +110,17 @@ def load_init(model: nn.Module, source: str) -> list[str]:
             f"init: {path} does not fit the model: {len(missing)} of its tensors have no "
             f"counterpart, e.g. {', '.join(missing[:8])}"
         )
-    wrong = [  # in the model's layer order (the file's keys are sorted by name)
+    # in the model's own order (first layers first), not the file's alphabetical one
+    wrong = [
         f"{k} {tuple(mapped[k].shape)} (model {tuple(v.shape)})"
         for k, v in target.items()
         if k in mapped and tuple(mapped[k].shape) != tuple(v.shape)
     ]
     if wrong:
+        more = f"; and {len(wrong) - 8} more" if len(wrong) > 8 else ""
         raise ValueError(
             f"init: shapes in {path} do not fit the model (was it trained with another "
-            f"width or number of classes?): {'; '.join(wrong[:8])}"
+            f"width or number of classes?): {'; '.join(wrong[:8])}{more}"
         )
     model.load_state_dict(mapped, strict=False)
     return sorted(mapped)

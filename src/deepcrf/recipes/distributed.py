@@ -2,18 +2,32 @@
 
 Without torchrun (no ``WORLD_SIZE`` > 1 in the environment) every helper is a single-process
 no-op, so the training loop has one code path.
+
+torchrun starts its workers in sessions of their own, so a SIGKILL of torchrun (``kill -9``,
+the OOM killer) would leave them training and writing the run folder, racing a later
+``--resume``; ``exit_with_parent`` makes each worker follow its launcher: it kills itself
+(SIGKILL, like its launcher) as soon as it is re-parented.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["Dist", "all_gather_objects", "all_reduce_sum", "setup_distributed"]
+__all__ = [
+    "Dist",
+    "all_gather_objects",
+    "all_reduce_sum",
+    "exit_with_parent",
+    "setup_distributed",
+]
 
 
 @dataclass
@@ -63,12 +77,29 @@ def setup_distributed(device_spec: str = "auto") -> Dist:
     device = _device(device_spec, local_rank)
     if world <= 1:
         return Dist(0, 1, device)
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # a torchrun worker
+        exit_with_parent()
     here = False
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
         here = True
     return Dist(rank, world, device, here)
+
+
+def exit_with_parent(interval: float = 0.5) -> threading.Thread:
+    """Watch the parent process from a daemon thread: when it dies (this process is
+    re-parented) send this process SIGKILL. Returns the thread."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    thread = threading.Thread(target=watch, name="deepcrf-exit-with-parent", daemon=True)
+    thread.start()
+    return thread
 
 
 def all_reduce_sum(value: torch.Tensor, ctx: Dist) -> torch.Tensor:

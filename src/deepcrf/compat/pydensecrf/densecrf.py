@@ -210,6 +210,7 @@ class DenseCRF:
     def _get_pairwise(self) -> Pairwise:
         if self._pairwise is None:
             self._pairwise = Pairwise(self._kernels, self._nlabel)
+            self._pairwise.release_kernels()  # no gradients here: the block stack suffices
         return self._pairwise
 
     def inference(self, niter: int) -> np.ndarray:
