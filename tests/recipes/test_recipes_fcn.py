@@ -1,5 +1,5 @@
 """The tiny FCN-8s / CRF-as-RNN presets: the CRF-as-RNN's FCN-8s is built like the FCN-8s run
-it starts from (GroupNorm trunk), and its CNN is trained through the CRF it starts from."""
+it starts from (GroupNorm trunk), and CNN and CRF are trained end to end from the CRF it starts from."""
 
 from __future__ import annotations
 
@@ -21,14 +21,17 @@ def test_tiny_crfasrnn_builds_its_fcn8s_like_the_tiny_fcn8s():
     }
 
 
-def test_tiny_crfasrnn_trains_the_cnn_through_the_crf_it_starts_from():
+def test_tiny_crfasrnn_trains_the_cnn_and_the_crf_end_to_end():
     config = resolve_config("crfasrnn", "tiny")
     model = build_run_model(config, 5)
     optimizer = build_optimizer(model, config.optim)
-    trained = {id(p) for g in optimizer.param_groups for p in g["params"]}
-    names = {n for n, p in model.named_parameters() if id(p) in trained}
-    assert not any(n.startswith("crf.") for n in names)  # the chosen CRF stays as it is
-    assert "fcn.score_fr.weight" in names and "fcn.features.0.weight" in names
+    rate = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert "fcn.upscore8.weight" not in {n for n, p in named.items() if id(p) in rate}
+    assert rate[id(named["fcn.features.0.weight"])] == config.optim.lr
+    # the CRF (kernel weights, compatibility) learns at its own, larger rate
+    crf = [n for n in named if n.startswith("crf.")]
+    assert crf and all(rate[id(named[n])] > config.optim.lr for n in crf)
     # training and test run the same number of mean-field iterations
     assert model.crf.iterations == model.crf.eval_iterations == config.crf_params().iterations
     assert isinstance(model.crf.kernel_weights, torch.nn.Parameter)
