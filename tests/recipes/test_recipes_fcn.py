@@ -1,5 +1,5 @@
 """The tiny FCN-8s / CRF-as-RNN presets: the CRF-as-RNN's FCN-8s is built like the FCN-8s run
-it starts from (GroupNorm trunk), and CNN and CRF are trained end to end from the CRF it starts from."""
+it starts from (GroupNorm trunk), and CNN and CRF train end to end from the CRF it carries."""
 
 from __future__ import annotations
 

@@ -215,8 +215,8 @@ RECIPES: dict[str, Recipe] = {
                 # 73.58; CRF learned at 1e-2 with T=5 in training 72.87 (the cross-entropy
                 # shrinks the CRF: compat diagonal -1 -> -0.6); CRF frozen 74.13; CRF frozen
                 # and T=10 as at test 76.08. This round's FCN-8s, project's scenes: + CRF
-                # 71.64, CRF frozen 76.22, CRF at 1e-3 75.92; look-alike 91.67 / 91.65; texture (+ CRF
-                # 16.01) 16.74 / 21.10
+                # 71.64, CRF frozen 76.22, CRF at 1e-3 75.92; look-alike 91.67 / 91.65;
+                # texture (+ CRF 16.01) 16.74 / 21.10
                 "model": {
                     "name": "crfasrnn",
                     "options": {**_TINY_FCN, "crf": {"iterations": _TINY_CRF_SEARCH["iterations"]}},
