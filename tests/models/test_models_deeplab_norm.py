@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from deepcrf.models import build, load_model, save_safetensors
+from deepcrf.models import build
 from deepcrf.models.vgg import POOL_INDICES, pool_indices
 
 
@@ -51,16 +51,3 @@ def test_group_norm_deeplab_scores_do_not_depend_on_the_batch():
         with torch.no_grad():
             together, alone = model(x)[:2], model(x[:2])
         assert torch.allclose(together, alone, atol=1e-5) == independent
-
-
-def test_joint_model_with_norm_saves_and_loads(tmp_path):
-    model = build("joint_deeplab_crf", 3, width=0.0625, norm="group", fc6_dilation=3).eval()
-    assert isinstance(model.cnn.fc6_norm, nn.GroupNorm)
-    for p in model.cnn.parameters():
-        p.data.add_(0.01 * torch.randn_like(p))
-    path = save_safetensors(model, tmp_path / "m.safetensors")
-    loaded = load_model(path).eval()
-    x = torch.randn(1, 3, 24, 20)
-    image = torch.rand(1, 3, 24, 20) * 255
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x, image), model(x, image), rtol=0, atol=0)

@@ -83,9 +83,14 @@ def test_group_norm_fcn8s_does_not_depend_on_the_batch():
         assert torch.allclose(together, alone, atol=1e-5) == independent
 
 
-def test_crfasrnn_with_norm_saves_and_loads(tmp_path):
-    model = build("crfasrnn", 3, width=0.0625, norm="group").eval()
-    for p in model.fcn.parameters():
+@pytest.mark.parametrize(
+    ("name", "options", "cnn"),
+    [("crfasrnn", {}, "fcn"), ("joint_deeplab_crf", {"fc6_dilation": 3}, "cnn")],
+)
+def test_cnn_crf_models_with_norm_save_and_load(tmp_path, name, options, cnn):
+    model = build(name, 3, width=0.0625, norm="group", **options).eval()
+    assert isinstance(getattr(model, cnn).fc6_norm, nn.GroupNorm)
+    for p in getattr(model, cnn).parameters():
         p.data.add_(0.01 * torch.randn_like(p))
     path = save_safetensors(model, tmp_path / "m.safetensors")
     loaded = load_model(path).eval()
