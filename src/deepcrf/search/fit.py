@@ -44,7 +44,6 @@ compatibility diag(v) = -diag(w) for per-class weights w; with ``learn_compat`` 
 from __future__ import annotations
 
 import functools
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +67,7 @@ from deepcrf.search.samples import (
     fingerprint,
     forget,
     load_sample,
-    spill,
+    worker_samples,
 )
 
 __all__ = [
@@ -260,8 +259,7 @@ def fit(
     }
     log = ResultsLog(results_file, search)
     threads = torch.get_num_threads()
-    with tempfile.TemporaryDirectory(prefix="deepcrf-fit-") as folder:
-        shared = spill(samples, Path(folder)) if jobs > 1 else list(samples)
+    with worker_samples(samples, jobs, prefix="deepcrf-fit-") as shared:
         score = functools.partial(
             _score_logged,
             log=log,

@@ -18,7 +18,6 @@ step along each searched axis), then the higher mIoU, then the earlier point in 
 from __future__ import annotations
 
 import functools
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,14 @@ from deepcrf.search.grid import (
     validate_grid,
 )
 from deepcrf.search.results import ResultsLog
-from deepcrf.search.samples import Sample, SampleFiles, check_samples, fingerprint, forget, spill
+from deepcrf.search.samples import (
+    Sample,
+    SampleFiles,
+    check_samples,
+    fingerprint,
+    forget,
+    worker_samples,
+)
 from deepcrf.search.scoring import ScoreGroup, group_points, score_group
 
 __all__ = ["COARSE_TO_FINE", "SearchResult", "grid_search", "select_best"]
@@ -117,8 +123,7 @@ def grid_search(
         "tolerance": tolerance,
     }
     log = ResultsLog(results_file, search)
-    with tempfile.TemporaryDirectory(prefix="deepcrf-search-") as folder:
-        shared = spill(samples, Path(folder)) if jobs > 1 else list(samples)
+    with worker_samples(samples, jobs, prefix="deepcrf-search-") as shared:
         run = functools.partial(
             _evaluate,
             samples=shared,

@@ -8,9 +8,11 @@ it (probabilities memory-mapped, so processes share the page cache instead of co
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import tempfile
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ __all__ = [
     "load_sample",
     "spill",
     "take_first",
+    "worker_samples",
 ]
 
 
@@ -93,6 +96,20 @@ def spill(samples: Sequence[Sample | SampleFiles], folder: Path) -> list[SampleF
             np.save(path, np.ascontiguousarray(array))
         out.append(SampleFiles(s.name, *paths))
     return out
+
+
+@contextlib.contextmanager
+def worker_samples(
+    samples: Sequence[Sample | SampleFiles], jobs: int, prefix: str
+) -> Iterator[list[Sample | SampleFiles]]:
+    """The samples as the scoring workers take them: with ``jobs > 1`` spilled to .npy files
+    in a temporary folder (named with ``prefix``) that lives as long as the ``with`` block;
+    with one job the samples themselves."""
+    if jobs <= 1:
+        yield list(samples)
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        yield spill(samples, Path(folder))
 
 
 def _load_probs(path: Path) -> np.ndarray:
