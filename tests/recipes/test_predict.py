@@ -92,6 +92,12 @@ def test_eval_model_errors(deeplab_run, voc_tree, tmp_path, capsys):
                 "--crf-params", str(params), "--json", str(params)]) == 1  # fmt: skip
     assert "--crf-params input" in capsys.readouterr().err
     assert params.read_text() == '{"iterations": 1}'
+    weights = deeplab_run / "model.safetensors"
+    before = weights.read_bytes()
+    assert cli(["eval", "--model", str(deeplab_run), "--data-root", str(voc_tree),
+                "--json", str(weights)]) == 1  # fmt: skip
+    assert "--model weights file" in capsys.readouterr().err
+    assert weights.read_bytes() == before
 
 
 def test_predict_writes_pngs_and_resumes(deeplab_run, voc_tree, tmp_path, capsys):

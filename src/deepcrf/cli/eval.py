@@ -62,6 +62,8 @@ def run_model(args: argparse.Namespace) -> int:
     if args.data_root is None and args.dataset != "synthetic":
         raise ValueError("--data-root: the dataset to evaluate --model on is required")
     loaded = load_run(args.model, args.device)
+    if args.json and same_file(args.json, loaded.weights):
+        raise ValueError(f"--json: {args.json} is the --model weights file; write it elsewhere")
     if args.num_classes is not None and args.num_classes != loaded.num_classes:
         raise ValueError(
             f"--num-classes: {args.num_classes} but the model predicts {loaded.num_classes}"

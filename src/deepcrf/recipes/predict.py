@@ -45,6 +45,8 @@ class LoadedRun:
     model: nn.Module
     crf: CRFParams
     path: Path
+    #: the file the weights were read from (the run folder's ``model.safetensors``)
+    weights: Path
 
     @property
     def num_classes(self) -> int:
@@ -90,7 +92,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
     weights = _weights_file(path)
     model = load_model(weights, device=device).eval()
     crf = read_crf_metadata(weights) or PRESETS["deeplab_largefov"]
-    return LoadedRun(model=model, crf=crf, path=path)
+    return LoadedRun(model=model, crf=crf, path=path, weights=weights)
 
 
 def _as_batch(image: np.ndarray | torch.Tensor) -> np.ndarray:
