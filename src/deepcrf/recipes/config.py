@@ -73,6 +73,10 @@ class DataConfig:
     label_stride: int = 1  # 8: loss on labels sub-sampled to the stride-8 scores (DeepLab)
     workers: int = 0
     val_images: int | None = None  # periodic validation on the first N val images (None: all)
+    # training images never trained on (recipes.holdout): 0 off, a fraction 0 < h < 1 or a
+    # number of images, chosen by file name; the run chooses its CRF and its best checkpoint
+    # (train.select_every) on them
+    holdout: float = 0.0
     synthetic_train: int = 200  # synthetic dataset: scenes per split and their size
     synthetic_val: int = 40
     synthetic_size: list = field(default_factory=lambda: [128, 128])
@@ -122,6 +126,9 @@ class TrainConfig:
     amp: str = "none"  # none | bf16 | fp16 (CUDA only; the CRF stays float32)
     threads: int | None = None  # torch CPU threads per process (None: torch's default)
     eval_every: int = 0  # 0: only at the end
+    # N > 0: score the model on the held-out training images (data.holdout) at step 0, every
+    # N steps and at the end, and finish with the best of those weights (early stopping)
+    select_every: int = 0
     save_every: int = 500
     log_every: int = 10
     progress: bool = True
@@ -274,6 +281,13 @@ def _validate(config: Config) -> None:
         ("train.amp", config.train.amp in ("none", "bf16", "fp16"), "none, bf16 or fp16"),
         ("train.save_every", config.train.save_every >= 0, "an integer >= 0"),
         ("train.eval_every", config.train.eval_every >= 0, "an integer >= 0"),
+        ("train.select_every", config.train.select_every >= 0, "an integer >= 0"),
+        (
+            "data.holdout",
+            config.data.holdout >= 0
+            and (config.data.holdout < 1 or config.data.holdout == int(config.data.holdout)),
+            "0 (off), a fraction 0 < h < 1 or a whole number of images",
+        ),
         ("train.log_every", config.train.log_every >= 1, "an integer >= 1"),
         ("data.crop_size", config.data.crop_size >= 1, "a positive integer"),
         ("data.label_stride", config.data.label_stride >= 1, "an integer >= 1"),
@@ -291,6 +305,11 @@ def _validate(config: Config) -> None:
     for key, ok, what in checks:
         if not ok:
             raise ConfigError(f"{key}: expected {what}, got {_get(config, key)!r}")
+    if config.train.select_every and not config.data.holdout:
+        raise ConfigError(
+            "train.select_every: selects the best checkpoint on held-out training images; set "
+            "data.holdout (a fraction or a number of images) or train.select_every=0"
+        )
 
 
 def _get(config: Config, key: str) -> Any:

@@ -48,9 +48,11 @@ from .contextual import (
 from .contextual import train_step as contextual_step
 from .data import ResumableSampler, build_dataset, dataset_num_classes, eval_indices, train_loader
 from .distributed import Dist, all_gather_objects, all_reduce_sum, setup_distributed
+from .holdout import split_holdout
 from .optim import build_optimizer, lr_factor
 
 __all__ = [
+    "Best",
     "TrainState",
     "TrainingError",
     "build_run_model",
@@ -75,6 +77,29 @@ class TrainState:
     step: int = 0
     epoch: int = 0
     position: int = 0
+
+
+@dataclass
+class Best:
+    """The best weights so far on the held-out training images (``train.select_every``)."""
+
+    step: int = -1
+    miou: float = -math.inf
+    model: dict | None = None
+
+    def offer(self, step: int, miou: float, model: nn.Module) -> bool:
+        """Keep ``model``'s weights when ``miou`` beats the best so far (ties keep the
+        earlier step); True when kept."""
+        if not miou > self.miou:
+            return False
+        state = _unwrap(model).state_dict()
+        self.step, self.miou = step, miou
+        self.model = {k: v.detach().clone() for k, v in state.items()}
+        return True
+
+    def to_dict(self) -> dict:
+        """The checkpoint's ``best`` entry."""
+        return {"step": self.step, "miou": self.miou, "model": self.model}
 
 
 # ---------------------------------------------------------------------------- model
@@ -202,6 +227,8 @@ class _Loop:
     val_set: Any
     log: Any
     bar: Any
+    held_set: Any = None
+    best: Best | None = None
 
 
 def _autocast(config: Config, device: torch.device):
@@ -325,6 +352,8 @@ def _after_step(model, loop: _Loop, loss: float, lr: float, images: int, seconds
         metrics = evaluate(model, loop.val_set, loop.num_classes, loop.ctx, cfg.data.val_images)
         _record_eval(loop, metrics)
         model.train()
+    if cfg.train.select_every and state.step % cfg.train.select_every == 0:
+        _select(model, loop)
     if (
         cfg.train.save_every
         and state.step % cfg.train.save_every == 0
@@ -353,6 +382,17 @@ def evaluate(
     cm.all_reduce()
     s = cm.scores()
     return {k: s[k] for k in ("miou", "pixel_acc", "mean_acc", "fw_iou", "iou")}
+
+
+def _select(model: nn.Module, loop: _Loop) -> None:
+    """Score the model on the held-out training images and keep it when it is the best."""
+    if loop.best is None:
+        return
+    miou = evaluate(model, loop.held_set, loop.num_classes, loop.ctx)["miou"]
+    model.train()
+    kept = loop.best.offer(loop.state.step, miou if miou is not None else -math.inf, model)
+    if loop.ctx.is_main:
+        loop.log({"step": loop.state.step, "event": "select", "holdout_miou": miou, "best": kept})
 
 
 def _record_eval(loop: _Loop, metrics: dict) -> None:
@@ -391,27 +431,36 @@ def _save(model: nn.Module, loop: _Loop) -> None:
         "position": loop.state.position,
         "world": loop.ctx.world,
         "rng": rng,
+        "best": loop.best.to_dict() if loop.best is not None else None,
         "config": loop.config.to_dict(),
     }
     save_checkpoint(loop.out / CHECKPOINT, payload)
 
 
 # ---------------------------------------------------------------------------- main
-def _choose_crf(model: nn.Module, config: Config, num_classes: int, out: Path | None, log):
-    """``crf_search``: choose ``config.crf`` on the run's own images (``crf_choice``)."""
+def _choose_crf(
+    model: nn.Module, config: Config, num_classes: int, out: Path | None, log, held_set=None
+):
+    """``crf_search``: choose ``config.crf`` on the run's held-out training images when it
+    has them (``data.holdout``), else on the first training images (``crf_choice``)."""
     from .crf_choice import choose_crf, save_report
 
     spec = config.crf_search
-    dataset = build_dataset(
-        config.data,
-        spec.split or config.data.train_split,
-        num_classes,
-        False,
-        config.model.normalize,
-        config.seed,
-    )
+    if held_set is not None and spec.split is None:
+        dataset = held_set
+    else:
+        dataset = build_dataset(
+            config.data,
+            spec.split or config.data.train_split,
+            num_classes,
+            False,
+            config.model.normalize,
+            config.seed,
+        )
     device = next(_unwrap(model).parameters()).device
     best, report = choose_crf(_unwrap(model).eval(), dataset, config, device)
+    if dataset is held_set:
+        report["split"] = f"{config.data.train_split} (held out: {len(held_set)} images)"
     config.crf = best.to_dict()
     log({"event": "crf_search", "best": report["best"], "miou": report["best_miou"],
          "baseline": report["baseline"]})  # fmt: skip
@@ -530,6 +579,14 @@ def _main(config: Config, out: Path | None, resume: bool, stop_after, ctx: Dist)
     val_set = build_dataset(
         config.data, config.data.val_split, num_classes, False, normalize, config.seed
     )
+    held_set = None
+    if config.data.holdout:
+        whole = build_dataset(
+            config.data, config.data.train_split, num_classes, False, normalize, config.seed
+        )
+        train_set, held_set = split_holdout(
+            train_set, whole, config.data.holdout, config.data.train_split
+        )
     per_rank = config.train.batch_size // ctx.world
     if per_rank * ctx.world != config.train.batch_size:
         raise ValueError(
@@ -551,7 +608,10 @@ def _main(config: Config, out: Path | None, resume: bool, stop_after, ctx: Dist)
         "cuda", enabled=ctx.device.type == "cuda" and config.train.amp == "fp16"
     )
     state = TrainState()
+    best = Best() if config.train.select_every else None
     if checkpoint is not None:
+        if best is not None and checkpoint.get("best"):
+            best = Best(**checkpoint["best"])
         _unwrap(model).load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scaler.load_state_dict(checkpoint["scaler"])
@@ -572,6 +632,7 @@ def _main(config: Config, out: Path | None, resume: bool, stop_after, ctx: Dist)
                 "step": state.step,
                 "world": ctx.world,
                 "device": str(ctx.device),
+                **({"holdout": held_set.names} if held_set is not None else {}),
             }
         )
     sampler = ResumableSampler(train_set, ctx.world, ctx.rank, config.seed)
@@ -581,9 +642,13 @@ def _main(config: Config, out: Path | None, resume: bool, stop_after, ctx: Dist)
     bar = None
     if ctx.is_main and config.train.progress:
         bar = tqdm(total=config.train.steps, initial=state.step, desc="train", unit="step")
-    loop = _Loop(config, ctx, optimizer, scaler, state, out, num_classes, val_set, log, bar)
+    loop = _Loop(
+        config, ctx, optimizer, scaler, state, out, num_classes, val_set, log, bar, held_set, best
+    )
     stop_at = config.train.steps if stop_after is None else min(stop_after, config.train.steps)
     if checkpoint is None:
+        if best is not None:
+            _select(model, loop)  # step 0: the first stage (with its CRF) is a candidate
         _save(model, loop)  # step 0: a run killed at any time can be resumed
     try:
         while state.step < stop_at:
@@ -597,14 +662,21 @@ def _main(config: Config, out: Path | None, resume: bool, stop_after, ctx: Dist)
     finally:
         if bar is not None:
             bar.close()
+    every = config.train.select_every
+    if best is not None and state.step == config.train.steps and state.step % every:
+        _select(model, loop)  # the last weights are a candidate too
     _save(model, loop)
     if state.step < config.train.steps:
         return {"step": state.step, "stopped": True}
+    if best is not None and best.model is not None:
+        _unwrap(model).load_state_dict(best.model)
+        if ctx.is_main:
+            log({"event": "selected", "step": best.step, "holdout_miou": best.miou})
     metrics = evaluate(model, val_set, num_classes, ctx, config.data.val_images)
     _record_eval(loop, metrics)
     own_crf = getattr(_unwrap(model), "needs_image", False)  # never given a second CRF
     if config.crf_search.images and ctx.is_main and not own_crf:
-        _choose_crf(model, config, num_classes, out, log)
+        _choose_crf(model, config, num_classes, out, log, held_set)
     if out is not None and ctx.is_main:
         save_model(_unwrap(model), out / WEIGHTS, config.crf_params())
         log({"event": "done", "step": state.step})
