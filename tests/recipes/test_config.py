@@ -10,10 +10,13 @@ from deepcrf.recipes.config import load_yaml, parse_override, save_yaml
 
 
 def test_yaml_round_trip(tmp_path):
-    config = resolve_config("crfasrnn", "tiny", ["optim.lr=0.01", "model.options.width=0.25"])
+    changes = ["optim.lr=0.01", "model.options.width=0.25", "data.holdout=12",
+               "train.select_every=5"]  # fmt: skip
+    config = resolve_config("crfasrnn", "tiny", changes)
     path = save_yaml(config, tmp_path / "config.yaml")
     again = Config.from_dict(load_yaml(path))
     assert again == config
+    assert (again.data.holdout, again.train.select_every) == (12, 5)
     assert again.to_dict() == config.to_dict()
 
 
