@@ -94,3 +94,9 @@ def test_select_needs_a_holdout(voc_tree):
         _config(voc_tree, "data.holdout=0")
     with pytest.raises(ConfigError, match=r"data\.holdout"):
         _config(voc_tree, "data.holdout=2.5")
+
+
+def test_too_few_training_images_after_the_holdout(voc_tree, tmp_path):
+    config = _config(voc_tree, "train.batch_size=7")  # 8 training images, 2 held out
+    with pytest.raises(ValueError, match=r"6 training images after data\.holdout kept 2 back"):
+        main(config, tmp_path / "run")

@@ -594,9 +594,10 @@ def _main(config: Config, out: Path | None, resume: bool, stop_after, ctx: Dist)
             f"{ctx.world} processes"
         )
     if len(train_set) < config.train.batch_size:
+        held = "" if held_set is None else f" after data.holdout kept {len(held_set)} back"
         raise ValueError(
-            f"data: the {config.data.train_split!r} split has {len(train_set)} images, fewer "
-            f"than train.batch_size {config.train.batch_size}"
+            f"data: the {config.data.train_split!r} split has {len(train_set)} training images"
+            f"{held}, fewer than train.batch_size {config.train.batch_size}"
         )
     contextual = isinstance(model, ContextualCRF)
     if contextual:
