@@ -61,8 +61,9 @@ _CONTEXTUAL_NEW_LAYERS = ["featmaps.*.block6", "unary_nets", "pairwise_nets"]
 _TINY_DEEPLAB = {"width": 0.125, "dropout": 0.0, "fc6_dilation": 3, "norm": "group"}
 _TINY_ADAM = {"name": "adam", "weight_decay": 0.0, "bias_lr_mult": 1.0, "head_lr_mult": 1.0}
 # published CRF values were chosen for 500-pixel VOC photos and full VGG-16 networks; a tiny
-# run chooses its own on its first training images at the end (recipes.crf_choice's grid for
-# small images and weak networks), which a second stage (CRF-as-RNN, joint) starts from
+# run chooses its own on its held-out training images at the end (data.holdout;
+# recipes.crf_choice's grid for small images and weak networks), which a second stage
+# (CRF-as-RNN, joint) starts from
 _TINY_CRF_SEARCH = {"images": 20, "iterations": 10, "grid": {}}
 # DeepLab's own cross-validation searched w1 in [5, 10] (RECIPES.md); the shared small-image
 # grid stops at w1 = 6, and on the tiny DeepLab's val images w1 = 10 beat 6 on all four
@@ -140,7 +141,7 @@ RECIPES: dict[str, Recipe] = {
         preset_notes={
             "paper": "VOC trainaug, 321 crops, batch 20, SGD 1e-3 (fc8 x10), 6k steps",
             "tiny": "width 1/8, GroupNorm, fc6 dilation 3, 80 px crops, batch 8, Adam 2e-3, 600 "
-            "steps, CRF chosen on 20 training images (w1 up to 10)",
+            "steps, CRF chosen on the 15% held-out training images (w1 up to 10)",
         },
     ),
     "fcn8s": Recipe(
@@ -182,7 +183,7 @@ RECIPES: dict[str, Recipe] = {
         preset_notes={
             "paper": "VOC trainaug, batch 1, SGD 2.5e-5 momentum 0.99 (mean loss), 100k steps",
             "tiny": "width 1/16 with GroupNorm, no dropout, 80 px crops, batch 8, Adam 3e-3, 300 "
-            "steps, CRF chosen on 20 training images",
+            "steps, CRF chosen on the 15% held-out training images",
         },
     ),
     "crfasrnn": Recipe(
@@ -247,7 +248,8 @@ RECIPES: dict[str, Recipe] = {
         preset_notes={
             "paper": "from an FCN-8s run (init=), batch 1, T=5/10, CRF lr x1e4/x1e3",
             "tiny": "from the tiny FCN-8s and its chosen CRF: CNN and CRF end to end (T=10 as "
-            "at test), Adam 1e-4 (CRF 1e-3), 80 steps of batch 4",
+            "at test), Adam 1e-4 (CRF 1e-3), 80 steps of batch 4, best of steps 0-80 on held-out "
+            "images",
         },
     ),
     "joint": Recipe(
@@ -295,7 +297,7 @@ RECIPES: dict[str, Recipe] = {
         preset_notes={
             "paper": "stage 2 from a deeplab run (init=), SGD 1e-4 CNN / 1e-3 CRF, 4k steps",
             "tiny": "stage 2 from the tiny deeplab and its chosen CRF, Adam 2e-5 (CRF 1e-2), 60 "
-            "steps of batch 8",
+            "steps of batch 8, best of steps 0-60 on held-out images",
         },
     ),
     "contextual": Recipe(
