@@ -410,9 +410,10 @@ def _simplex_coordinates(coords: torch.Tensor):
 
     ``coords`` is (d, N), one row per feature dimension. Returns ``rem0 / (d+1)`` for the
     first d coordinates, (d, N) float32 holding integers (the remainder-0 vertex is (d+1)
-    times that), ``rank`` (d+1, N) int64 and ``bary`` (d+1, N) float32. Follows pydensecrf's float32
-    arithmetic (including round-half-to-even and its tie-breaking of equal residuals) so
-    that points on simplex boundaries land in the same simplex.
+    times that), ``rank`` (d+1, N) small integers (int8 or int16) and ``bary`` (d+1, N)
+    float32. Follows pydensecrf's float32 arithmetic (including round-half-to-even and its
+    tie-breaking of equal residuals) so that points on simplex boundaries land in the same
+    simplex.
     """
     d, n = coords.shape
     scaled = coords * _scale_factors(d, coords.device)[:, None]
@@ -443,10 +444,9 @@ def _simplex_coordinates(coords: torch.Tensor):
     rank += wrap * (d + 1)
     rem0 += wrap * (d + 1)
     rounded += wrap  # rem0 / (d+1), kept to skip an integer division later
-    rank = rank.long()
 
     v = (elevated - rem0) * down
-    by_rank = torch.zeros_like(v).scatter_(0, rank, v)  # by_rank[r] = v_i with rank_i == r
+    by_rank = torch.zeros_like(v).scatter_(0, rank.long(), v)  # by_rank[r] = v_i with rank_i == r
     bary = torch.empty_like(v)
     # vertex p receives +v of rank d-p and -v of rank d-p+1; vertex 0 wraps around
     flipped = by_rank.flip(0)
@@ -499,29 +499,64 @@ def _vertex_codes(reduced: torch.Tensor, rank: torch.Tensor, set_index: torch.Te
     if num_codes >= 2**_MAX_PACKED_BITS:
         raise _CodesOverflow  # build_lattice falls back to dense row codes
     dtype = torch.int32 if num_codes < 2**31 else torch.long  # int32: half the traffic
-    strides = [stride * (d + 1) for stride in strides]  # the remainder is the lowest digit
-    stride_t = torch.tensor(strides, dtype=dtype, device=rank.device)
-    # reduced - low: exact in float32 while all magnitudes are below 2^24, else in int64
-    if exact_in_float:
-        offset = reduced - low.to(reduced.device, reduced.dtype)[:, None]
-    else:
-        offset = reduced.long() - low.to(reduced.device)[:, None]
-    base = (offset.to(dtype) * stride_t[:, None]).sum(0, dtype=dtype)
-    if set_index is not None:
-        base += (set_index * (total * (d + 1))).to(dtype)
-    # strides of the coordinates by their rank; coordinate d is not part of the key
-    by_rank = torch.zeros(rank.shape, dtype=dtype, device=rank.device).scatter_(
-        0, rank[:d], stride_t[:, None].expand(d, rank.shape[1])
-    )
-    # suffix[j] = sum of strides of coordinates with rank >= j, accumulated from the top
-    suffix = by_rank
-    for j in range(d - 1, -1, -1):
-        suffix[j] += suffix[j + 1]
-    codes = torch.empty(d + 1, rank.shape[1], dtype=dtype, device=rank.device)
-    codes[0] = base
-    for r in range(1, d + 1):
-        codes[r] = (base - suffix[d + 1 - r]).add_(r)
-    return codes, _Packing(strides, 1, d)
+    packing = _Packing([stride * (d + 1) for stride in strides], 1, d)  # remainder lowest
+    device = rank.device
+    stride_t = torch.tensor(packing.strides, dtype=dtype, device=device)[:, None]
+    low = low.to(device)[:, None]
+    if exact_in_float:  # reduced - low: exact in float32 below 2^24, else in int64
+        low = low.to(reduced.dtype)
+    set_stride = total * (d + 1)
+    codes = torch.empty(d + 1, rank.shape[1], dtype=dtype, device=device)
+    for part in _chunks(rank.shape[1], d, device):
+        offset = (reduced[:, part] if exact_in_float else reduced[:, part].long()) - low
+        base = (offset.to(dtype) * stride_t).sum(0, dtype=dtype)
+        if set_index is not None:
+            base += (set_index[part] * set_stride).to(dtype)
+        # strides of the coordinates by their rank; coordinate d is not part of the key
+        suffix = torch.zeros((d + 1, base.shape[0]), dtype=dtype, device=device).scatter_(
+            0, rank[:d, part].long(), stride_t.expand(d, base.shape[0])
+        )
+        # suffix[j] = sum of strides of coordinates with rank >= j, from the top
+        for j in range(d - 1, -1, -1):
+            suffix[j] += suffix[j + 1]
+        out = codes[:, part]
+        out[0] = base
+        for r in range(1, d + 1):
+            torch.sub(base, suffix[d + 1 - r], out=out[r]).add_(r)
+    return codes, packing
+
+
+_CHUNK_ENTRIES = 1 << 17  # (d+1) x points per chunk: a chunk's temporaries stay in cache
+
+
+def _chunks(n: int, d: int, device: torch.device) -> list[slice]:
+    """Point ranges for the per-point stages on CPU: chunks of about ``_CHUNK_ENTRIES``
+    (point, vertex) entries, so that the many small steps of each stage work in cache
+    instead of streaming (d+1, N) arrays through memory once per step. One chunk on
+    other devices (kernel launches cost more there than memory traffic)."""
+    size = n if device.type != "cpu" else max(1024, _CHUNK_ENTRIES // (d + 1))
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _simplex_coordinates_chunked(
+    coords: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``_simplex_coordinates`` of (d, N) ``coords``, computed chunk by chunk (``_chunks``)."""
+    d, n = coords.shape
+    parts = _chunks(n, d, coords.device)
+    if len(parts) == 1:
+        return _simplex_coordinates(coords)
+    reduced = coords.new_empty(d, n)
+    rank = bary = None
+    for part in parts:
+        reduced_part, rank_part, bary_part = _simplex_coordinates(coords[:, part])
+        if rank is None:
+            rank = rank_part.new_empty(d + 1, n)
+            bary = bary_part.new_empty(d + 1, n)
+        reduced[:, part] = reduced_part
+        rank[:, part] = rank_part
+        bary[:, part] = bary_part
+    return reduced, rank, bary
 
 
 @adaptive
@@ -538,9 +573,9 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
         raise ValueError(f"features: need at least one point and one dimension, got {(n, d)}")
     tune_allocator()
     coords = transpose_copy(features.detach().float())
-    if not torch.isfinite(coords).all():
+    largest = coords.abs().amax().item()  # one pass: NaN and infinity propagate
+    if not math.isfinite(largest):
         raise ValueError("features: contain NaN or infinite values")
-    largest = coords.abs().max().item()
     if largest > _MAX_FEATURE:
         raise LatticeRangeError(
             f"features: magnitude up to {largest:.3g} exceeds the lattice's range "
@@ -551,7 +586,7 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
         raise ValueError(f"segments: expected increasing offsets from 0 to {n}, got {segments}")
     device = features.device
 
-    reduced, rank, bary = _simplex_coordinates(coords)
+    reduced, rank, bary = _simplex_coordinates_chunked(coords)
     del coords
     recheck()  # checkpoints of the thread policy between stages (see deepcrf.threads)
     set_index = None
@@ -570,15 +605,16 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
     num_entries = codes.numel()
     del codes
     recheck()
-    is_new = torch.ones_like(sorted_codes, dtype=torch.bool)
-    torch.ne(sorted_codes[1:], sorted_codes[:-1], out=is_new[1:])
-    starts = torch.nonzero(is_new).view(-1)  # first sorted entry of every vertex
+    index_dtype = torch.int32 if num_entries < 2**31 else torch.long
+    is_next = torch.empty_like(sorted_codes, dtype=torch.bool)  # a vertex starts there
+    is_next[0] = False
+    torch.ne(sorted_codes[1:], sorted_codes[:-1], out=is_next[1:])
+    vertex_of_sorted = torch.cumsum(is_next, 0, dtype=index_dtype)
+    is_next[0] = True
+    starts = torch.nonzero(is_next).view(-1)  # first sorted entry of every vertex
     vertex_codes = sorted_codes[starts]
     m = vertex_codes.numel()
-    del sorted_codes
-    index_dtype = torch.int32 if max(m, n) < 2**31 and num_entries < 2**31 else torch.long
-    vertex_of_sorted = torch.cumsum(is_new, 0, dtype=index_dtype).sub_(1)
-    del is_new
+    del sorted_codes, is_next
     # order is a permutation: scatter_ (no duplicate handling) is 2x faster than index_put
     vertex_of_entry = torch.empty_like(vertex_of_sorted).scatter_(0, order, vertex_of_sorted)
     del vertex_of_sorted
