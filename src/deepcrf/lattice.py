@@ -299,6 +299,13 @@ class Lattice:
         return replace(self, splat_weight=splat_weight, slice_weight=slice_weight, scaled=True)
 
 
+def _remainder(values: torch.Tensor, divisor: int) -> torch.Tensor:
+    """``values mod divisor`` for non-negative integers: a floor division and a multiply-
+    subtract, about twice as fast as ``torch.remainder`` on CPU integers."""
+    quotient = torch.div(values, divisor, rounding_mode="floor")
+    return torch.sub(values, quotient.mul_(divisor))
+
+
 def _alpha(dim: int) -> float:
     """pydensecrf's slice constant for a d-dimensional lattice."""
     return 1.0 / (1.0 + 2.0 ** (-dim))
@@ -405,7 +412,10 @@ def _scale_factors(dim: int, device: torch.device) -> torch.Tensor:
     return torch.tensor(scales, dtype=torch.float32, device=device)
 
 
-def _simplex_coordinates(coords: torch.Tensor):
+def _simplex_coordinates(
+    coords: torch.Tensor,
+    out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Enclosing simplex of each point: remainder-0 vertex, rank permutation, barycentrics.
 
     ``coords`` is (d, N), one row per feature dimension. Returns ``rem0 / (d+1)`` for the
@@ -413,9 +423,15 @@ def _simplex_coordinates(coords: torch.Tensor):
     times that), ``rank`` (d+1, N) small integers (int8 or int16) and ``bary`` (d+1, N)
     float32. Follows pydensecrf's float32 arithmetic (including round-half-to-even and its
     tie-breaking of equal residuals) so that points on simplex boundaries land in the same
-    simplex.
+    simplex. ``out``: (d+1, N) tensors (rem0 / (d+1) of all d+1 coordinates, rank, bary)
+    to write into.
     """
     d, n = coords.shape
+    small = torch.int8 if d < 40 else torch.int16
+    if out is None:
+        rank = torch.empty(d + 1, n, dtype=small, device=coords.device)
+        out = (coords.new_empty(d + 1, n), rank, coords.new_empty(d + 1, n))
+    rounded, rank, bary = out
     scaled = coords * _scale_factors(d, coords.device)[:, None]
     elevated = coords.new_empty(d + 1, n)
     running = coords.new_zeros(n)
@@ -425,15 +441,16 @@ def _simplex_coordinates(coords: torch.Tensor):
     elevated[0] = running
 
     down = torch.tensor(1.0 / (d + 1), dtype=torch.float32).item()
-    rounded = torch.round(elevated * down)  # round half to even, as SSE rounding does
+    torch.round(elevated * down, out=rounded)  # round half to even, as SSE rounding does
     rem0 = rounded * (d + 1)
     residual = elevated - rem0
     # rank_i = #{j > i: r_i < r_j} + #{j < i: not r_j < r_i}  (pydensecrf's tie-breaking),
     # counted in small integers (4x less memory traffic than float32; ranks are < 3(d+1))
-    small = torch.int8 if d < 40 else torch.int16
-    rank = rounded.sum(0, keepdim=True).to(small) + torch.arange(
-        d + 1, dtype=small, device=coords.device
-    ).unsqueeze(1)  # the "+ i" of the second count; points off the plane shift every rank
+    torch.add(  # the "+ i" of the second count; points off the plane shift every rank
+        rounded.sum(0, keepdim=True).to(small),
+        torch.arange(d + 1, dtype=small, device=coords.device).unsqueeze(1),
+        out=rank,
+    )
     for i in range(d):
         below = torch.lt(residual[i : i + 1], residual[i + 1 :]).view(torch.int8).to(small)
         rank[i] += below.sum(0, dtype=small)
@@ -441,17 +458,18 @@ def _simplex_coordinates(coords: torch.Tensor):
     wrap = torch.lt(rank, 0).view(torch.int8).to(small) - torch.gt(rank, d).view(torch.int8).to(
         small
     )
-    rank += wrap * (d + 1)
-    rem0 += wrap * (d + 1)
     rounded += wrap  # rem0 / (d+1), kept to skip an integer division later
+    wrap *= d + 1
+    rank += wrap
+    rem0 += wrap
 
     v = (elevated - rem0) * down
-    by_rank = torch.zeros_like(v).scatter_(0, rank.long(), v)  # by_rank[r] = v_i with rank_i == r
-    bary = torch.empty_like(v)
+    # by_rank[r] = v_i with rank_i == r (every entry is written: rank is a permutation)
+    by_rank = torch.empty_like(v).scatter_(0, rank.long(), v)
     # vertex p receives +v of rank d-p and -v of rank d-p+1; vertex 0 wraps around
-    flipped = by_rank.flip(0)
-    torch.sub(flipped[1:], flipped[:-1], out=bary[1:])
-    bary[0] = by_rank[d] + (1.0 - by_rank[0])
+    for p in range(1, d + 1):
+        torch.sub(by_rank[d - p], by_rank[d - p + 1], out=bary[p])
+    torch.add(by_rank[d], torch.rsub(by_rank[0], 1.0), out=bary[0])
     return rounded[:d], rank, bary
 
 
@@ -546,17 +564,12 @@ def _simplex_coordinates_chunked(
     parts = _chunks(n, d, coords.device)
     if len(parts) == 1:
         return _simplex_coordinates(coords)
-    reduced = coords.new_empty(d, n)
-    rank = bary = None
+    small = torch.int8 if d < 40 else torch.int16
+    rounded, bary = coords.new_empty(d + 1, n), coords.new_empty(d + 1, n)
+    rank = torch.empty(d + 1, n, dtype=small, device=coords.device)
     for part in parts:
-        reduced_part, rank_part, bary_part = _simplex_coordinates(coords[:, part])
-        if rank is None:
-            rank = rank_part.new_empty(d + 1, n)
-            bary = bary_part.new_empty(d + 1, n)
-        reduced[:, part] = reduced_part
-        rank[:, part] = rank_part
-        bary[:, part] = bary_part
-    return reduced, rank, bary
+        _simplex_coordinates(coords[:, part], (rounded[:, part], rank[:, part], bary[:, part]))
+    return rounded[:d], rank, bary
 
 
 @adaptive
@@ -631,7 +644,7 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
     return Lattice(
         num_points=n,
         num_vertices=m,
-        splat_index=torch.remainder(order, n),  # entry r*N + n -> point n
+        splat_index=_remainder(order, n),  # entry r*N + n -> point n
         splat_offsets=splat_offsets,
         splat_weight=bary.view(-1).index_select(0, order),
         slice_index=transpose_copy(vertex_of_entry.view(d + 1, n)),
@@ -659,8 +672,8 @@ def _blur_stencil(
     s_all = sum(packing.strides)
     codes = vertex_codes  # int32 codes (the common case) search faster than int64
     # up offset without the axis's stride: +1 (r -> r+1), or -d + all strides where r wraps
-    step = torch.where(torch.remainder(codes, d + 1) == d, s_all - d, 1).to(codes.dtype)
-    lifted = codes + step
+    wraps = (_remainder(codes, d + 1) == d).to(codes.dtype)
+    lifted = wraps.mul_(s_all - d - 1).add_(codes).add_(1)
     strides = torch.tensor([*packing.strides, 0], dtype=codes.dtype, device=device)
     targets = lifted[None, :] - strides[:, None]  # (d+1, M) up neighbours' codes
     up, found = _find_codes(codes, targets)
@@ -718,10 +731,13 @@ def _probe(
     ``_find_codes``): found at its probe's key, absent (-1) at a free slot."""
     slot = _hash_slots(query, shift)
     key = table.index_select(0, slot)
-    match = codes.index_select(0, key.clamp(min=0)) == query
-    position = torch.where(match, key, -1)
-    position.masked_fill_(key < 0, -1)
-    pending = torch.nonzero((key >= 0) & (position < 0)).view(-1)
+    occupied = key >= 0
+    hit = codes.index_select(0, key.clamp(min=0)) == query
+    hit &= occupied
+    # key where hit, else -1, by arithmetic: torch.where and masked_fill_ are several
+    # times slower than a few elementwise ops on CPU
+    position = (key + 1).mul_(hit).sub_(1)
+    pending = torch.nonzero(occupied ^ hit).view(-1)  # occupied, other key: probe on
     slot = slot.index_select(0, pending)
     while pending.numel():
         slot.add_(1).bitwise_and_(mask)
@@ -751,15 +767,19 @@ def _stencil_from_up(
     index_flat = torch.empty(size + 1, dtype=index_dtype, device=device)
     weight_flat = torch.zeros(size + 1, dtype=torch.float32, device=device)
     index, weight = index_flat[:size].view(axes, m, 3), weight_flat[:size].view(axes, m, 3)
+    up = up.to(index_dtype)
     index[:, :, 0] = own
     weight[:, :, 0] = 1.0
     index[:, :, 1] = own
-    index[:, :, 2] = torch.where(found, up.to(index_dtype), own)
-    weight[:, :, 2] = found.float() * 0.5
+    # selections by arithmetic (torch.where is several times slower on CPU): the up
+    # neighbour where found, else the vertex itself
+    index[:, :, 2] = (up - own).mul_(found).add_(own)
+    weight[:, :, 2] = found * 0.5
     # down neighbours: vertex u = up[j, v] has v below it along axis j; a scatter to flat
-    # positions (the spare one where nothing was found) avoids two boolean selections
-    rows = torch.arange(axes, device=device, dtype=torch.long)[:, None] * m
-    slots = torch.where(found, (up.long() + rows) * 3 + 1, size).view(-1)
+    # positions j*3M + 3u + 1 (the spare one, ``size``, where nothing was found) avoids
+    # two boolean selections
+    rows = torch.arange(0, size, 3 * m, device=device, dtype=torch.long)[:, None]
+    slots = up.long().mul_(3).add_(rows + (1 - size)).mul_(found).add_(size).view(-1)
     index_flat.scatter_(0, slots, own.expand(axes, m).reshape(-1))
     weight_flat.scatter_(0, slots, weight_flat.new_full((1,), 0.5).expand(slots.shape[0]))
     return index, weight
