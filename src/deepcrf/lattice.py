@@ -545,6 +545,7 @@ def _vertex_codes(reduced: torch.Tensor, rank: torch.Tensor, set_index: torch.Te
 
 
 _CHUNK_ENTRIES = 1 << 17  # (d+1) x points per chunk: a chunk's temporaries stay in cache
+_MIN_CHUNK = 1024  # points
 
 
 def _chunks(n: int, d: int, device: torch.device) -> list[slice]:
@@ -552,7 +553,7 @@ def _chunks(n: int, d: int, device: torch.device) -> list[slice]:
     (point, vertex) entries, so that the many small steps of each stage work in cache
     instead of streaming (d+1, N) arrays through memory once per step. One chunk on
     other devices (kernel launches cost more there than memory traffic)."""
-    size = n if device.type != "cpu" else max(1024, _CHUNK_ENTRIES // (d + 1))
+    size = n if device.type != "cpu" else max(_MIN_CHUNK, _CHUNK_ENTRIES // (d + 1))
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
 
