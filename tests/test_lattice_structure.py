@@ -80,24 +80,33 @@ def _random(n: int, d: int, seed: int, spread: float = 3.0) -> np.ndarray:
     return np.random.default_rng(seed).random((n, d), dtype=np.float32) * np.float32(spread)
 
 
-def _image_features(seed: int) -> np.ndarray:
-    """Bilateral features of a small photo-like image: flat regions, an edge, noise."""
+def _image(h: int, w: int, seed: int, noise: float = 3.0) -> torch.Tensor:
+    """A photo-like (h, w, 3) image: flat regions, edges, noise."""
     rng = np.random.default_rng(seed)
-    image = np.zeros((14, 18, 3), dtype=np.float32)
-    image[:, :9] = (200, 40, 30)
-    image[:, 9:] = (20, 90, 180)
-    image[5:9, 4:14] = (250, 250, 250)
-    image += rng.normal(0, 3, image.shape).astype(np.float32)
-    return bilateral_features(torch.from_numpy(image), 4.0, 13.0).numpy()
+    image = np.zeros((h, w, 3), dtype=np.float32)
+    image[:, : w // 2] = (200, 40, 30)
+    image[:, w // 2 :] = (20, 90, 180)
+    image[h // 3 : 2 * h // 3, w // 4 : 3 * w // 4] = (250, 250, 250)
+    image += rng.normal(0, noise, image.shape).astype(np.float32)
+    return torch.from_numpy(image)
 
 
-@pytest.fixture(params=["one chunk", "many chunks"])
+def _image_features(seed: int) -> np.ndarray:
+    """Bilateral features of a small photo-like image."""
+    return bilateral_features(_image(14, 18, seed), 4.0, 13.0).numpy()
+
+
+@pytest.fixture(params=["one chunk", "many chunks", "runs sorted"])
 def chunking(request, monkeypatch):
     """The per-point stages in one chunk, or in chunks of a few points (the CPU path for
-    large images), which must not change any bit of the lattice."""
+    large images); entries grouped by a sort of the entries, or of runs of equal codes
+    (smooth images): none of it may change a bit of the lattice."""
+    monkeypatch.setattr(lattice_module, "_RUNS_BELOW", 0.0)  # entries sorted
     if request.param == "many chunks":
-        monkeypatch.setattr(lattice_module, "_CHUNK_ENTRIES", 1)  # 1024 points a chunk
+        monkeypatch.setattr(lattice_module, "_CHUNK_ENTRIES", 1)
         monkeypatch.setattr(lattice_module, "_MIN_CHUNK", 37)
+    elif request.param == "runs sorted":
+        monkeypatch.setattr(lattice_module, "_RUNS_BELOW", 2.0)
     return request.param
 
 
@@ -133,13 +142,27 @@ def test_keys_beyond_packed_codes(chunking, monkeypatch):
     assert_matches_reference(features, [0, 70, 120])
 
 
-def test_chunks_change_no_bit(monkeypatch):
-    features = torch.from_numpy(_image_features(4))
+@pytest.mark.parametrize(
+    ("setting", "value"), [("_CHUNK_ENTRIES", 1), ("_RUNS_BELOW", 2.0), ("_RUNS_BELOW", 0.0)]
+)
+def test_paths_change_no_bit(monkeypatch, setting, value):
+    """Chunks, and runs or entries sorted, build bit-identical lattices (a grid image:
+    long runs of equal codes, as in the flat regions of photos)."""
+    features = bilateral_features(_image(40, 30, seed=4, noise=0.5), 8.0, 13.0)
+    reduced, rank, _ = lattice_module._simplex_coordinates(features.t().contiguous())
+    codes, _ = lattice_module._vertex_codes(reduced, rank, None)
+    assert lattice_module._few_runs(codes.view(-1))  # the default takes the runs path
     whole = build_lattice(features)
-    monkeypatch.setattr(lattice_module, "_CHUNK_ENTRIES", 1)
     monkeypatch.setattr(lattice_module, "_MIN_CHUNK", 29)
-    chunked = build_lattice(features)
+    monkeypatch.setattr(lattice_module, setting, value)
+    other = build_lattice(features)
     for name in ("splat_index", "splat_offsets", "splat_weight", "slice_index", "slice_weight"):
-        assert torch.equal(getattr(whole, name), getattr(chunked, name)), name
-    for a, b in zip(whole.blur_stencils[0], chunked.blur_stencils[0]):
+        assert torch.equal(getattr(whole, name), getattr(other, name)), name
+    for a, b in zip(whole.blur_stencils[0], other.blur_stencils[0]):
         assert torch.equal(a, b)
+
+
+def test_run_estimate_picks_the_path():
+    assert lattice_module._few_runs(torch.arange(100_000, dtype=torch.int32) // 10)
+    assert not lattice_module._few_runs(torch.arange(100_000, dtype=torch.int32) // 2)
+    assert lattice_module._few_runs(torch.zeros(5, dtype=torch.int32))  # fewer than a window

@@ -612,23 +612,11 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
 
     # entries are remainder-major: entry r*N + n is vertex r of point n
     recheck()
-    sorted_codes, order = torch.sort(codes.view(-1), stable=True)
     num_entries = codes.numel()
-    del codes
-    recheck()
     index_dtype = torch.int32 if num_entries < 2**31 else torch.long
-    is_next = torch.empty_like(sorted_codes, dtype=torch.bool)  # a vertex starts there
-    is_next[0] = False
-    torch.ne(sorted_codes[1:], sorted_codes[:-1], out=is_next[1:])
-    vertex_of_sorted = torch.cumsum(is_next, 0, dtype=index_dtype)
-    is_next[0] = True
-    starts = torch.nonzero(is_next).view(-1)  # first sorted entry of every vertex
-    vertex_codes = sorted_codes[starts]
+    order, vertex_codes, starts, vertex_of_entry = _group_entries(codes.view(-1), index_dtype)
     m = vertex_codes.numel()
-    del sorted_codes, is_next
-    # order is a permutation: scatter_ (no duplicate handling) is 2x faster than index_put
-    vertex_of_entry = torch.empty_like(vertex_of_sorted).scatter_(0, order, vertex_of_sorted)
-    del vertex_of_sorted
+    del codes
     splat_offsets = starts.to(index_dtype)
     alpha = _alpha(d)
     if isinstance(packing, _Packing):
@@ -650,6 +638,74 @@ def build_lattice(features: torch.Tensor, segments: list[int] | None = None) -> 
         blur_stencils=(stencil,),
         blocks=(0, m),
     )
+
+
+_RUNS_BELOW = 0.3  # runs of equal codes per entry below which runs are sorted, not entries
+_RUNS_SAMPLE = 1 << 13  # entries in each of the 8 windows that estimate the runs
+
+
+def _few_runs(codes: torch.Tensor) -> bool:
+    """Whether consecutive codes repeat enough for ``_group_entries`` to sort runs:
+    estimated on 8 windows spread over the entries (a full count costs two passes)."""
+    e = codes.numel()
+    width = min(_RUNS_SAMPLE, e)
+    windows = torch.stack([codes[a : a + width] for a in torch.linspace(0, e - width, 8).long()])
+    changes = int(torch.count_nonzero(windows[:, 1:] != windows[:, :-1]))
+    return changes < _RUNS_BELOW * windows.numel()
+
+
+def _group_entries(
+    codes: torch.Tensor, index_dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Entries grouped by vertex: (order, vertex_codes, starts, vertex_of_entry).
+
+    ``order`` lists the entries by code, stably (each vertex's entries in entry order);
+    ``vertex_codes`` (M,) are the distinct codes in order, ``starts`` (M,) the first
+    position of each vertex in ``order`` and ``vertex_of_entry`` the vertex number of
+    every entry. Neighbouring pixels often share a vertex, so consecutive entries repeat
+    codes: where runs of equal codes are few enough, the runs are sorted (a stable sort
+    of their first entries) and expanded, which gives exactly the stable sort of all
+    entries for a fraction of its cost."""
+    e = codes.numel()
+    device = codes.device
+    if not _few_runs(codes):  # runs barely shorter than entries: sort the entries
+        sorted_codes, order = torch.sort(codes, stable=True)
+        is_next = torch.empty(e, dtype=torch.bool, device=device)  # a vertex starts there
+        is_next[0] = False
+        torch.ne(sorted_codes[1:], sorted_codes[:-1], out=is_next[1:])
+        vertex_of_sorted = torch.cumsum(is_next, 0, dtype=index_dtype)
+        is_next[0] = True
+        starts = torch.nonzero(is_next).view(-1)  # first sorted entry of every vertex
+        vertex_codes = sorted_codes[starts]
+        # order is a permutation: scatter_ (no duplicate handling) is 2x faster than index_put
+        vertex_of_entry = torch.empty_like(vertex_of_sorted).scatter_(0, order, vertex_of_sorted)
+        return order, vertex_codes, starts, vertex_of_entry
+    is_head = torch.empty(e, dtype=torch.bool, device=device)  # a run of equal codes starts
+    is_head[0] = True
+    torch.ne(codes[1:], codes[:-1], out=is_head[1:])
+    heads = torch.nonzero(is_head).view(-1)
+    runs = heads.numel()
+    del is_head
+    lengths = torch.diff(heads, append=heads.new_full((1,), e))
+    head_codes, head_order = torch.sort(codes.index_select(0, heads), stable=True)
+    sorted_lengths = lengths.index_select(0, head_order)
+    # the runs in code order, laid end to end: run h starts at first[h] in ``order``
+    first = torch.cumsum(sorted_lengths, 0).sub_(sorted_lengths)
+    shift = heads.index_select(0, head_order).sub_(first).to(index_dtype)
+    order = torch.repeat_interleave(shift, sorted_lengths, output_size=e)
+    order += torch.arange(e, dtype=order.dtype, device=device)
+    is_next = torch.empty(runs, dtype=torch.bool, device=device)  # a vertex starts there
+    is_next[0] = False
+    torch.ne(head_codes[1:], head_codes[:-1], out=is_next[1:])
+    vertex_of_run = torch.cumsum(is_next, 0, dtype=index_dtype)  # runs in code order
+    is_next[0] = True
+    first_run = torch.nonzero(is_next).view(-1)
+    vertex_codes = head_codes.index_select(0, first_run)
+    starts = first.index_select(0, first_run)
+    # each run's vertex, runs in entry order, repeated along the runs
+    vertex_of_head = torch.empty_like(vertex_of_run).scatter_(0, head_order, vertex_of_run)
+    vertex_of_entry = torch.repeat_interleave(vertex_of_head, lengths, output_size=e)
+    return order, vertex_codes, starts, vertex_of_entry
 
 
 def _blur_stencil(
