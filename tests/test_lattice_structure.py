@@ -102,12 +102,15 @@ def chunking(request, monkeypatch):
     large images); entries grouped by a sort of the entries, or of runs of equal codes
     (smooth images): none of it may change a bit of the lattice."""
     monkeypatch.setattr(lattice_module, "_RUNS_BELOW", 0.0)  # entries sorted
-    if request.param == "many chunks":
+    threads = torch.get_num_threads()
+    if request.param == "many chunks":  # chunks are for one thread
         monkeypatch.setattr(lattice_module, "_CHUNK_ENTRIES", 1)
         monkeypatch.setattr(lattice_module, "_MIN_CHUNK", 37)
+        torch.set_num_threads(1)
     elif request.param == "runs sorted":
         monkeypatch.setattr(lattice_module, "_RUNS_BELOW", 2.0)
-    return request.param
+    yield request.param
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("d", [1, 2, 3, 5])
@@ -155,7 +158,12 @@ def test_paths_change_no_bit(monkeypatch, setting, value):
     whole = build_lattice(features)
     monkeypatch.setattr(lattice_module, "_MIN_CHUNK", 29)
     monkeypatch.setattr(lattice_module, setting, value)
-    other = build_lattice(features)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # chunks are for one thread
+    try:
+        other = build_lattice(features)
+    finally:
+        torch.set_num_threads(threads)
     for name in ("splat_index", "splat_offsets", "splat_weight", "slice_index", "slice_weight"):
         assert torch.equal(getattr(whole, name), getattr(other, name)), name
     for a, b in zip(whole.blur_stencils[0], other.blur_stencils[0]):
