@@ -13,7 +13,6 @@ from safetensors.torch import load_file
 
 from deepcrf.recipes import ConfigError, main, resolve_config
 from deepcrf.recipes import engine as engine_module
-from deepcrf.recipes.engine import Best
 from deepcrf.recipes.holdout import HeldOut
 
 SELECT = ["data.holdout=2", "train.select_every=1", "train.steps=3", "optim.lr=0.01"]
@@ -77,16 +76,6 @@ def test_resume_keeps_the_best_so_far(voc_tree, tmp_path):
     best = [torch.load(p / "checkpoint.pt", weights_only=False)["best"]["step"]
             for p in (tmp_path / "whole", tmp_path / "killed")]  # fmt: skip
     assert best[0] == best[1]
-
-
-def test_best_offer_ties_and_copies():
-    model = torch.nn.Linear(2, 2)
-    best = Best()
-    assert best.offer(0, 0.5, model) and not best.offer(1, 0.5, model)
-    with torch.no_grad():
-        model.weight.add_(1.0)
-    assert not torch.equal(best.model["weight"], model.weight)  # a copy, not a view
-    assert best.offer(2, 0.6, model) and best.step == 2
 
 
 def test_select_needs_a_holdout(voc_tree):

@@ -6,10 +6,11 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
 from deepcrf.recipes.config import DataConfig
 from deepcrf.recipes.data import build_dataset
-from deepcrf.recipes.holdout import holdout_count, holdout_indices, split_holdout
+from deepcrf.recipes.holdout import Best, holdout_count, holdout_indices, split_holdout
 
 NAMES = [f"scene_{i:05d}" for i in range(110)]
 
@@ -61,3 +62,13 @@ def test_split_is_disjoint_and_whole(voc_tree):
     assert kept[0]["raw_image"].shape == (24, 24, 3)
     assert held[0]["name"] == held.names[0]
     assert split_holdout(train, whole, 0, "train") == (train, None)
+
+
+def test_best_offer_ties_and_copies():
+    model = torch.nn.Linear(2, 2)
+    best = Best()
+    assert best.offer(0, 0.5, model) and not best.offer(1, 0.5, model)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    assert not torch.equal(best.model["weight"], model.weight)  # a copy, not a view
+    assert best.offer(2, 0.6, model) and best.step == 2

@@ -3,7 +3,9 @@
 
 ``main(config, out)`` trains ``config`` into the run folder ``out``: ``config.yaml``,
 ``checkpoint.pt`` (every ``train.save_every`` steps and at the end), ``log.jsonl``,
-``metrics.json`` (the last evaluation) and ``model.safetensors`` (final weights). Under
+``metrics.json`` (the last evaluation) and ``model.safetensors`` (final weights: with
+``train.select_every``, the best of the checkpoints scored on the held-out training images of
+``data.holdout``, ``recipes.holdout``). Under
 ``torchrun --nproc_per_node N`` it runs DistributedDataParallel; rank 0 logs and saves.
 
 Loss: per-pixel cross-entropy averaged over the valid (non-255) pixels of the *global*
@@ -48,11 +50,10 @@ from .contextual import (
 from .contextual import train_step as contextual_step
 from .data import ResumableSampler, build_dataset, dataset_num_classes, eval_indices, train_loader
 from .distributed import Dist, all_gather_objects, all_reduce_sum, setup_distributed
-from .holdout import split_holdout
+from .holdout import Best, split_holdout
 from .optim import build_optimizer, lr_factor
 
 __all__ = [
-    "Best",
     "TrainState",
     "TrainingError",
     "build_run_model",
@@ -77,29 +78,6 @@ class TrainState:
     step: int = 0
     epoch: int = 0
     position: int = 0
-
-
-@dataclass
-class Best:
-    """The best weights so far on the held-out training images (``train.select_every``)."""
-
-    step: int = -1
-    miou: float = -math.inf
-    model: dict | None = None
-
-    def offer(self, step: int, miou: float, model: nn.Module) -> bool:
-        """Keep ``model``'s weights when ``miou`` beats the best so far (ties keep the
-        earlier step); True when kept."""
-        if not miou > self.miou:
-            return False
-        state = _unwrap(model).state_dict()
-        self.step, self.miou = step, miou
-        self.model = {k: v.detach().clone() for k, v in state.items()}
-        return True
-
-    def to_dict(self) -> dict:
-        """The checkpoint's ``best`` entry."""
-        return {"step": self.step, "miou": self.miou, "model": self.model}
 
 
 # ---------------------------------------------------------------------------- model
@@ -390,7 +368,8 @@ def _select(model: nn.Module, loop: _Loop) -> None:
         return
     miou = evaluate(model, loop.held_set, loop.num_classes, loop.ctx)["miou"]
     model.train()
-    kept = loop.best.offer(loop.state.step, miou if miou is not None else -math.inf, model)
+    score = miou if miou is not None else -math.inf
+    kept = loop.best.offer(loop.state.step, score, _unwrap(model))
     if loop.ctx.is_main:
         loop.log({"step": loop.state.step, "event": "select", "holdout_miou": miou, "best": kept})
 

@@ -16,10 +16,19 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from torch import nn
 from torch.utils.data import Dataset
 
-__all__ = ["HeldOut", "dataset_names", "holdout_count", "holdout_indices", "split_holdout"]
+__all__ = [
+    "Best",
+    "HeldOut",
+    "dataset_names",
+    "holdout_count",
+    "holdout_indices",
+    "split_holdout",
+]
 
 
 def dataset_names(dataset) -> list[str]:
@@ -100,3 +109,25 @@ def split_holdout(
     held = holdout_indices(names, holdout, split)
     kept = sorted(set(range(len(names))) - set(held))
     return HeldOut(train_set, kept), HeldOut(whole_set, held)
+
+
+@dataclass
+class Best:
+    """The best weights so far on the held-out training images (``train.select_every``)."""
+
+    step: int = -1
+    miou: float = -math.inf
+    model: dict | None = None
+
+    def offer(self, step: int, miou: float, model: nn.Module) -> bool:
+        """Keep a copy of ``model``'s weights when ``miou`` beats the best so far (ties keep
+        the earlier step); True when kept."""
+        if not miou > self.miou:
+            return False
+        self.step, self.miou = step, miou
+        self.model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return True
+
+    def to_dict(self) -> dict:
+        """The checkpoint's ``best`` entry."""
+        return {"step": self.step, "miou": self.miou, "model": self.model}
