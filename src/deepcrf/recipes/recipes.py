@@ -222,9 +222,10 @@ RECIPES: dict[str, Recipe] = {
                 # 71.64, CRF frozen 76.22, CRF at 1e-3 75.92; look-alike 91.67 / 91.65;
                 # texture (+ CRF 16.01) 16.74 / 21.10. With 15% held out and the best of steps
                 # 0-80 by held-out mIoU (val, FCN + CRF -> CRF-as-RNN): project's 65.75 ->
-                # 69.74, shapes seed 1 30.48 -> 34.50, texture 22.44 -> 24.09; look-alike
-                # keeps step 0 (95.13 = 95.13): every later checkpoint was below it on the
-                # held-out images (87.9-91.4 against 91.6), also with a 20-step warm-up
+                # 69.74, shapes seeds 0 / 1 38.36 -> 40.58 / 30.48 -> 34.50, texture 22.44 ->
+                # 24.09; look-alike keeps step 0 (95.13 = 95.13): every later checkpoint was
+                # below it on the held-out images (87.9-91.4 against 91.6), also with a
+                # 20-step warm-up (90.0 at step 20) or 128-px crops (85.1 at step 20)
                 "model": {
                     "name": "crfasrnn",
                     "options": {**_TINY_FCN, "crf": {"iterations": _TINY_CRF_SEARCH["iterations"]}},
