@@ -8,8 +8,8 @@ tie-breaking, barycentric weights, [1/2, 1, 1/2] blur and the ``alpha`` constant
 
 Everything is vectorised torch code with no Python loop over points, so the same
 implementation runs on CPU and CUDA tensors. Splatting, slicing and the blur are all
-weighted gathers: ``embedding_bag``, except on CPU for 1-8 value channels, where a CSR
-product (MKL's) is faster (``_product``); the blur gathers every vertex and its two
+weighted gathers: ``embedding_bag``, except on CPU for 1-4 or 8 value channels, where a
+CSR product (MKL's) is faster (``_product``); the blur gathers every vertex and its two
 neighbours along each of the d+1 lattice axes (a missing neighbour has weight 0).
 
 Several point sets (the images of a batch) are built into one lattice whose vertices
@@ -367,11 +367,12 @@ def _gather_rows(index: torch.Tensor, table: torch.Tensor, weight: torch.Tensor)
     )
 
 
-#: Value channels for which a CSR product (MKL's, CPU; ``_csr_mm``) is at least as fast as
-#: ``embedding_bag``'s gathers: 1.2-1.7x per product on VOC-size lattices at 4 channels
-#: (IRN's two runs of one class and background), about even at 5-7, slower from ~21.
-#: Other widths, and GPUs, keep ``embedding_bag``.
-_CSR_WIDTHS = frozenset(range(1, 9))
+#: Value channels for which a CSR product (MKL's, CPU; ``_csr_mm``) beats ``embedding_bag``'s
+#: gathers: 1.2-1.7x per product on VOC-size lattices at 4 channels (IRN's two runs of one
+#: class and background: its mean field 0.71-0.73x); at 6 (two classes) a whole mean field
+#: was no faster (1.04-1.10x), and from ~21 channels CSR is slower. Other widths, and GPUs,
+#: keep ``embedding_bag``.
+_CSR_WIDTHS = frozenset({1, 2, 3, 4, 8})
 _CSR_LOCK = threading.Lock()
 
 
