@@ -18,6 +18,9 @@ Prints markdown tables (paste them into README):
      marginals, read the unaries and write the new marginals: 1.5 copies).
   7. ``--memory 0.5,2,4``: only peak memory per megapixel, untiled vs tiled within a
      budget (``--budget 1G``; see ``deepcrf.tiling``).
+  8. with --build: the bilateral lattice of each photo (DeepLab's sxy=80/srgb=13 and IRN's
+     50/5) built and normalised, against pydensecrf's ``addPairwiseBilateral`` (its lattice
+     build and normalisation) in the same run, per thread count of --threads.
 
 Usage: python benchmarks/bench_dense.py [--repeats 5] [--sizes 0.1,0.25,0.5,1,2,4]
        python benchmarks/bench_dense.py --load --breakdown --sizes '' --threads ''
@@ -150,6 +153,65 @@ def compare_all(reference, inputs, repeats: int) -> list[dict]:
             ours_ms=med["ours"] * 1e3,
         )
     return results
+
+
+def build_rows(reference, data, repeats: int) -> list[dict]:
+    """Per photo and bilateral setting: median ms of ``build_lattice`` + its normaliser
+    (``row_sums``) and of pydensecrf's ``addPairwiseBilateral`` (build + normalisation),
+    interleaved round-robin."""
+    settings = ((80.0, 13.0), (50.0, 5.0))
+    cases = []
+    for name, image, _ in data:
+        img = torch.from_numpy(np.ascontiguousarray(image))
+        for sxy, srgb in settings:
+            features = bilateral_features(img, sxy, srgb)
+
+            def ours_build(f=features):
+                return build_lattice(f).row_sums
+
+            def ref_build(im=image, sxy=sxy, srgb=srgb):
+                crf = reference.DenseCRF2D(im.shape[1], im.shape[0], NUM_LABELS)
+                start = time.perf_counter()
+                crf.addPairwiseBilateral(sxy=sxy, srgb=srgb, rgbim=im, compat=10)
+                return time.perf_counter() - start
+
+            vertices = build_lattice(features).num_vertices
+            samples = {"ours": [], "ref": []}
+            cases.append((name, sxy, srgb, vertices, ours_build, ref_build, samples))
+    for _ in range(repeats):
+        for *_, ours_build, ref_build, samples in cases:
+            samples["ours"].append(timed(ours_build, 1))
+            samples["ref"].append(ref_build())
+    rows = []
+    for name, sxy, srgb, vertices, _, _, samples in cases:
+        ours_ms = statistics.median(samples["ours"]) * 1e3
+        ref_ms = statistics.median(samples["ref"]) * 1e3
+        rows.append(
+            {
+                "photo": name,
+                "sxy": sxy,
+                "srgb": srgb,
+                "vertices": vertices,
+                "threads": torch.get_num_threads(),
+                "ours_ms": ours_ms,
+                "ref_ms": ref_ms,
+            }
+        )
+    return rows
+
+
+def print_build_table(rows: list[dict]) -> None:
+    print(
+        "| photo | sxy / srgb | vertices | threads | deepcrf build + normaliser ms |"
+        " pydensecrf addPairwiseBilateral ms | ratio |"
+    )
+    print("|---" * 7 + "|")
+    for row in rows:
+        print(
+            f"| {row['photo']} | {row['sxy']:g} / {row['srgb']:g} | {row['vertices']} | "
+            f"{row['threads']} | {row['ours_ms']:.1f} | {row['ref_ms']:.1f} | "
+            f"{row['ours_ms'] / row['ref_ms']:.2f}x |"
+        )
 
 
 def peak_memory_mb(library: str, photo_index: int) -> float:
@@ -456,6 +518,9 @@ def main() -> None:
     parser.add_argument("--load", action="store_true", help="add the quiet/loaded comparison")
     parser.add_argument("--busy", type=int, default=1, help="competing processes for --load")
     parser.add_argument("--breakdown", action="store_true", help="per-iteration breakdown")
+    parser.add_argument(
+        "--build", action="store_true", help="bilateral lattice build vs pydensecrf's"
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument(
         "--memory",
@@ -491,6 +556,13 @@ def main() -> None:
         print_load_table(results["load"])
         print()
     thread_counts = [int(t) for t in args.threads.split(",") if t]
+    if args.build and reference is not None:
+        results["build"] = []
+        for threads in thread_counts or [torch.get_num_threads()]:
+            torch.set_num_threads(threads)
+            results["build"] += build_rows(reference, data, args.repeats)
+        print_build_table(results["build"])
+        print()
     if reference is not None and thread_counts:
         print(
             "| photo | size | threads | pydensecrf ms | deepcrf ms | total ratio |"

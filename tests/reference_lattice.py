@@ -10,10 +10,53 @@ import numpy as np
 
 def reference_lattice_filter(features: np.ndarray, values: np.ndarray, reverse=False):
     """Filter ``values`` (N, C) on ``features`` (N, d) point by point with a dict hash."""
+    n, d = features.shape
+    table, offsets, weights = reference_lattice_entries(features)
+    m = len(table)
+    keys = list(table)
+    vals = np.zeros((m + 1, values.shape[1]), dtype=np.float64)
+    for k in range(n):
+        for r in range(d + 1):
+            vals[offsets[k, r] + 1] += weights[k, r] * values[k]
+    axes = range(d, -1, -1) if reverse else range(d + 1)
+    for j in axes:
+        new = vals.copy()
+        for idx, key in enumerate(keys):
+            n1, n2 = reference_neighbours(key, j)
+            a = table.get(n1, -1) + 1
+            b = table.get(n2, -1) + 1
+            new[idx + 1] = vals[idx + 1] + 0.5 * (vals[a] + vals[b])
+        vals = new
+    alpha = 1.0 / (1.0 + 2.0 ** (-d))
+    out = np.zeros_like(values, dtype=np.float64)
+    for k in range(n):
+        for r in range(d + 1):
+            out[k] += weights[k, r] * alpha * vals[offsets[k, r] + 1]
+    return out, m
+
+
+def reference_neighbours(key: tuple, axis: int) -> tuple[tuple, tuple]:
+    """The (down, up) neighbours of a lattice ``key`` (d coordinates) along ``axis``
+    (0..d): every coordinate -1/+1, except coordinate ``axis`` (< d) +d/-d."""
+    d = len(key)
+    down = [c - 1 for c in key]
+    up = [c + 1 for c in key]
+    if axis < d:
+        down[axis] = key[axis] + d
+        up[axis] = key[axis] - d
+    return tuple(down), tuple(up)
+
+
+def reference_lattice_entries(features: np.ndarray):
+    """The lattice of ``features`` (N, d) built point by point as pydensecrf does: the
+    vertex table (key -> number, in first-seen order), each point's d+1 vertex numbers
+    (N, d+1) (column r: the remainder-r vertex) and barycentric weights (N, d+1) float32."""
     f32 = np.float32
     n, d = features.shape
     inv_std = f32(math.sqrt(2.0 / 3.0) * (d + 1))
-    scale = [f32(1.0 / math.sqrt((i + 2) * (i + 1)) * inv_std) for i in range(d)]
+    # in double, then float32, as pydensecrf (with NumPy 2 a float32 operand would make
+    # the product float32)
+    scale = [f32(1.0 / math.sqrt((i + 2) * (i + 1)) * float(inv_std)) for i in range(d)]
     down = f32(1.0 / (d + 1))
     table: dict[tuple, int] = {}
     offsets = np.zeros((n, d + 1), dtype=np.int64)
@@ -49,33 +92,10 @@ def reference_lattice_filter(features: np.ndarray, values: np.ndarray, reverse=F
             v = f32(f32(el[i] - rem0[i]) * down)
             bary[d - rank[i]] = f32(bary[d - rank[i]] + v)
             bary[d - rank[i] + 1] = f32(bary[d - rank[i] + 1] - v)
-        bary[0] = f32(bary[0] + f32(1 + bary[d + 1]))
+        # pydensecrf: barycentric[0] += 1.0 + barycentric[d+1], in double
+        bary[0] = f32(float(bary[0]) + (1.0 + float(bary[d + 1])))
         for r in range(d + 1):
             key = tuple(int(rem0[i]) + (r if rank[i] <= d - r else r - (d + 1)) for i in range(d))
             offsets[k, r] = table.setdefault(key, len(table))
             weights[k, r] = bary[r]
-    m = len(table)
-    keys = list(table)
-    vals = np.zeros((m + 1, values.shape[1]), dtype=np.float64)
-    for k in range(n):
-        for r in range(d + 1):
-            vals[offsets[k, r] + 1] += weights[k, r] * values[k]
-    axes = range(d, -1, -1) if reverse else range(d + 1)
-    for j in axes:
-        new = vals.copy()
-        for idx, key in enumerate(keys):
-            n1 = [c - 1 for c in key]
-            n2 = [c + 1 for c in key]
-            if j < d:
-                n1[j] = key[j] + d
-                n2[j] = key[j] - d
-            a = table.get(tuple(n1), -1) + 1
-            b = table.get(tuple(n2), -1) + 1
-            new[idx + 1] = vals[idx + 1] + 0.5 * (vals[a] + vals[b])
-        vals = new
-    alpha = 1.0 / (1.0 + 2.0 ** (-d))
-    out = np.zeros_like(values, dtype=np.float64)
-    for k in range(n):
-        for r in range(d + 1):
-            out[k] += weights[k, r] * alpha * vals[offsets[k, r] + 1]
-    return out, m
+    return table, offsets, weights
