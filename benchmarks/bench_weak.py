@@ -11,7 +11,7 @@ Prints markdown tables with ratios measured in the same run:
      torch computation and rloss's CPU pattern (``.cpu().numpy()``, the filter, ``np.dot``,
      gradient -2 AS / N back to torch), with the lattice standing in for rloss's C++ filter.
 
-Usage: python benchmarks/bench_weak.py [--images 16] [--jobs 2] [--rounds 2]
+Usage: python benchmarks/bench_weak.py [--images 16,30] [--jobs 2] [--rounds 2]
                                        [--voc ../shared/data/voc-samples]
 Needs pydensecrf (``pip install pydensecrf2``) for table 1.
 """
@@ -157,7 +157,9 @@ def _load() -> str:
         return " ".join(handle.read().split()[:3])
 
 
-def bench_pseudo_label(args: argparse.Namespace) -> None:
+def bench_pseudo_label(args: argparse.Namespace, details: bool = True) -> None:
+    """Table 1 for ``args.images`` photos; ``details``: also the steady state per image and
+    the stage breakdown (measured once for several folder sizes)."""
     from PIL import Image
 
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -186,8 +188,8 @@ def bench_pseudo_label(args: argparse.Namespace) -> None:
             ]
         )
         sample = names[: min(4, len(names))]
-        steady = _steady_state(data, sample)
-        stages = _stage_breakdown(data, sample)
+        steady = _steady_state(data, sample) if details else None
+        stages = _stage_breakdown(data, sample) if details else None
     n = args.images
     ours, ref, start = (statistics.median(t[0] for t in ts) for ts in (ours_t, ref_t, start_t))
     ours_cpu, ref_cpu, start_cpu = (
@@ -211,6 +213,8 @@ def bench_pseudo_label(args: argparse.Namespace) -> None:
         f"{start_cpu:.2f} | | |"
     )
     print(f"\npixel agreement of the two outputs: {100 * agree:.3f} %")
+    if not details:
+        return
     s_ours, s_ref = steady
     print("\nsteady state, one process, one thread, CPU seconds per image (no start-up):\n")
     print("| pydensecrf (IRN) | deepcrf | ratio |")
@@ -540,7 +544,11 @@ def main() -> None:
         run_reference(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=16, help="VOC-size photos to label")
+    parser.add_argument(
+        "--images",
+        default="16",
+        help="VOC-size photos to label; several folder sizes as 16,30 (one table each)",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="processes, both sides")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds")
     parser.add_argument("--voc", default=str(VOC), help="folder of the VOC sample photos")
@@ -549,7 +557,10 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPUs; timings on a shared machine are noisy, ratios not")
     if not args.skip_pseudo_label:
-        bench_pseudo_label(args)
+        counts = [int(text) for text in str(args.images).split(",")]
+        for i, count in enumerate(counts):
+            args.images = count
+            bench_pseudo_label(args, details=i == 0)
     if not args.skip_loss:
         bench_loss()
         bench_loss_accuracy(Path(args.voc))

@@ -58,21 +58,23 @@ def unary_from_labels(
     num_labels = check_integer(num_labels, "num_labels", minimum=2)
     labels = check_labels(labels if isinstance(labels, torch.Tensor) else np.asarray(labels))
     labels = torch.as_tensor(labels).long()
-    unsure = (
-        labels == ignore_index
-        if ignore_index is not None
-        else torch.zeros_like(labels, dtype=torch.bool)
-    )
-    bad = (labels < 0) | (labels >= num_labels)
-    if (bad & ~unsure).any():
-        found = labels[bad & ~unsure].unique()[:5].tolist()
-        raise ValueError(
-            f"labels: values must be in [0, {num_labels}) (or ignore_index), got {found}"
-        )
+    unsure = labels == ignore_index if ignore_index is not None else None
+    low, high = (int(v) for v in torch.aminmax(labels)) if labels.numel() else (0, 0)
+    if low < 0 or high >= num_labels:  # one pass when every label is valid (the usual case)
+        bad = (labels < 0) | (labels >= num_labels)
+        if unsure is not None:
+            bad &= ~unsure
+        if bad.any():
+            found = labels[bad].unique()[:5].tolist()
+            raise ValueError(
+                f"labels: values must be in [0, {num_labels}) (or ignore_index), got {found}"
+            )
     other = np.log((1.0 - gt_prob) / (num_labels - 1))
     logits = torch.full((num_labels, *labels.shape), float(other), device=labels.device)
-    logits.scatter_(0, labels.clamp(0, num_labels - 1).unsqueeze(0), float(np.log(gt_prob)))
-    logits[:, unsure] = float(np.log(1.0 / num_labels))
+    index = labels if 0 <= low and high < num_labels else labels.clamp(0, num_labels - 1)
+    logits.scatter_(0, index.unsqueeze(0), float(np.log(gt_prob)))
+    if unsure is not None:
+        logits[:, unsure] = float(np.log(1.0 / num_labels))
     return logits
 
 

@@ -7,7 +7,9 @@
   each worker with its share of the CPU threads (``threads_per_worker``) so workers divide
   the cores instead of multiplying threads. Results come back as they finish, paired with
   their item, so callers can commit outputs and update a progress bar. ``jobs=1`` runs in
-  this process (same results, no pickling).
+  this process (same results, no pickling). A process claims an item only when it is
+  ready to run it (``_Claims``), so a run ends with every process busy until the last
+  item instead of some items queued behind a worker's long one.
 
 How workers start: *spawn* (a fresh interpreter, which imports torch again: 1-2 CPU
 seconds per worker) or, with ``start="auto"``, *fork* where that is safe, which costs
@@ -131,13 +133,53 @@ def shard(names: Iterable[str], index: int, count: int) -> list[str]:
     return [n for n in names if zlib.crc32(str(n).encode("utf-8")) % count == index]
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, func=None, items=None, claims=None) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
     torch.set_num_threads(threads)
+    _WORKER["task"] = (func, items, claims)
     parent = multiprocessing.parent_process()  # the pool's process, even if already gone
     _exit_with_parent(parent.pid if parent is not None else os.getppid())
+
+
+_WORKER: dict[str, Any] = {}  # in a worker: (func, items, claims) of its process_map
+
+
+class _Claims:
+    """Which items are still free: workers take the next from the front, the parent (when
+    it helps) the next from the back, under one lock shared by the processes. An item is
+    claimed when a process is ready to run it, not when a task is queued for it, so no
+    item waits in a busy worker's queue while another process is idle (the pool queues a
+    task or two ahead of each worker: with items handed out as tasks, a run's last items
+    could sit behind a worker's current one while the parent had nothing left to do)."""
+
+    def __init__(self, context, count: int) -> None:
+        self.bounds = context.Array("q", [0, count])  # [front, back): the free items
+
+    def take(self, from_back: bool = False) -> int:
+        """The index of a free item, now claimed, or -1 when none is left."""
+        with self.bounds.get_lock():
+            front, back = self.bounds[0], self.bounds[1]
+            if front >= back:
+                return -1
+            if from_back:
+                self.bounds[1] = back - 1
+                return back - 1
+            self.bounds[0] = front + 1
+            return front
+
+    def stop(self) -> None:
+        """Leave no item free (after a failure: nothing new starts)."""
+        with self.bounds.get_lock():
+            self.bounds[0] = self.bounds[1]
+
+
+def _claimed_call() -> tuple[int, Any]:
+    """A worker's task: claim the next free item and run it; (-1, None) when none is left."""
+    func, items, claims = _WORKER["task"]
+    index = claims.take()
+    return (index, None) if index < 0 else (index, func(items[index]))
 
 
 def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
@@ -203,8 +245,10 @@ def process_map(
     method = "fork" if start == "auto" and fork_is_safe(per_worker) else "spawn"
     context = multiprocessing.get_context(method)
     workers = jobs - 1 if help_locally else jobs
+    claims = _Claims(context, len(items))
+    initargs = (per_worker, func, list(items), claims)
     with futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(per_worker,)
+        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=initargs
     ) as pool:
         with warnings.catch_warnings():  # fork starts the workers at the first submit
             # Python >= 3.12 warns about any fork of a process with threads; BLAS's idle
@@ -212,53 +256,54 @@ def process_map(
             warnings.filterwarnings(
                 "ignore", "This process .* is multi-threaded", DeprecationWarning
             )
-            pending: dict[futures.Future, Any] = {pool.submit(func, item): item for item in items}
+            # one task per item: each claims whichever item is free when it starts
+            tasks = [pool.submit(_claimed_call) for _ in items]
         try:
-            left = list(pending)
             if help_locally:
-                yield from _work_locally(func, pending, left, per_worker)
-            for future in futures.as_completed(left):
-                yield pending[future], future.result()
+                yield from _work_locally(func, items, tasks, claims, per_worker)
+            for future in futures.as_completed(tasks):
+                index, result = future.result()
+                if index >= 0:
+                    yield items[index], result
         finally:
-            for future in pending:
+            claims.stop()
+            for future in tasks:
                 future.cancel()
 
 
-def _work_locally(func, pending: dict, left: list, threads: int) -> Iterator[tuple[Any, Any]]:
-    """Run unclaimed items here, from the back of ``left``; finished worker results are
-    yielded in between. Leaves in ``left`` the futures the workers still own.
-
-    Finished futures arrive through done-callbacks and the back of the list is walked once,
-    so each item costs O(1) here, whatever the number of items (a scan of every future per
-    item would be quadratic in a dataset's size)."""
+def _work_locally(
+    func, items: Sequence, tasks: list, claims: _Claims, threads: int
+) -> Iterator[tuple[Any, Any]]:
+    """Run free items here, from the back, yielding the workers' finished results in
+    between; returns when no item is free. Leaves in ``tasks`` the workers' tasks not yet
+    yielded. Finished tasks arrive through done-callbacks, so each item costs O(1) here
+    whatever the number of items."""
     import queue
 
     import torch
 
     finished: queue.SimpleQueue = queue.SimpleQueue()
-    for future in left:
+    for future in tasks:
         future.add_done_callback(finished.put)  # also called at once for finished ones
-    order, remaining = list(left), set(left)
-    back = len(order) - 1
+    remaining = set(tasks)
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        while remaining:
+        while True:
             while not finished.empty():
                 future = finished.get()
                 if future in remaining and not future.cancelled():
                     remaining.discard(future)
-                    yield pending[future], future.result()
-            mine = None
-            while mine is None and back >= 0:
-                candidate = order[back]
-                back -= 1
-                if candidate in remaining and candidate.cancel():
-                    mine = candidate
-            if mine is None:
+                    index, result = future.result()
+                    if index >= 0:
+                        yield items[index], result
+            index = claims.take(from_back=True)
+            if index < 0:
                 return
-            remaining.discard(mine)
-            yield pending[mine], func(pending[mine])
+            yield items[index], func(items[index])
     finally:
         torch.set_num_threads(saved)
-        left[:] = [future for future in order if future in remaining]
+        # tasks queued behind the last item find nothing to claim: cancel those not started
+        for future in remaining:
+            future.cancel()
+        tasks[:] = [future for future in tasks if future in remaining and not future.cancelled()]

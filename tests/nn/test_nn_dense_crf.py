@@ -173,6 +173,37 @@ def test_lattice_bandwidth_gradient_points_like_exact(seed, bandwidths):
     assert cosine >= 0.9, (cosine, grads)
 
 
+def test_lattice_bandwidth_gradient_points_like_exact_on_photos(voc_samples):
+    """48x48 centre crops of the shared VOC photos with a coarse, noisy unary from their
+    labels: natural colour gradients, where q and g vary inside a lattice cell."""
+    from PIL import Image
+
+    size, labels = 48, 21
+    g = torch.Generator().manual_seed(0)
+    for photo, label_map in voc_samples[:2]:
+        pixels = np.asarray(Image.open(photo).convert("RGB"))
+        label = np.asarray(Image.open(label_map)).astype(np.int64)
+        top, left = (pixels.shape[0] - size) // 2, (pixels.shape[1] - size) // 2
+        crop = (slice(top, top + size), slice(left, left + size))
+        image = torch.from_numpy(pixels[crop].copy()).permute(2, 0, 1)[None].float()
+        target = torch.from_numpy(label[crop].copy())[None]
+        target = torch.where(target == 255, 0, target)
+        onehot = F.one_hot(target, labels).permute(0, 3, 1, 2).float()
+        coarse = F.interpolate(F.avg_pool2d(onehot, 8), size=(size, size), mode="bilinear")
+        noise = 0.1 * torch.rand(1, labels, size, size, generator=g)
+        unary = (0.8 * coarse + 0.2 / labels + noise).log()
+        grads = {}
+        for filter in ("exact", "lattice"):
+            crf = DenseCRF(labels, iterations=3, filter=filter, learn_bandwidths=True)
+            F.cross_entropy(crf(unary, image), target).backward()
+            grads[filter] = torch.cat(
+                [crf.gaussian_log_bandwidths.grad, crf.bilateral_log_bandwidths.grad]
+            )
+        assert grads["exact"].abs().max() > 1e-3
+        cosine = F.cosine_similarity(grads["exact"], grads["lattice"], dim=0)
+        assert cosine >= 0.9, (photo.name, cosine, grads)
+
+
 def test_batch_and_list_of_sizes_equal_separate_runs():
     crf = DenseCRF(4, iterations=3, learn_compat=True)
     u1, i1 = make_inputs(b=1, h=10, w=12, seed=1)

@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_batch_arguments(p)
     p.add_argument("--palette", default="voc", help="palette of the output PNGs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, fast_exit=True)  # outputs are complete files: skip the teardown
 
 
 def _crf_part(options: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,85 @@
+"""The CPU's CSR products (few channels) against embedding_bag's gathers (the reference):
+same filtering up to float32 rounding, independent of the thread count, and lattices with
+CSR matrices made still copy and pickle."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+
+import deepcrf.lattice as lattice_module
+from deepcrf.lattice import build_lattice, stack_lattices
+
+
+def _stack(n: int = 2000, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    grid = build_lattice(torch.rand(n, 2, generator=g) * 9)
+    bilateral = build_lattice(torch.rand(n, 5, generator=g) * 4)
+    scales = torch.rand(n, generator=g) + 0.5
+    return stack_lattices([grid.scale(scales, scales * 3), bilateral.scale(scales, scales)]), g
+
+
+def _every_operation(lattice, values, vertex_values, add):
+    return {
+        "filter": lattice.filter(values),
+        "filter_add": lattice.filter_add(values, add),
+        "splat": lattice.splat_values(values),
+        "blur": lattice.blur(vertex_values),
+        "blur transposed": lattice.blur(vertex_values, transpose=True),
+        "slice": lattice.slice_values(vertex_values),
+        "slice add": lattice.slice_values(vertex_values, add=add),
+    }
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 6, 8, 12])
+def test_csr_products_equal_the_gathers(monkeypatch, channels):
+    g = torch.Generator().manual_seed(channels)
+    fresh, _ = _stack()
+    values = torch.rand(fresh.num_points, channels, generator=g)
+    vertex_values = torch.rand(fresh.num_vertices, channels, generator=g)
+    add = torch.randn(fresh.num_points, channels, generator=g)
+    products = _every_operation(fresh, values, vertex_values, add)
+    assert bool(fresh._csr) == (channels in lattice_module._CSR_WIDTHS)  # the path taken
+    monkeypatch.setattr(lattice_module, "_CSR_WIDTHS", frozenset())
+    reference, _ = _stack()
+    gathers = _every_operation(reference, values, vertex_values, add)
+    assert not reference._csr
+    for name, expected in gathers.items():
+        torch.testing.assert_close(products[name], expected, rtol=2e-6, atol=1e-5, msg=name)
+
+
+def test_csr_products_do_not_depend_on_threads():
+    lattice, g = _stack(20000)
+    values = torch.rand(lattice.num_points, 4, generator=g)
+    add = torch.randn(lattice.num_points, 4, generator=g)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = lattice.filter_add(values, add), lattice.filter(values[:, :1])
+        torch.set_num_threads(2)
+        two = lattice.filter_add(values, add), lattice.filter(values[:, :1])
+    finally:
+        torch.set_num_threads(saved)
+    assert lattice._csr
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+
+
+def test_lattices_with_csr_matrices_copy_and_pickle():
+    lattice, g = _stack()
+    values = torch.rand(lattice.num_points, 4, generator=g)
+    expected = lattice.filter(values)
+    assert lattice._csr
+    for twin in (copy.deepcopy(lattice), pickle.loads(pickle.dumps(lattice))):
+        assert not twin._csr  # made again on first use
+        assert torch.equal(twin.filter(values), expected)
+
+
+def test_gradients_keep_the_gathers():
+    lattice, g = _stack(500)
+    values = torch.rand(lattice.num_points, 4, generator=g, requires_grad=True)
+    (lattice.slice_values(lattice.blur(lattice.splat_values(values))) ** 2).sum().backward()
+    assert values.grad is not None and torch.isfinite(values.grad).all()
