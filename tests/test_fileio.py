@@ -82,3 +82,18 @@ def test_same_file_sees_through_links(tmp_path):
     assert same_file(a, tmp_path / "soft.json") and same_file(a, tmp_path / "hard.json")
     assert same_file(a, tmp_path / "sub" / ".." / "a.json")
     assert not same_file(a, tmp_path / "b.json")  # a path that does not exist yet
+
+
+def test_inside_resolves_links_and_parents(tmp_path):
+    from deepcrf.fileio import inside
+
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    link = tmp_path / "link"
+    link.symlink_to(data)
+    assert inside(data / "sub" / "x.png", data)
+    assert inside(data, data)
+    assert inside(link / "x.json", data)  # through a symbolic link
+    assert inside(data / ".." / "data" / "y", data)
+    assert not inside(tmp_path / "data2" / "x", data)  # a sibling sharing the prefix
+    assert not inside(tmp_path, data)

@@ -175,3 +175,10 @@ def file_identity(path: str | Path) -> set:
 def same_file(a: str | Path, b: str | Path) -> bool:
     """Whether ``a`` and ``b`` name the same file or folder (see ``file_identity``)."""
     return bool(file_identity(a) & file_identity(b))
+
+
+def inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies anywhere under it (links resolved): an output
+    there could replace an input or be read back as one."""
+    target, root = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return target == root or root in target.parents

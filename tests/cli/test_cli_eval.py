@@ -147,6 +147,30 @@ def test_eval_errors_name_the_problem(tree_with_predictions, tmp_path, capsys):
     assert "--classes" in capsys.readouterr().err
 
 
+def test_eval_never_writes_its_report_over_an_input(tree_with_predictions, tmp_path, capsys):
+    """--json / --plot naming a label map of --pred or --gt, or the --list file, is refused
+    before anything is written; a new report inside those folders is fine."""
+    pred_dir, gt_dir, _ = tree_with_predictions
+    base = ["eval", "--pred", str(pred_dir), "--gt", str(gt_dir), "--num-classes", str(K)]
+    base.append("--quiet")
+    lst = tmp_path / "subset.txt"
+    lst.write_text("2009_000000\n2009_000001\n")
+    for target, named in (
+        (gt_dir / "2009_000001.png", "--gt"),
+        (pred_dir / "2009_000003.png", "--pred"),
+        (lst, "--list"),
+    ):
+        before = target.read_bytes()
+        assert main([*base, "--list", str(lst), "--json", str(target)]) == 1
+        err = capsys.readouterr().err
+        assert "--json" in err and named in err
+        assert target.read_bytes() == before
+    report = pred_dir / "report.json"
+    assert main([*base, "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["num_images"] == 4
+    assert main([*base, "--json", str(report)]) == 0  # an earlier report may be replaced
+
+
 def test_eval_boundary_fallback_on_real_samples(voc_samples, tmp_path):
     """The shared VOC photos have no void band: the trimap falls back to label boundaries."""
     gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"

@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from deepcrf.fileio import same_file
+from deepcrf.fileio import inside, same_file
 
 
 def _widths(text: str) -> list[float]:
@@ -95,6 +95,33 @@ def run_model(args: argparse.Namespace) -> int:
     return _report(result, args)
 
 
+#: files a dataset or a --pred / --gt folder may hold that eval (or a later run) reads
+_DATA_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".npy", ".txt"}
+
+
+def _check_outputs_outside_inputs(args: argparse.Namespace) -> None:
+    """``--json`` and ``--plot`` must not replace what eval reads: an existing image, label
+    map, array or split list in the --pred / --gt folders or under --data-root (a label map
+    there was overwritten by the report), or the --list / --classes file. New files and
+    earlier reports there are fine."""
+    folders = [("--pred", args.pred), ("--gt", args.gt), ("--data-root", args.data_root)]
+    files = [("--list", args.list), ("--classes", args.classes)]
+    for option in ("json", "plot"):
+        out = getattr(args, option, None)
+        if not out:
+            continue
+        data_file = Path(out).is_file() and Path(out).suffix.lower() in _DATA_SUFFIXES
+        for name, folder in folders:
+            if data_file and folder and Path(folder).is_dir() and inside(out, folder):
+                raise ValueError(
+                    f"--{option}: {out} is an input file in the {name} folder {folder}; "
+                    "write the report elsewhere"
+                )
+        for name, path in files:
+            if path and Path(path).is_file() and same_file(out, path):
+                raise ValueError(f"--{option}: {out} is the {name} input; write it elsewhere")
+
+
 def _report(result: dict, args: argparse.Namespace) -> int:
     from ..evaluation import format_table
     from ..fileio import atomic_write_text
@@ -127,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     crf_params = getattr(args, "crf_params", None)
     if args.json and crf_params is not None and same_file(args.json, crf_params):
         raise ValueError(f"--json: {args.json} is the --crf-params input; write it elsewhere")
+    _check_outputs_outside_inputs(args)
     if args.model is not None:
         return run_model(args)
     missing = [
