@@ -55,25 +55,19 @@ def _command(cams: Path, images: Path, out: Path, *extra: str) -> list[str]:
 def test_a_fast_exit_keeps_output_status_and_atexit(tmp_path, fast):
     cams, images = _folders(tmp_path)
     env = {**os.environ, "PYTHONPATH": SOURCE, "DEEPCRF_FAST_EXIT": fast}
-    done = subprocess.run(
-        _command(cams, images, tmp_path / "out", "--jobs", "2"),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+
+    def run(*args):
+        return subprocess.run(
+            _command(cams, images, *args), env=env, capture_output=True, text=True, timeout=300
+        )
+
+    done = run(tmp_path / "out", "--jobs", "2")
     assert done.returncode == 0, done.stderr
     assert "pseudo-labelled 3 images" in done.stdout  # flushed into the pipe
     assert "atexit ran" in done.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["im0.png", "im1.png", "im2.png"]
     # a failure keeps its status and message
-    bad = subprocess.run(
-        _command(cams, images, tmp_path / "bad", "--shard", "3/2"),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    bad = run(tmp_path / "bad", "--shard", "3/2")
     assert bad.returncode == 1
     assert "--shard" in bad.stderr and "atexit ran" in bad.stderr
 
