@@ -430,20 +430,17 @@ def _blur_block(
     values: torch.Tensor,
     stencil: tuple[torch.Tensor, torch.Tensor],
     transpose: bool,
-    cache: dict | None = None,
-    block: int = 0,
+    cache: dict,
+    block: int,
 ) -> torch.Tensor:
     """Blur (M, C) values of one lattice axis by axis with its (A, M, 3) stencil (CSR
     products kept in ``cache`` under the block's number, see ``_product``)."""
     index, weight = stencil
     axes = range(index.shape[0] - 1, -1, -1) if transpose else range(index.shape[0])
     for axis in axes:
-        if cache is None:
-            values = _gather_rows(index[axis], values.contiguous(), weight[axis])
-        else:
-            values = _product(
-                index[axis], values.contiguous(), weight[axis], cache, ("blur", block, axis)
-            )
+        values = _product(
+            index[axis], values.contiguous(), weight[axis], cache, ("blur", block, axis)
+        )
     return values
 
 
@@ -523,11 +520,8 @@ def _simplex_coordinates(
     to write into.
     """
     d, n = coords.shape
-    small = torch.int8 if d < 40 else torch.int16
-    if out is None:
-        rank = torch.empty(d + 1, n, dtype=small, device=coords.device)
-        out = (coords.new_empty(d + 1, n), rank, coords.new_empty(d + 1, n))
-    rounded, rank, bary = out
+    rounded, rank, bary = _simplex_outputs(coords) if out is None else out
+    small = rank.dtype
     scaled = coords * _scale_factors(d, coords.device)[:, None]
     elevated = coords.new_empty(d + 1, n)
     running = coords.new_zeros(n)
@@ -665,12 +659,19 @@ def _simplex_coordinates_chunked(
     parts = _chunks(n, d, coords.device)
     if len(parts) == 1:
         return _simplex_coordinates(coords)
-    small = torch.int8 if d < 40 else torch.int16
-    rounded, bary = coords.new_empty(d + 1, n), coords.new_empty(d + 1, n)
-    rank = torch.empty(d + 1, n, dtype=small, device=coords.device)
+    rounded, rank, bary = _simplex_outputs(coords)
     for part in parts:
         _simplex_coordinates(coords[:, part], (rounded[:, part], rank[:, part], bary[:, part]))
     return rounded[:d], rank, bary
+
+
+def _simplex_outputs(coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Empty (d+1, N) outputs of ``_simplex_coordinates`` for (d, N) ``coords``: rounded
+    and barycentric float32, ranks in the smallest integer type that holds them."""
+    d, n = coords.shape
+    small = torch.int8 if d < 40 else torch.int16
+    rank = torch.empty(d + 1, n, dtype=small, device=coords.device)
+    return coords.new_empty(d + 1, n), rank, coords.new_empty(d + 1, n)
 
 
 @adaptive
@@ -773,12 +774,8 @@ def _group_entries(
     device = codes.device
     if not _few_runs(codes):  # runs barely shorter than entries: sort the entries
         sorted_codes, order = torch.sort(codes, stable=True)
-        is_next = torch.empty(e, dtype=torch.bool, device=device)  # a vertex starts there
-        is_next[0] = False
-        torch.ne(sorted_codes[1:], sorted_codes[:-1], out=is_next[1:])
-        vertex_of_sorted = torch.cumsum(is_next, 0, dtype=index_dtype)
-        is_next[0] = True
-        starts = torch.nonzero(is_next).view(-1)  # first sorted entry of every vertex
+        # starts: first sorted entry of every vertex
+        vertex_of_sorted, starts = _number_sorted(sorted_codes, index_dtype)
         vertex_codes = sorted_codes[starts]
         # order is a permutation: scatter_ (no duplicate handling) is 2x faster than index_put
         vertex_of_entry = torch.empty_like(vertex_of_sorted).scatter_(0, order, vertex_of_sorted)
@@ -787,7 +784,6 @@ def _group_entries(
     is_head[0] = True
     torch.ne(codes[1:], codes[:-1], out=is_head[1:])
     heads = torch.nonzero(is_head).view(-1)
-    runs = heads.numel()
     del is_head
     lengths = torch.diff(heads, append=heads.new_full((1,), e))
     head_codes, head_order = torch.sort(codes.index_select(0, heads), stable=True)
@@ -797,18 +793,26 @@ def _group_entries(
     shift = heads.index_select(0, head_order).sub_(first).to(index_dtype)
     order = torch.repeat_interleave(shift, sorted_lengths, output_size=e)
     order += torch.arange(e, dtype=order.dtype, device=device)
-    is_next = torch.empty(runs, dtype=torch.bool, device=device)  # a vertex starts there
-    is_next[0] = False
-    torch.ne(head_codes[1:], head_codes[:-1], out=is_next[1:])
-    vertex_of_run = torch.cumsum(is_next, 0, dtype=index_dtype)  # runs in code order
-    is_next[0] = True
-    first_run = torch.nonzero(is_next).view(-1)
+    vertex_of_run, first_run = _number_sorted(head_codes, index_dtype)  # runs in code order
     vertex_codes = head_codes.index_select(0, first_run)
     starts = first.index_select(0, first_run)
     # each run's vertex, runs in entry order, repeated along the runs
     vertex_of_head = torch.empty_like(vertex_of_run).scatter_(0, head_order, vertex_of_run)
     vertex_of_entry = torch.repeat_interleave(vertex_of_head, lengths, output_size=e)
     return order, vertex_codes, starts, vertex_of_entry
+
+
+def _number_sorted(
+    sorted_codes: torch.Tensor, index_dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(number of each entry's distinct code: 0, 1, ..., positions where each distinct code
+    first appears) of sorted ``sorted_codes``."""
+    is_next = torch.empty(sorted_codes.numel(), dtype=torch.bool, device=sorted_codes.device)
+    is_next[0] = False  # a new code starts there
+    torch.ne(sorted_codes[1:], sorted_codes[:-1], out=is_next[1:])
+    number = torch.cumsum(is_next, 0, dtype=index_dtype)
+    is_next[0] = True
+    return number, torch.nonzero(is_next).view(-1)
 
 
 def _blur_stencil(
