@@ -15,6 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
+from deepcrf.data.io import IMAGE_EXTENSIONS
 from deepcrf.fileio import inside, same_file
 
 
@@ -96,16 +97,20 @@ def run_model(args: argparse.Namespace) -> int:
 
 
 #: files a dataset or a --pred / --gt folder may hold that eval (or a later run) reads
-_DATA_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".npy", ".txt"}
+_DATA_SUFFIXES = {*IMAGE_EXTENSIONS, ".pgm", ".npy", ".txt"}
 
 
 def _check_outputs_outside_inputs(args: argparse.Namespace) -> None:
     """``--json`` and ``--plot`` must not replace what eval reads: an existing image, label
     map, array or split list in the --pred / --gt folders or under --data-root (a label map
-    there was overwritten by the report), or the --list / --classes file. New files and
-    earlier reports there are fine."""
+    there was overwritten by the report), or the --list / --classes / --crf-params file.
+    New files and earlier reports in those folders are fine."""
     folders = [("--pred", args.pred), ("--gt", args.gt), ("--data-root", args.data_root)]
-    files = [("--list", args.list), ("--classes", args.classes)]
+    files = [
+        ("--list", args.list),
+        ("--classes", args.classes),
+        ("--crf-params", getattr(args, "crf_params", None)),
+    ]
     for option in ("json", "plot"):
         out = getattr(args, option, None)
         if not out:
@@ -151,9 +156,6 @@ def run(args: argparse.Namespace) -> int:
         except ImportError:
             raise ValueError("--plot: needs matplotlib (pip install 'deepcrf[viz]')") from None
 
-    crf_params = getattr(args, "crf_params", None)
-    if args.json and crf_params is not None and same_file(args.json, crf_params):
-        raise ValueError(f"--json: {args.json} is the --crf-params input; write it elsewhere")
     _check_outputs_outside_inputs(args)
     if args.model is not None:
         return run_model(args)

@@ -33,7 +33,7 @@ import torch
 from deepcrf import tiling
 from deepcrf.cli.batch import add_batch_arguments
 from deepcrf.cli.refine_options import check_conflicts, default_output, label_png_path
-from deepcrf.data.io import MAX_8BIT_LABELS
+from deepcrf.data.io import IMAGE_EXTENSIONS, MAX_8BIT_LABELS
 from deepcrf.dense import refine, refine_labels
 from deepcrf.fileio import (
     atomic_write_many,
@@ -43,8 +43,6 @@ from deepcrf.fileio import (
     same_file,
 )
 from deepcrf.params import CRFParams
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -316,9 +314,10 @@ def run_folder(args: argparse.Namespace) -> int:
                 f"--out: {args.out} is an input folder ({folder}); write the refined label "
                 "maps to a folder of their own"
             )
-    images = files_by_stem(args.image, IMAGE_SUFFIXES, "image")
+    images = files_by_stem(args.image, IMAGE_EXTENSIONS, "image")
     if not images:
-        raise ValueError(f"image: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {args.image}")
+        known = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise ValueError(f"image: no images ({known}) in {args.image}")
     suffix = ".npy" if args.probs is not None else ".png"
     sources = files_by_stem(source_dir, [suffix], what)
     missing = [images[s].name for s in images if s not in sources]
