@@ -26,6 +26,8 @@ import concurrent.futures as futures
 import multiprocessing
 import os
 import sys
+import threading
+import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -40,6 +42,7 @@ __all__ = [
     "process_map",
     "shard",
     "threads_per_worker",
+    "watch_parent",
 ]
 
 T = TypeVar("T")
@@ -182,18 +185,27 @@ def _claimed_call() -> tuple[int, Any]:
     return (index, None) if index < 0 else (index, func(items[index]))
 
 
-def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
-    """End this worker when its parent is gone: a parent killed with SIGKILL cannot shut
-    the pool down, and idle workers would otherwise wait for work forever."""
-    import threading
-    import time
+def watch_parent(
+    parent: int, end: Callable[[], object], interval: float = 1.0, name: str = "deepcrf-parent"
+) -> threading.Thread:
+    """Call ``end`` (which ends this process) from a daemon thread once the process
+    ``parent`` is gone (this process re-parented); returns the thread. A parent killed with
+    SIGKILL cannot stop its workers: pool workers would wait for work forever, torchrun's
+    would go on training."""
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(interval)
-        os._exit(1)
+        end()
 
-    threading.Thread(target=watch, name="deepcrf-parent-watch", daemon=True).start()
+    thread = threading.Thread(target=watch, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
+    """End this pool worker (status 1) when its parent is gone."""
+    watch_parent(parent, lambda: os._exit(1), interval, "deepcrf-parent-watch")
 
 
 START_METHODS = ("spawn", "auto")

@@ -14,12 +14,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from deepcrf.parallel import watch_parent
 
 __all__ = [
     "Dist",
@@ -90,16 +91,12 @@ def setup_distributed(device_spec: str = "auto") -> Dist:
 def exit_with_parent(interval: float = 0.5) -> threading.Thread:
     """Watch the parent process from a daemon thread: when it dies (this process is
     re-parented) send this process SIGKILL. Returns the thread."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(interval)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    thread = threading.Thread(target=watch, name="deepcrf-exit-with-parent", daemon=True)
-    thread.start()
-    return thread
+    return watch_parent(
+        os.getppid(),
+        lambda: os.kill(os.getpid(), signal.SIGKILL),
+        interval,
+        "deepcrf-exit-with-parent",
+    )
 
 
 def all_reduce_sum(value: torch.Tensor, ctx: Dist) -> torch.Tensor:
