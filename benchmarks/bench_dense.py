@@ -200,18 +200,32 @@ def build_rows(reference, data, repeats: int) -> list[dict]:
     return rows
 
 
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    """A markdown table: the header, its separator, one line per row of cells."""
+    print("| " + " | ".join(header) + " |")
+    print("|---" * len(header) + "|")
+    for cells in rows:
+        print("| " + " | ".join(cells) + " |")
+
+
 def print_build_table(rows: list[dict]) -> None:
-    print(
-        "| photo | sxy / srgb | vertices | threads | deepcrf build + normaliser ms |"
-        " pydensecrf addPairwiseBilateral ms | ratio |"
+    header = ["photo", "sxy / srgb", "vertices", "threads", "deepcrf build + normaliser ms"]
+    header += ["pydensecrf addPairwiseBilateral ms", "ratio"]
+    print_table(
+        header,
+        [
+            [
+                row["photo"],
+                f"{row['sxy']:g} / {row['srgb']:g}",
+                str(row["vertices"]),
+                str(row["threads"]),
+                f"{row['ours_ms']:.1f}",
+                f"{row['ref_ms']:.1f}",
+                f"{row['ours_ms'] / row['ref_ms']:.2f}x",
+            ]
+            for row in rows
+        ],
     )
-    print("|---" * 7 + "|")
-    for row in rows:
-        print(
-            f"| {row['photo']} | {row['sxy']:g} / {row['srgb']:g} | {row['vertices']} | "
-            f"{row['threads']} | {row['ours_ms']:.1f} | {row['ref_ms']:.1f} | "
-            f"{row['ours_ms'] / row['ref_ms']:.2f}x |"
-        )
 
 
 def peak_memory_mb(library: str, photo_index: int) -> float:
@@ -395,21 +409,18 @@ def under_load(reference, data, repeats: int, busy: int) -> list[dict]:
 
 def print_load_table(rows: list[dict]) -> None:
     keys = [k for k in rows[0] if k not in ("condition", "load", "photo", "threads")]
-    print(
-        "| busy processes | load avg | photo | "
-        + " | ".join(f"{k} ms" for k in keys)
-        + " | default / 1 thread |"
-        " default / pydensecrf |"
-    )
-    print("|---" * (len(keys) + 5) + "|")
+    header = ["busy processes", "load avg", "photo", *(f"{k} ms" for k in keys)]
+    header += ["default / 1 thread", "default / pydensecrf"]
+    table = []
     for row in rows:
         ref = row.get("pydensecrf")
-        ratio = f"{row['default'] / ref:.2f}x" if ref else "-"
-        print(
-            f"| {row['condition']} | {row['load']:.1f} | {row['photo']} | "
-            + " | ".join(f"{row[k]:.0f}" for k in keys)
-            + f" | {row['default'] / row['1 thread']:.2f}x | {ratio} |"
+        table.append(
+            [row["condition"], f"{row['load']:.1f}", row["photo"]]
+            + [f"{row[k]:.0f}" for k in keys]
+            + [f"{row['default'] / row['1 thread']:.2f}x"]
+            + [f"{row['default'] / ref:.2f}x" if ref else "-"]
         )
+    print_table(header, table)
     print("\nThreads of each default call, chosen at its start > at its end (a checkpoint found")
     print("the team waiting for a CPU and went on with 1 thread when they differ):")
     for row in rows:
@@ -490,22 +501,20 @@ def _breakdown_row(name: str, image: np.ndarray, labels, repeats: int) -> dict:
 
 
 def print_breakdown(rows: list[dict]) -> None:
-    print(
-        "| photo | threads | copy (N, L) ms | GB/s | splat | blur | slice | unary add | normalise |"
-        " iteration ms | floor ms (1.5 copies) | iteration / floor |"
-    )
-    print("|---" * 12 + "|")
+    steps = ("splat", "blur", "slice", "unary add", "normalise")
+    header = ["photo", "threads", "copy (N, L) ms", "GB/s", *steps]
+    header += ["iteration ms", "floor ms (1.5 copies)", "iteration / floor"]
+    table = []
     for row in rows:
         copy = row["copy (N, L)"]
         gbs = 2 * row["points"] * NUM_LABELS * 4 / (copy * 1e-3) / 1e9
         floor = 1.5 * copy
-        print(
-            f"| {row['photo']} | {row['threads']} | {copy:.2f} | {gbs:.1f} | "
-            + " | ".join(
-                f"{row[k]:.2f}" for k in ("splat", "blur", "slice", "unary add", "normalise")
-            )
-            + f" | {row['iteration']:.2f} | {floor:.2f} | {row['iteration'] / floor:.1f}x |"
+        table.append(
+            [row["photo"], str(row["threads"]), f"{copy:.2f}", f"{gbs:.1f}"]
+            + [f"{row[k]:.2f}" for k in steps]
+            + [f"{row['iteration']:.2f}", f"{floor:.2f}", f"{row['iteration'] / floor:.1f}x"]
         )
+    print_table(header, table)
 
 
 def main() -> None:
