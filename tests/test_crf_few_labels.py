@@ -49,8 +49,8 @@ def test_side_by_side_equals_separate_runs_and_keeps_the_slice_table():
     tables = []
     original = lattice._slice_cache.table_with
 
-    def spy(add, num_vertices):
-        table = original(add, num_vertices)
+    def spy(add, num_vertices, width=None):
+        table = original(add, num_vertices, width)
         tables.append(table)
         return table
 

@@ -34,7 +34,7 @@ def _every_operation(lattice, values, vertex_values, add):
     }
 
 
-@pytest.mark.parametrize("channels", [1, 2, 3, 4, 6, 8, 12])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 5, 6, 7, 8, 12])
 def test_csr_products_equal_the_gathers(monkeypatch, channels):
     g = torch.Generator().manual_seed(channels)
     fresh, _ = _stack()
@@ -42,7 +42,8 @@ def test_csr_products_equal_the_gathers(monkeypatch, channels):
     vertex_values = torch.rand(fresh.num_vertices, channels, generator=g)
     add = torch.randn(fresh.num_points, channels, generator=g)
     products = _every_operation(fresh, values, vertex_values, add)
-    assert bool(fresh._csr) == (channels in lattice_module._CSR_WIDTHS)  # the path taken
+    csr = channels in lattice_module._CSR_WIDTHS or channels in lattice_module._PADDED_WIDTHS
+    assert bool(fresh._csr) == csr  # the path taken (whole filters pad 3, 5-7 channels)
     monkeypatch.setattr(lattice_module, "_CSR_WIDTHS", frozenset())
     reference, _ = _stack()
     gathers = _every_operation(reference, values, vertex_values, add)
@@ -83,3 +84,54 @@ def test_gradients_keep_the_gathers():
     values = torch.rand(lattice.num_points, 4, generator=g, requires_grad=True)
     (lattice.slice_values(lattice.blur(lattice.splat_values(values))) ** 2).sum().backward()
     assert values.grad is not None and torch.isfinite(values.grad).all()
+
+
+@pytest.mark.parametrize("channels", [3, 5, 6, 7])
+def test_whole_filters_pad_few_channels_to_a_csr_width(monkeypatch, channels):
+    """filter and filter_add compute 3 or 5-7 channels as 4 or 8 (zero channels added and
+    dropped again): the same values as unpadded, the product at the padded width, the
+    inputs untouched, and a fresh contiguous result of the input's width."""
+    lattice, g = _stack()
+    values = torch.rand(lattice.num_points, channels, generator=g)
+    add = torch.randn(lattice.num_points, channels, generator=g)
+    kept = values.clone(), add.clone()
+    padded = lattice_module._PADDED_WIDTHS[channels]
+    widths = []
+    original = lattice_module._csr_mm
+
+    def spy(matrix, dense, out=None):
+        widths.append(dense.shape[1])
+        return original(matrix, dense, out)
+
+    monkeypatch.setattr(lattice_module, "_csr_mm", spy)
+    results = lattice.filter(values), lattice.filter_add(values, add)
+    assert set(widths) == {padded}
+    for result in results:
+        assert result.shape == values.shape and result.is_contiguous()
+    assert torch.equal(values, kept[0]) and torch.equal(add, kept[1])
+    monkeypatch.setattr(lattice_module, "_PADDED_WIDTHS", {})
+    widths.clear()
+    expected = lattice.filter(values), lattice.filter_add(values, add)
+    assert padded not in widths
+    for result, reference in zip(results, expected):
+        torch.testing.assert_close(result, reference, rtol=2e-6, atol=1e-5)
+    # a changed ``add`` refills the padded table (its zero channels stay zero)
+    add.mul_(-1)
+    monkeypatch.setattr(lattice_module, "_PADDED_WIDTHS", {channels: padded})
+    torch.testing.assert_close(
+        lattice.filter_add(values, add), lattice.filter(values) + add, rtol=2e-6, atol=1e-5
+    )
+
+
+def test_label_transforms_and_gradients_are_not_padded():
+    lattice, g = _stack(500)
+    values = torch.rand(lattice.num_points, 6, generator=g)
+    add = torch.randn(lattice.num_points, 6, generator=g)
+    mix = torch.randn(6, 6, generator=g)
+    expected = lattice.slice_values(lattice.splat_blur(values, transforms=[None, mix])) + add
+    out = lattice.filter_add(values, add, [None, mix])
+    torch.testing.assert_close(out, expected, rtol=2e-6, atol=1e-5)
+    grad_values = values.clone().requires_grad_()
+    out = lattice.filter_add(grad_values, add)
+    out.sum().backward()
+    assert grad_values.grad is not None and grad_values.grad.shape == values.shape

@@ -55,16 +55,21 @@ class _SliceCache:
         self.lock = threading.Lock()
         self._entry: tuple[weakref.ref, int, torch.Tensor] | None = None
 
-    def table_with(self, add: torch.Tensor, num_vertices: int) -> torch.Tensor:
-        """The table with ``add`` in its last rows; refilled when ``add`` is another tensor
-        or was modified in place (its version changed)."""
+    def table_with(
+        self, add: torch.Tensor, num_vertices: int, width: int | None = None
+    ) -> torch.Tensor:
+        """The table with ``add`` in its last rows (``width`` columns: ``add``'s, then
+        zeros); refilled when ``add`` is another tensor or was modified in place (its
+        version changed)."""
+        width = add.shape[1] if width is None else width
         if self._entry is not None:
             ref, version, table = self._entry
-            if ref() is add and version == add._version:
+            if ref() is add and version == add._version and table.shape[1] == width:
                 return table
         self._entry = None  # one table at a time: it is as large as ``add``
-        table = add.new_empty(num_vertices + add.shape[0], add.shape[1])
-        table[num_vertices:].copy_(add)
+        table = add.new_empty(num_vertices + add.shape[0], width)
+        table[num_vertices:, : add.shape[1]].copy_(add)
+        table[num_vertices:, add.shape[1] :].zero_()
         self._entry = (weakref.ref(add), add._version, table)
         return table
 
@@ -156,7 +161,12 @@ class Lattice:
         ``transpose=True`` applies the transposed operator (blur axes in reverse order),
         which is what a backward pass needs; pydensecrf calls it ``reverse``.
         """
-        return self.slice_values(self.splat_blur(values, transpose))
+        values = self._checked(values)
+        width = _padded_width(values)
+        if width == values.shape[1]:
+            return self.slice_values(self.splat_blur(values, transpose))
+        out = self.slice_values(self.splat_blur(_pad(values, width), transpose))
+        return out[:, : values.shape[1]].contiguous()
 
     def splat_blur(
         self,
@@ -179,15 +189,18 @@ class Lattice:
         values: torch.Tensor,
         transpose: bool = False,
         transforms: list[torch.Tensor | None] | None = None,
+        out: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
-        """Each block's splatted, blurred (and transformed) vertex values."""
+        """Each block's splatted, blurred (and transformed) vertex values; with ``out``
+        (M, C'), written straight into its rows (no concatenation afterwards)."""
         if transpose and self.scaled:
             raise ValueError("transpose: a lattice with folded scales has no transpose here")
         blocks = []
-        for k, (block, stencil) in enumerate(zip(self._splat_blocks(values), self.blur_stencils)):
-            block = _blur_block(block, stencil, transpose, self._csr, k)
-            if transforms is not None and transforms[k] is not None:
-                block = block @ transforms[k]
+        parts = zip(self._splat_blocks(values), self.blur_stencils, self.blocks, self.blocks[1:])
+        for k, (block, stencil, start, stop) in enumerate(parts):
+            transform = None if transforms is None else transforms[k]
+            rows = None if out is None else out[start:stop]
+            block = _blur_block(block, stencil, transpose, self._csr, k, rows, transform)
             blocks.append(block)
         return blocks
 
@@ -203,14 +216,30 @@ class Lattice:
         of the fused slice (see ``slice_values``), one (M, C') copy fewer than the two
         calls; a mean-field iteration of the dense CRF is one call.
         """
-        blocks = self._blurred_blocks(values, False, transforms)
-        if not all(self._can_fuse_add(block, add, len(block)) for block in blocks):
+        values = self._checked(values)
+        mixed = [t for t in transforms or () if t is not None]
+        width = mixed[0].shape[1] if mixed else values.shape[1]
+        if not self._can_fuse_add(values[:0].new_empty(0, width), add, 0, *mixed, values):
+            blocks = self._blurred_blocks(values, False, transforms)
             return self.slice_values(torch.cat(blocks) if len(blocks) > 1 else blocks[0], add)
+        padded = _padded_width(values)
+        if padded != width and not mixed:
+            return self._filter_add_padded(values, add, padded)
         index, weight = self._slice_plus_own_row
         with self._slice_cache.lock:
             table = self._slice_cache.table_with(add, self.num_vertices)
-            torch.cat(blocks, out=table[: self.num_vertices])
+            self._blurred_blocks(values, False, transforms, out=table[: self.num_vertices])
             return _product(index, table, weight, self._csr, "slice+own")
+
+    def _filter_add_padded(self, values: torch.Tensor, add: torch.Tensor, width: int):
+        """``filter_add`` without transforms computed on ``width`` channels (``values``' and
+        ``add``'s, then zeros), the result narrowed back to ``add``'s channels."""
+        index, weight = self._slice_plus_own_row
+        with self._slice_cache.lock:
+            table = self._slice_cache.table_with(add, self.num_vertices, width)
+            self._blurred_blocks(_pad(values, width), out=table[: self.num_vertices])
+            out = _product(index, table, weight, self._csr, "slice+own")
+        return out[:, : add.shape[1]].contiguous()
 
     def _checked(self, values: torch.Tensor) -> torch.Tensor:
         if values.dim() != 2 or values.shape[0] != self.num_points:
@@ -283,12 +312,18 @@ class Lattice:
             return _product(index, table, weight, self._csr, "slice+own")
 
     def _can_fuse_add(
-        self, lattice_values: torch.Tensor, add: torch.Tensor, rows: int | None = None
+        self,
+        lattice_values: torch.Tensor,
+        add: torch.Tensor,
+        rows: int | None = None,
+        *sources: torch.Tensor,
     ) -> bool:
         """Whether ``add`` can join the slice's gather table next to ``lattice_values``
-        (``rows`` vertex rows: all of them unless given)."""
+        (``rows`` vertex rows: all of them unless given), computed from ``sources`` (no
+        gradient through any of them)."""
         return (
             not (lattice_values.requires_grad or add.requires_grad)
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in sources))
             and add.dtype == lattice_values.dtype == torch.float32
             and add.shape == (self.num_points, lattice_values.shape[1])
             and add.device == lattice_values.device
@@ -375,15 +410,39 @@ def _gather_rows(index: torch.Tensor, table: torch.Tensor, weight: torch.Tensor)
 _CSR_WIDTHS = frozenset({1, 2, 3, 4, 8})
 _CSR_LOCK = threading.Lock()
 
+#: Channel counts that whole filters (``filter``, ``filter_add``) compute with zero channels
+#: added, up to a CSR width whose products cost no more: MKL's kernels fill whole SIMD
+#: vectors at 4 and 8 channels. On VOC-size lattices (1 thread, same-run A/B) a filter_add
+#: of 3 channels took 0.80x its time padded to 4, of 6 channels 0.84x padded to 8; padding
+#: 1, 2 or 9-11 channels gained nothing.
+_PADDED_WIDTHS = {3: 4, 5: 8, 6: 8, 7: 8}
 
-def _csr_wins(table: torch.Tensor) -> bool:
-    """Whether to multiply ``table`` (rows, C) by a CSR matrix instead of gathering rows."""
+
+def _padded_width(values: torch.Tensor) -> int:
+    """The channels whole filters of ``values`` (rows, C) compute with (``_PADDED_WIDTHS``;
+    C where no CSR product runs)."""
+    c = values.shape[1]
+    width = _PADDED_WIDTHS.get(c, c)
+    return width if width in _CSR_WIDTHS and _csr_capable(values) else c
+
+
+def _pad(values: torch.Tensor, width: int) -> torch.Tensor:
+    """(rows, C) values followed by ``width`` - C zero channels (a new tensor)."""
+    return F.pad(values, (0, width - values.shape[1]))
+
+
+def _csr_capable(table: torch.Tensor) -> bool:
+    """Whether ``table`` may be multiplied by a CSR matrix: float32 on the CPU, no gradient."""
     return (
         table.device.type == "cpu"
         and table.dtype == torch.float32
-        and table.shape[1] in _CSR_WIDTHS
         and not (table.requires_grad and torch.is_grad_enabled())
     )
+
+
+def _csr_wins(table: torch.Tensor) -> bool:
+    """Whether to multiply ``table`` (rows, C) by a CSR matrix instead of gathering rows."""
+    return table.shape[1] in _CSR_WIDTHS and _csr_capable(table)
 
 
 def _csr_matrix(
@@ -402,27 +461,36 @@ def _csr_matrix(
 
 
 def _product(
-    index: torch.Tensor, table: torch.Tensor, weight: torch.Tensor, cache: dict, key
+    index: torch.Tensor,
+    table: torch.Tensor,
+    weight: torch.Tensor,
+    cache: dict,
+    key,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``_gather_rows(index, table, weight)``, as a product with a CSR matrix made once
-    (kept in ``cache`` under ``key``) when ``_csr_wins``. Each row's entries are summed in
-    a fixed order whatever the thread count, so results do not depend on it."""
+    (kept in ``cache`` under ``key``) when ``_csr_wins``; written into ``out`` if given.
+    Each row's entries are summed in a fixed order whatever the thread count, so results
+    do not depend on it."""
     if not _csr_wins(table):
-        return _gather_rows(index, table, weight)
+        rows = _gather_rows(index, table, weight)
+        return rows if out is None else out.copy_(rows)
     matrix = cache.get(key)
     if matrix is None or matrix.shape[1] != table.shape[0]:
         rows, width = index.shape
         offsets = torch.arange(0, rows * width + 1, width, dtype=index.dtype, device=index.device)
         matrix = _csr_matrix(offsets, index.reshape(-1), weight.reshape(-1), table.shape[0])
         cache[key] = matrix
-    return _csr_mm(matrix, table)
+    return _csr_mm(matrix, table, out)
 
 
-def _csr_mm(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-    """``matrix @ dense`` for a CSR ``matrix``: ``torch.mm`` zero-fills a new result and
-    copies it before MKL overwrites it; addmm with beta 0 into an empty result skips the
-    fill (the products of a narrow mean-field iteration were ~1/4 fills and copies)."""
-    out = dense.new_empty(matrix.shape[0], dense.shape[1])
+def _csr_mm(matrix: torch.Tensor, dense: torch.Tensor, out: torch.Tensor | None = None):
+    """``matrix @ dense`` for a CSR ``matrix``, into ``out`` (contiguous) or a new tensor:
+    ``torch.mm`` zero-fills a new result and copies it before MKL overwrites it; addmm
+    with beta 0 into an empty result skips the fill (the products of a narrow mean-field
+    iteration were ~1/4 fills and copies)."""
+    if out is None:
+        out = dense.new_empty(matrix.shape[0], dense.shape[1])
     return torch.addmm(out, matrix, dense, beta=0, out=out)
 
 
@@ -432,15 +500,27 @@ def _blur_block(
     transpose: bool,
     cache: dict,
     block: int,
+    out: torch.Tensor | None = None,
+    transform: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Blur (M, C) values of one lattice axis by axis with its (A, M, 3) stencil (CSR
-    products kept in ``cache`` under the block's number, see ``_product``)."""
+    products kept in ``cache`` under the block's number, see ``_product``), then mix the
+    channels by ``transform`` (C, C') if given; the last step writes into ``out`` (M, C')
+    if given (a contiguous block of rows)."""
     index, weight = stencil
-    axes = range(index.shape[0] - 1, -1, -1) if transpose else range(index.shape[0])
+    axes = list(range(index.shape[0] - 1, -1, -1) if transpose else range(index.shape[0]))
     for axis in axes:
+        last = transform is None and axis == axes[-1]
         values = _product(
-            index[axis], values.contiguous(), weight[axis], cache, ("blur", block, axis)
+            index[axis],
+            values.contiguous(),
+            weight[axis],
+            cache,
+            ("blur", block, axis),
+            out if last else None,
         )
+    if transform is not None:
+        values = torch.mm(values, transform, out=out) if out is not None else values @ transform
     return values
 
 
