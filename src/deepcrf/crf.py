@@ -333,12 +333,23 @@ class SideBySide:
     p), which is the same memory as (N, R*L): filtered side by side as R*L channels (Potts
     kernels act on each channel alone), all runs share one lattice and one splat/blur/slice
     per iteration, with no copy; the mean-field softmax over L still sees each run alone.
+
+    Marginals sum to 1 over each run's labels, so with Potts kernels (messages linear and
+    label by label) the last label's message is the message of all-ones minus the others':
+    m_L = m(1) - sum_{l<L} m_l. Where filtering R*(L-1) channels is cheaper than R*L
+    (``Lattice.filter_cost``: 2 runs of 3 labels filter 4 channels instead of 6 padded to
+    8), only the first L-1 labels of each run are filtered and the last is derived, equal
+    up to float32 rounding. ``add_message`` then expects marginals (rows summing to 1 per
+    run), which is what ``mean_field`` passes.
     """
 
     def __init__(self, pairwise: Pairwise, runs: int) -> None:
         self.pairwise = pairwise
         self.runs = runs
         self._wide: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._ones_message: torch.Tensor | None = None  # m(1): (N, 1)
+        self._kept: tuple | None = None  # (logits, version, (kept unaries, constant) or None)
+        self._matrices: tuple | None = None  # (key, take, spread, place), see _selections
 
     @property
     def message_bound(self) -> float | None:
@@ -350,6 +361,11 @@ class SideBySide:
         return self.pairwise.message_bound
 
     def add_message(self, logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """``logits`` (N*R, L) plus the pairwise message of the marginals ``q`` (N*R, L)."""
+        if self._derives_last_label(logits, q):
+            kept = self._kept_unaries(logits, q.shape[0] // self.runs)
+            if kept is not None:
+                return self._reduced_message(logits, q, *kept)
         n, width = q.shape[0] // self.runs, q.shape[1] * self.runs
         # the same view of the same unaries every iteration: the lattice keeps its fused
         # slice table (keyed by the tensor) instead of copying the unaries again
@@ -357,6 +373,78 @@ class SideBySide:
             self._wide = (logits, logits.view(n, width))
         out = self.pairwise.add_message(self._wide[1], q.view(n, width))
         return out.view(q.shape)
+
+    def _derives_last_label(self, logits: torch.Tensor, q: torch.Tensor) -> bool:
+        """Whether to filter L-1 labels per run and derive the last (see the class)."""
+        stack, labels = self.pairwise._stack, q.shape[1]
+        if stack is None or self.pairwise._generic or labels < 2:
+            return False
+        if any(t is not None for t in stack.transforms):  # Potts weights only
+            return False
+        if torch.is_grad_enabled() and (q.requires_grad or logits.requires_grad):
+            return False
+        if q.dtype != torch.float32 or logits.dtype != torch.float32:
+            return False
+        lattice = stack.stacked
+        full = lattice.filter_cost(self.runs * labels)
+        return lattice.filter_cost(self.runs * (labels - 1)) < full
+
+    def _reduced_message(
+        self, logits: torch.Tensor, q: torch.Tensor, unary: torch.Tensor, constant: torch.Tensor
+    ) -> torch.Tensor:
+        """``add_message`` filtering L-1 labels per run; the last label's logits are
+        u_L + m(1) - sum_{l<L} m_l = (u_L + m(1) + sum_{l<L} u_l) - sum_{l<L} out_l.
+
+        Taking the kept labels out and putting the result together are products with
+        0/1/-1 matrices (exact for the copied entries; BLAS is several times faster than
+        torch's strided copies and sums over such short rows)."""
+        runs, labels = self.runs, q.shape[1]
+        n = q.shape[0] // runs
+        take, spread, place = self._selections(labels, q.device)
+        out = self.pairwise.add_message(unary, torch.mm(q.view(n, runs * labels), take))
+        result = torch.mm(constant, place)  # (N, R*L): the constants at the last labels
+        return torch.addmm(result, out, spread, out=result).view(n * runs, labels)
+
+    def _selections(self, labels: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """(take (R*L, R*K): the first K = L-1 labels of each run; spread (R*K, R*L): each
+        kept label to its place and -1 to its run's last label; place (R, R*L): 1 at each
+        run's last label)."""
+        key = (labels, str(device))
+        if self._matrices is None or self._matrices[0] != key:
+            kept, runs = labels - 1, self.runs
+            take = torch.zeros(runs * labels, runs * kept)
+            spread = torch.zeros(runs * kept, runs * labels)
+            place = torch.zeros(runs, runs * labels)
+            for r in range(runs):
+                for k in range(kept):
+                    take[r * labels + k, r * kept + k] = 1.0
+                    spread[r * kept + k, r * labels + k] = 1.0
+                    spread[r * kept + k, r * labels + kept] = -1.0
+                place[r, r * labels + kept] = 1.0
+            self._matrices = (key, *(m.to(device) for m in (take, spread, place)))
+        return self._matrices[1:]
+
+    def _kept_unaries(self, logits: torch.Tensor, n: int) -> tuple[torch.Tensor, ...] | None:
+        """(the first L-1 unaries of each run (N, R*(L-1)), the last label's constant
+        (N, R)), made once per unary tensor (the same every iteration); None when some
+        unary is infinite (an impossible label: -inf - -inf has no value), which keeps
+        every label filtered."""
+        cached = self._kept
+        if cached is not None and cached[0] is logits and cached[1] == logits._version:
+            return cached[2]
+        self._kept = (logits, logits._version, None)
+        if not bool(torch.isfinite(logits).all()):
+            return None
+        runs, labels = self.runs, logits.shape[1]
+        if self._ones_message is None:
+            with torch.no_grad():
+                ones = logits.new_ones(n, 1)
+                self._ones_message = self.pairwise.message(ones)  # m(1), the same for every run
+        per_run = logits.view(n, runs, labels)
+        unary = per_run[:, :, :-1].reshape(n, runs * (labels - 1))
+        constant = per_run.sum(2) + self._ones_message
+        self._kept = (logits, logits._version, (unary, constant))
+        return unary, constant
 
 
 _CHECK_CHANNELS = 16  # side-by-side runs this narrow skip the message bound
