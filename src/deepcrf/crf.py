@@ -349,7 +349,7 @@ class SideBySide:
         self._wide: tuple[torch.Tensor, torch.Tensor] | None = None
         self._ones_message: torch.Tensor | None = None  # m(1): (N, 1)
         self._kept: tuple | None = None  # (logits, version, (kept unaries, constant) or None)
-        self._matrices: tuple | None = None  # (key, take, spread, place), see _selections
+        self._matrices: tuple | None = None  # (key, take, spread), see _selections
 
     @property
     def message_bound(self) -> float | None:
@@ -400,35 +400,31 @@ class SideBySide:
         torch's strided copies and sums over such short rows)."""
         runs, labels = self.runs, q.shape[1]
         n = q.shape[0] // runs
-        take, spread, place = self._selections(labels, q.device)
+        take, spread = self._selections(labels, q.device)
         out = self.pairwise.add_message(unary, torch.mm(q.view(n, runs * labels), take))
-        result = torch.mm(constant, place)  # (N, R*L): the constants at the last labels
-        return torch.addmm(result, out, spread, out=result).view(n * runs, labels)
+        return torch.addmm(constant, out, spread).view(n * runs, labels)
 
     def _selections(self, labels: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         """(take (R*L, R*K): the first K = L-1 labels of each run; spread (R*K, R*L): each
-        kept label to its place and -1 to its run's last label; place (R, R*L): 1 at each
-        run's last label)."""
+        kept label to its place and -1 to its run's last label)."""
         key = (labels, str(device))
         if self._matrices is None or self._matrices[0] != key:
             kept, runs = labels - 1, self.runs
             take = torch.zeros(runs * labels, runs * kept)
             spread = torch.zeros(runs * kept, runs * labels)
-            place = torch.zeros(runs, runs * labels)
             for r in range(runs):
                 for k in range(kept):
                     take[r * labels + k, r * kept + k] = 1.0
                     spread[r * kept + k, r * labels + k] = 1.0
                     spread[r * kept + k, r * labels + kept] = -1.0
-                place[r, r * labels + kept] = 1.0
-            self._matrices = (key, *(m.to(device) for m in (take, spread, place)))
+            self._matrices = (key, take.to(device), spread.to(device))
         return self._matrices[1:]
 
     def _kept_unaries(self, logits: torch.Tensor, n: int) -> tuple[torch.Tensor, ...] | None:
-        """(the first L-1 unaries of each run (N, R*(L-1)), the last label's constant
-        (N, R)), made once per unary tensor (the same every iteration); None when some
-        unary is infinite (an impossible label: -inf - -inf has no value), which keeps
-        every label filtered."""
+        """(the first L-1 unaries of each run (N, R*(L-1)), the last labels' constants in
+        place and 0 elsewhere (N, R*L)), made once per unary tensor (the same every
+        iteration); None when some unary is infinite (an impossible label: -inf - -inf has
+        no value), which keeps every label filtered."""
         cached = self._kept
         if cached is not None and cached[0] is logits and cached[1] == logits._version:
             return cached[2]
@@ -442,7 +438,9 @@ class SideBySide:
                 self._ones_message = self.pairwise.message(ones)  # m(1), the same for every run
         per_run = logits.view(n, runs, labels)
         unary = per_run[:, :, :-1].reshape(n, runs * (labels - 1))
-        constant = per_run.sum(2) + self._ones_message
+        constant = torch.zeros_like(per_run)  # (N, R, L): 0 but at each run's last label
+        constant[:, :, -1] = per_run.sum(2) + self._ones_message
+        constant = constant.view(n, runs * labels)
         self._kept = (logits, logits._version, (unary, constant))
         return unary, constant
 
