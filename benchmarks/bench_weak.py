@@ -12,8 +12,11 @@ Prints markdown tables with ratios measured in the same run:
      gradient -2 AS / N back to torch), with the lattice standing in for rloss's C++ filter.
 
 Usage: python benchmarks/bench_weak.py [--images 16,30] [--jobs 2] [--rounds 2]
-                                       [--voc ../shared/data/voc-samples]
-Needs pydensecrf (``pip install pydensecrf2``) for table 1.
+                                       [--voc ../shared/data/voc-samples] [--against main]
+``--against REV`` adds a row for the same command run from git revision REV's ``src``
+(exported to a temporary folder), in the same interleaved rounds: a before/after of a
+change measured under the same load. Needs pydensecrf (``pip install pydensecrf2``) for
+table 1.
 """
 
 from __future__ import annotations
@@ -157,6 +160,21 @@ def _load() -> str:
         return " ".join(handle.read().split()[:3])
 
 
+def source_at(revision: str, folder: Path) -> Path:
+    """This repository's ``src`` as it is at git ``revision``, exported under ``folder``."""
+    archive = subprocess.run(
+        ["git", "archive", revision, "src"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder / "src"
+
+
+def _pseudo_label_command(data: Path, out: Path, jobs: int) -> list[str]:
+    command = [sys.executable, "-m", "deepcrf", "pseudo-label", "--preset", "irn"]
+    command += ["--cams", str(data / "cams"), "--images", str(data / "images")]
+    return [*command, "--out", str(out), "--quiet", "--jobs", str(jobs)]
+
+
 def bench_pseudo_label(args: argparse.Namespace, details: bool = True) -> None:
     """Table 1 for ``args.images`` photos; ``details``: also the steady state per image and
     the stage breakdown (measured once for several folder sizes)."""
@@ -168,25 +186,23 @@ def bench_pseudo_label(args: argparse.Namespace, details: bool = True) -> None:
         data = Path(tmp)
         names = make_dataset(data, args.images, Path(args.voc))
         size = Image.open(next((data / "images").iterdir())).size
-        ours_t, ref_t, start_t = [], [], []
+        other_env = None
+        if args.against:
+            other = source_at(args.against, data / "against")
+            other_env = {**os.environ, "PYTHONPATH": str(other)}
+        ours_t, ref_t, start_t, other_t = [], [], [], []
         for r in range(args.rounds):
             out_ours, out_ref = data / f"ours{r}", data / f"ref{r}"
-            ours_cmd = [sys.executable, "-m", "deepcrf", "pseudo-label", "--preset", "irn"]
-            ours_cmd += ["--cams", str(data / "cams"), "--images", str(data / "images")]
-            ours_cmd += ["--out", str(out_ours), "--quiet", "--jobs", str(args.jobs)]
+            ours_cmd = _pseudo_label_command(data, out_ours, args.jobs)
             ours_t.append(_timed(ours_cmd, env))
             ref_cmd = [sys.executable, __file__, "--reference", str(data), str(out_ref)]
             ref_t.append(_timed([*ref_cmd, str(args.jobs)], env))
             start_t.append(_timed(ours_cmd, env))  # again: every output exists, nothing to do
-        agree = np.mean(
-            [
-                (
-                    np.array(Image.open(data / "ours0" / f"{n}.png"))
-                    == np.array(Image.open(data / "ref0" / f"{n}.png"))
-                ).mean()
-                for n in names
-            ]
-        )
+            if other_env is not None:
+                other_cmd = _pseudo_label_command(data, data / f"other{r}", args.jobs)
+                other_t.append(_timed(other_cmd, other_env))
+        agree = _agreement(data / "ours0", data / "ref0", names)
+        agree_other = _agreement(data / "ours0", data / "other0", names) if other_t else None
         sample = names[: min(4, len(names))]
         steady = _steady_state(data, sample) if details else None
         stages = _stage_breakdown(data, sample) if details else None
@@ -208,11 +224,24 @@ def bench_pseudo_label(args: argparse.Namespace, details: bool = True) -> None:
         f"| deepcrf pseudo-label --jobs {args.jobs} | {ours:.2f} | {n / ours:.2f} | "
         f"{ref / ours:.2f}x | {ours_cpu:.2f} | {n / ours_cpu:.2f} | {ref_cpu / ours_cpu:.2f}x |"
     )
+    if other_t:
+        other = statistics.median(t[0] for t in other_t)
+        other_cpu = statistics.median(t[1] for t in other_t)
+        print(
+            f"| deepcrf pseudo-label --jobs {args.jobs} at {args.against} | {other:.2f} | "
+            f"{n / other:.2f} | {ref / other:.2f}x | {other_cpu:.2f} | {n / other_cpu:.2f} | "
+            f"{ref_cpu / other_cpu:.2f}x |"
+        )
     print(
         f"| (of which start-up: the same command with nothing to do) | {start:.2f} | | | "
         f"{start_cpu:.2f} | | |"
     )
     print(f"\npixel agreement of the two outputs: {100 * agree:.3f} %")
+    if other_t:
+        print(
+            f"this checkout against {args.against}: wall {ours / other:.3f}x, CPU "
+            f"{ours_cpu / other_cpu:.3f}x; outputs agree on {100 * agree_other:.4f} % of pixels"
+        )
     if not details:
         return
     s_ours, s_ref = steady
@@ -227,6 +256,23 @@ def bench_pseudo_label(args: argparse.Namespace, details: bool = True) -> None:
     for stage, ms in stages:
         print(f"| {stage} | {ms:.1f} | {100 * ms / total:.0f} % |")
     print(f"| total | {total:.1f} | 100 % |")
+
+
+def _agreement(first: Path, second: Path, names: list[str]) -> float:
+    """Mean share of equal pixels of the label PNGs of ``names`` in two folders."""
+    from PIL import Image
+
+    return float(
+        np.mean(
+            [
+                (
+                    np.array(Image.open(first / f"{n}.png"))
+                    == np.array(Image.open(second / f"{n}.png"))
+                ).mean()
+                for n in names
+            ]
+        )
+    )
 
 
 _STAGES = (  # (module, attribute, stage); nested calls are charged to the innermost stage
@@ -552,6 +598,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="processes, both sides")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds")
     parser.add_argument("--voc", default=str(VOC), help="folder of the VOC sample photos")
+    parser.add_argument(
+        "--against", default=None, help="also time this git revision's command (same rounds)"
+    )
     parser.add_argument("--skip-loss", action="store_true")
     parser.add_argument("--skip-pseudo-label", action="store_true")
     args = parser.parse_args()
