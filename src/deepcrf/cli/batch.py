@@ -22,7 +22,14 @@ from deepcrf.cli.progress import progress, summary
 from deepcrf.fileio import outputs_complete, remove_stale_temps
 from deepcrf.parallel import parse_shard, process_map, shard
 
-__all__ = ["BatchItem", "BatchSummary", "add_batch_arguments", "run_batch", "summary_line"]
+__all__ = [
+    "BatchItem",
+    "BatchSummary",
+    "add_batch_arguments",
+    "ends_evenly",
+    "run_batch",
+    "summary_line",
+]
 
 
 @dataclass(frozen=True)
@@ -89,12 +96,15 @@ def run_batch(
     desc: str = "images",
     show: bool = True,
     order: Callable[[BatchItem], Any] | None = None,
+    cost: Callable[[BatchItem], float] | None = None,
 ) -> BatchSummary:
     """Run ``work`` (picklable, writes ``item.output`` atomically) over this shard's items.
 
     ``order`` (a sort key, called here) sets the order in which the items to do are handed
     out, e.g. grouped by image size so that a worker meets each size's cached spatial
-    lattice in one stretch; it never changes an output. Default: the given order.
+    lattice in one stretch; with ``cost`` (an item's estimated work) the groups of equal
+    keys are then laid out by ``ends_evenly``. Neither ever changes an output. Default: the
+    given order.
 
     Raises the first failure, naming the item; outputs written before it stay and a rerun
     resumes after them.
@@ -114,6 +124,8 @@ def run_batch(
     todo = [item for item in selected if overwrite or not outputs_complete(item.outputs)]
     if order is not None:
         todo.sort(key=order)  # stable: ties keep the given order
+        if cost is not None:
+            todo = ends_evenly(todo, order, cost)
     skipped = len(selected) - len(todo)
     start = time.perf_counter()
     results = process_map(
@@ -123,6 +135,35 @@ def run_batch(
         results = progress(_Counted(results, len(todo)), desc, skipped)
     done = sum(1 for _ in results)
     return BatchSummary(len(items), len(selected), done, skipped, time.perf_counter() - start)
+
+
+def ends_evenly(
+    items: Sequence[BatchItem],
+    group: Callable[[BatchItem], Any],
+    cost: Callable[[BatchItem], float],
+) -> list[BatchItem]:
+    """``items`` laid out for claiming from both ends of the list (``process_map`` with
+    ``help_locally``: workers take from the front, this process from the back).
+
+    The items of a group (equal ``group`` keys) stay together, in groups of decreasing mean
+    ``cost`` placed alternately at the front and at the back, each group's costlier items
+    first from its end. Both ends then work from large to small items and meet among the
+    cheapest, so the processes finish close together instead of one idling through the
+    other's last large item. Ties keep the given order.
+    """
+    groups: dict[Any, list[BatchItem]] = {}
+    for item in items:
+        groups.setdefault(group(item), []).append(item)
+    costs = {id(item): float(cost(item)) for item in items}
+    ranked = sorted(
+        groups.values(), key=lambda members: -sum(costs[id(m)] for m in members) / len(members)
+    )
+    front: list[BatchItem] = []
+    back: list[BatchItem] = []  # in the order the back end takes them
+    for rank, members in enumerate(ranked):
+        members = sorted(members, key=lambda m: -costs[id(m)])
+        (front if rank % 2 == 0 else back).extend(members)
+    return front + back[::-1]
 
 
 class _Counted:

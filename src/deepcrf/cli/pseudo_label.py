@@ -137,6 +137,18 @@ def image_size(item: BatchItem) -> tuple[int, int]:
         return (0, 0)
 
 
+def work_cost(item: BatchItem, size=image_size) -> float:
+    """An image's estimated work: its pixels (``size(item)``: the lattice build) plus its
+    CAM file's float32 values (about pixels x classes: the mean field's channels, from the
+    file's size; nothing is read)."""
+    width, height = size(item)
+    try:
+        cam_values = item.inputs[0].stat().st_size / 4
+    except OSError:
+        cam_values = 0.0
+    return width * height + cam_values
+
+
 def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     cams = files_by_stem(args.cams, [".npy"], "--cams")
@@ -156,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         for name in sorted(cams)
     ]
     work = functools.partial(label_one, options, args.palette)
+    size = functools.lru_cache(maxsize=None)(image_size)  # one header read per item
     summary = run_batch(
         items,
         work,
@@ -164,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         desc="pseudo-label",
         show=not args.quiet,
-        order=image_size,  # one size after another: each grid lattice built by one process
+        order=size,  # one size after another: each grid lattice built by one process
+        cost=functools.partial(work_cost, size=size),  # costliest at both ends: even ending
     )
     print(summary_line("pseudo-labelled", summary, args.shard, args.out))
     return 0
