@@ -398,7 +398,8 @@ def _crf_runs(logits: list[torch.Tensor], img: torch.Tensor, params: CRFParams) 
     kernels = []
     if params.gaussian_compat != 0:
         lattice = grid_lattice((h, w), params.gaussian_sxy, 1.0, img.device, copies=b)
-        features = grid_features((h, w), params.gaussian_sxy, 1.0, img.device).repeat(b, 1)
+        features = grid_features((h, w), params.gaussian_sxy, 1.0, img.device)
+        features = features.repeat(b, 1) if b > 1 else features
         kernels.append(Kernel(features, params.gaussian_compat, "symmetric", lattice))
     if params.bilateral_compat != 0:
         sxy, srgb = params.bilateral_sxy, params.bilateral_srgb
