@@ -770,49 +770,57 @@ def _group_entries(
     codes: where runs of equal codes are few enough, the runs are sorted (a stable sort
     of their first entries) and expanded, which gives exactly the stable sort of all
     entries for a fraction of its cost."""
-    e = codes.numel()
-    device = codes.device
     if not _few_runs(codes):  # runs barely shorter than entries: sort the entries
         sorted_codes, order = torch.sort(codes, stable=True)
-        # starts: first sorted entry of every vertex
-        vertex_of_sorted, starts = _number_sorted(sorted_codes, index_dtype)
-        vertex_codes = sorted_codes[starts]
+        vertex_codes, vertex_of_sorted, counts = torch.unique_consecutive(
+            sorted_codes, return_inverse=True, return_counts=True
+        )
+        del sorted_codes
         # order is a permutation: scatter_ (no duplicate handling) is 2x faster than index_put
-        vertex_of_entry = torch.empty_like(vertex_of_sorted).scatter_(0, order, vertex_of_sorted)
-        return order, vertex_codes, starts, vertex_of_entry
-    is_head = torch.empty(e, dtype=torch.bool, device=device)  # a run of equal codes starts
-    is_head[0] = True
-    torch.ne(codes[1:], codes[:-1], out=is_head[1:])
-    heads = torch.nonzero(is_head).view(-1)
-    del is_head
-    lengths = torch.diff(heads, append=heads.new_full((1,), e))
-    head_codes, head_order = torch.sort(codes.index_select(0, heads), stable=True)
+        vertex_of_entry = torch.empty(codes.numel(), dtype=index_dtype, device=codes.device)
+        vertex_of_entry.scatter_(0, order, vertex_of_sorted.to(index_dtype))
+        return order, vertex_codes, _exclusive_cumsum(counts), vertex_of_entry
+    # runs of equal codes in entry order: codes, lengths, first entries
+    run_codes, lengths = torch.unique_consecutive(codes, return_counts=True)
+    heads = _exclusive_cumsum(lengths)
+    head_codes, head_order = torch.sort(run_codes, stable=True)
+    del run_codes
     sorted_lengths = lengths.index_select(0, head_order)
-    # the runs in code order, laid end to end: run h starts at first[h] in ``order``
-    first = torch.cumsum(sorted_lengths, 0).sub_(sorted_lengths)
-    shift = heads.index_select(0, head_order).sub_(first).to(index_dtype)
-    order = torch.repeat_interleave(shift, sorted_lengths, output_size=e)
-    order += torch.arange(e, dtype=order.dtype, device=device)
-    vertex_of_run, first_run = _number_sorted(head_codes, index_dtype)  # runs in code order
-    vertex_codes = head_codes.index_select(0, first_run)
-    starts = first.index_select(0, first_run)
-    # each run's vertex, runs in entry order, repeated along the runs
+    sorted_heads = heads.index_select(0, head_order)
+    # the runs in code order, laid end to end: run k starts at first[k] in ``order``
+    first = _exclusive_cumsum(sorted_lengths)
+    # order[first[k] + t] = sorted_heads[k] + t: a cumulative sum of steps, 1 inside a run
+    # and a jump from the end of one run to the head of the next at its first position
+    jumps = sorted_heads.clone()
+    jumps[1:] -= sorted_heads[:-1] + sorted_lengths[:-1] - 1
+    order = _cumsum_of_steps(codes.numel(), first, jumps, 1, index_dtype)
+    vertex_codes, vertex_of_run, counts = torch.unique_consecutive(
+        head_codes, return_inverse=True, return_counts=True
+    )
+    starts = first.index_select(0, _exclusive_cumsum(counts))
+    # each run's vertex, runs in entry order, repeated along the runs (a cumulative sum of
+    # the changes of vertex at the heads)
     vertex_of_head = torch.empty_like(vertex_of_run).scatter_(0, head_order, vertex_of_run)
-    vertex_of_entry = torch.repeat_interleave(vertex_of_head, lengths, output_size=e)
+    changes = vertex_of_head.clone()
+    changes[1:] -= vertex_of_head[:-1]
+    vertex_of_entry = _cumsum_of_steps(codes.numel(), heads, changes, 0, index_dtype)
     return order, vertex_codes, starts, vertex_of_entry
 
 
-def _number_sorted(
-    sorted_codes: torch.Tensor, index_dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(number of each entry's distinct code: 0, 1, ..., positions where each distinct code
-    first appears) of sorted ``sorted_codes``."""
-    is_next = torch.empty(sorted_codes.numel(), dtype=torch.bool, device=sorted_codes.device)
-    is_next[0] = False  # a new code starts there
-    torch.ne(sorted_codes[1:], sorted_codes[:-1], out=is_next[1:])
-    number = torch.cumsum(is_next, 0, dtype=index_dtype)
-    is_next[0] = True
-    return number, torch.nonzero(is_next).view(-1)
+def _exclusive_cumsum(counts: torch.Tensor) -> torch.Tensor:
+    """Starts of consecutive groups of ``counts`` entries: 0, c0, c0 + c1, ..."""
+    return torch.cumsum(counts, 0).sub_(counts)
+
+
+def _cumsum_of_steps(
+    size: int, at: torch.Tensor, steps: torch.Tensor, default: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """The cumulative sum of ``size`` steps that are ``default`` except ``steps`` at the
+    distinct positions ``at`` (a sequence that is piecewise ``default``-linear, e.g. runs
+    expanded): one fill, one scatter and one pass of a cumulative sum, in ``dtype``."""
+    out = torch.full((size,), default, dtype=dtype, device=steps.device)
+    out.index_put_((at,), steps.to(dtype))
+    return torch.cumsum(out, 0, dtype=dtype)
 
 
 def _blur_stencil(
