@@ -919,9 +919,15 @@ def _probe(
 
 
 def _hash_slots(keys: torch.Tensor, shift: int) -> torch.Tensor:
-    """Table slots (int64) of int32 ``keys``: the top bits of key · ``_HASH_MULT`` mod 2^32
-    (no overflow: |key| < 2^31 and the multiplier < 2^32)."""
-    return (keys.long() * _HASH_MULT).bitwise_and_(0xFFFFFFFF).bitwise_right_shift_(shift)
+    """Table slots (int64) of int32 ``keys``: the top bits of k · ``_HASH_MULT`` mod 2^32
+    for k = key xor (key >> 11) (no overflow: |k| < 2^31 and the multiplier < 2^32).
+
+    The xor folds a code's high digits into its low bits first: vertex codes are a
+    mixed-radix lattice, and the plain multiplicative hash sent some photos' codes to few
+    slots (2007_000129 at IRN's 50/5: 67% distinct home slots, against 89% for random
+    keys, and long probe runs: the lookups took 134 ms, 60 ms with the xor)."""
+    mixed = torch.bitwise_xor(keys, keys >> 11)
+    return (mixed.long() * _HASH_MULT).bitwise_and_(0xFFFFFFFF).bitwise_right_shift_(shift)
 
 
 def _stencil_from_up(
