@@ -851,6 +851,7 @@ def _blur_stencil(
 
 _HASH_MULT = 0x9E3779B1  # Knuth's multiplicative hash (2^32 / golden ratio)
 _HASH_LOAD = 4  # table slots per key: most lookups end at their first slot
+_PROBE_ROUNDS = 4  # rounds of linear probing of a lookup before binary search
 
 
 def _find_codes(codes: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -885,7 +886,7 @@ def _find_codes(codes: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tenso
     # look up, a chunk of targets at a time (bounded temporaries on large images)
     flat = targets.reshape(-1)
     position = torch.empty(flat.shape, dtype=torch.int32, device=device)
-    chunk = max(m, 1 << 16)
+    chunk = max(m, 1 << 21)
     for start in range(0, flat.numel(), chunk):
         stop = min(start + chunk, flat.numel())
         position[start:stop] = _probe(table, codes, flat[start:stop], shift, mask)
@@ -897,7 +898,10 @@ def _probe(
     table: torch.Tensor, codes: torch.Tensor, query: torch.Tensor, shift: int, mask: int
 ) -> torch.Tensor:
     """Positions in ``codes`` of the ``query`` codes by linear probing of ``table`` (see
-    ``_find_codes``): found at its probe's key, absent (-1) at a free slot."""
+    ``_find_codes``): found at its probe's key, absent (-1) at a free slot. After
+    ``_PROBE_ROUNDS`` rounds the few lookups still probing are binary searches: every
+    round costs a dozen operations however few lookups are left (a photo's long probe
+    runs had taken ~60 rounds per chunk of targets)."""
     slot = _hash_slots(query, shift)
     key = table.index_select(0, slot)
     occupied = key >= 0
@@ -908,13 +912,20 @@ def _probe(
     position = (key + 1).mul_(hit).sub_(1)
     pending = torch.nonzero(occupied ^ hit).view(-1)  # occupied, other key: probe on
     slot = slot.index_select(0, pending)
-    while pending.numel():
+    for _ in range(_PROBE_ROUNDS):
+        if not pending.numel():
+            return position
         slot.add_(1).bitwise_and_(mask)
         key = table.index_select(0, slot)
         hit = (key >= 0) & (codes.index_select(0, key.clamp(min=0)) == query[pending])
         position.index_put_((pending[hit],), key[hit])
         left = torch.nonzero((key >= 0) & ~hit).view(-1)
         pending, slot = pending.index_select(0, left), slot.index_select(0, left)
+    if pending.numel():  # the few still probing: binary searches
+        rest = query.index_select(0, pending)
+        at = torch.searchsorted(codes, rest).clamp_(max=codes.numel() - 1)
+        hit = codes.index_select(0, at) == rest
+        position.index_put_((pending[hit],), at[hit].to(position.dtype))
     return position
 
 
