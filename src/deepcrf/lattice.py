@@ -945,29 +945,31 @@ def _stencil_from_up(
     up: torch.Tensor, found: torch.Tensor, index_dtype: torch.dtype, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The (d+1, M, 3) stencil from each vertex's up neighbour per axis (``up``, valid
-    where ``found``): [itself, down, up], the down neighbours read backwards."""
+    where ``found``): [itself, down, up], the down neighbours read backwards. Selections
+    are arithmetic on 0/1 integers (torch.where, and products with booleans, take slower
+    paths on CPU)."""
     axes, m = up.shape
-    size = axes * m * 3
+    size = axes * m
     own = torch.arange(m, device=device, dtype=index_dtype)
-    # one spare element at the end takes the scattered writes of missing neighbours
-    index_flat = torch.empty(size + 1, dtype=index_dtype, device=device)
-    weight_flat = torch.zeros(size + 1, dtype=torch.float32, device=device)
-    index, weight = index_flat[:size].view(axes, m, 3), weight_flat[:size].view(axes, m, 3)
-    up = up.to(index_dtype)
+    is_found = found.view(torch.int8).to(index_dtype)
+    half = is_found.to(torch.float32).mul_(0.5)  # the neighbour's weight: 1/2 or 0
+    index = torch.empty(axes, m, 3, dtype=index_dtype, device=device)
+    weight = torch.empty(axes, m, 3, dtype=torch.float32, device=device)
     index[:, :, 0] = own
     weight[:, :, 0] = 1.0
-    index[:, :, 1] = own
-    # selections by arithmetic (torch.where is several times slower on CPU): the up
-    # neighbour where found, else the vertex itself
-    index[:, :, 2] = (up - own).mul_(found).add_(own)
-    weight[:, :, 2] = found * 0.5
-    # down neighbours: vertex u = up[j, v] has v below it along axis j; a scatter to flat
-    # positions j*3M + 3u + 1 (the spare one, ``size``, where nothing was found) avoids
-    # two boolean selections
-    rows = torch.arange(0, size, 3 * m, device=device, dtype=torch.long)[:, None]
-    slots = up.long().mul_(3).add_(rows + (1 - size)).mul_(found).add_(size).view(-1)
-    index_flat.scatter_(0, slots, own.expand(axes, m).reshape(-1))
-    weight_flat.scatter_(0, slots, weight_flat.new_full((1,), 0.5).expand(slots.shape[0]))
+    step = torch.sub(up.to(index_dtype), own).mul_(is_found)  # up - own where found, else 0
+    index[:, :, 2] = step + own
+    weight[:, :, 2] = half
+    # down neighbours: vertex u = up[j, v] has v below it along axis j: a scatter to
+    # j*M + u, or to the spare last slot where nothing was found
+    rows = torch.arange(-size, 0, m, device=device, dtype=index_dtype)[:, None]
+    slots = step.add_(own).add_(rows).mul_(is_found).add_(size).view(-1).long()
+    down = own.repeat(axes + 1)[: size + 1]  # itself where nothing is below
+    down.scatter_(0, slots, own.expand(axes, m).reshape(-1))
+    down_weight = torch.zeros(size + 1, dtype=torch.float32, device=device)
+    down_weight.scatter_(0, slots, half.view(-1))
+    index[:, :, 1] = down[:size].view(axes, m)
+    weight[:, :, 1] = down_weight[:size].view(axes, m)
     return index, weight
 
 
