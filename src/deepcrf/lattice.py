@@ -524,11 +524,11 @@ def _simplex_coordinates(
     small = rank.dtype
     scaled = coords * _scale_factors(d, coords.device)[:, None]
     elevated = coords.new_empty(d + 1, n)
-    running = coords.new_zeros(n)
-    for j in range(d, 0, -1):
-        elevated[j] = running - j * scaled[j - 1]
-        running = running + scaled[j - 1]
-    elevated[0] = running
+    running = elevated[0].zero_()  # the running sum ends as elevated[0]
+    term = coords.new_empty(n)
+    for j in range(d, 0, -1):  # written in place: no temporaries, no copies
+        torch.sub(running, torch.mul(scaled[j - 1], j, out=term), out=elevated[j])
+        running += scaled[j - 1]
 
     down = torch.tensor(1.0 / (d + 1), dtype=torch.float32).item()
     torch.round(elevated * down, out=rounded)  # round half to even, as SSE rounding does
@@ -548,10 +548,10 @@ def _simplex_coordinates(
     wrap = torch.lt(rank, 0).view(torch.int8).to(small) - torch.gt(rank, d).view(torch.int8).to(
         small
     )
+    rank.add_(wrap, alpha=d + 1)
+    wrap = wrap.to(rounded.dtype)  # float adds of a float tensor (mixed types are slower)
     rounded += wrap  # rem0 / (d+1), kept to skip an integer division later
-    wrap *= d + 1
-    rank += wrap
-    rem0 += wrap
+    rem0.add_(wrap, alpha=d + 1)  # integers: exact in float32
 
     v = (elevated - rem0) * down
     # by_rank[r] = v_i with rank_i == r (every entry is written: rank is a permutation)
