@@ -136,3 +136,39 @@ def test_crf_models_keep_float32_under_autocast():
         with torch.no_grad():
             plain = model(x, image)
         assert (out - plain).abs().max().item() < 0.5  # bf16 CNN, float32 CRF: close
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("fcn8s", {"width": 0.0625, "norm": "group", "dropout": 0.0}),
+        ("deeplab_largefov", {"width": 0.125, "norm": "group", "dropout": 0.0}),
+        ("crfasrnn", {"width": 0.0625, "norm": "group", "dropout": 0.0}),
+    ],
+)
+def test_channels_last_input_changes_no_value_or_gradient(name, options):
+    from deepcrf.recipes.predict import channels_last
+
+    # float64: the two layouts sum in different orders, identical up to rounding
+    torch.manual_seed(0)
+    model = build(name, num_classes=4, **options).double()
+    x = torch.randn(2, 3, 40, 48, dtype=torch.float64)
+    raw = torch.rand(2, 3, 40, 48, dtype=torch.float64) * 255
+    assert channels_last(x).is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(channels_last(x), x)
+
+    def run(inp):
+        model.zero_grad()
+        out = model(inp, raw) if getattr(model, "needs_image", False) else model(inp)
+        weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)
+        (out * weights).sum().backward()
+        return out.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    plain, plain_grads = run(x)
+    fast, fast_grads = run(channels_last(x))
+    torch.testing.assert_close(fast, plain, rtol=1e-9, atol=1e-9)
+    assert len(fast_grads) == len(plain_grads) > 0
+    for a, b in zip(fast_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-9 * float(b.abs().max()))
+    # the weights keep their layout: state dicts stay contiguous for safetensors
+    assert all(p.is_contiguous() for p in model.state_dict().values())

@@ -52,6 +52,7 @@ from .data import ResumableSampler, build_dataset, dataset_num_classes, eval_ind
 from .distributed import Dist, all_gather_objects, all_reduce_sum, setup_distributed
 from .holdout import Best, split_holdout
 from .optim import build_optimizer, lr_factor
+from .predict import channels_last
 
 __all__ = [
     "TrainState",
@@ -164,7 +165,7 @@ def kaiming_body(model: nn.Module) -> None:
 
 
 def _forward(model: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
-    x = batch["image"].to(device, non_blocking=True)
+    x = channels_last(batch["image"].to(device, non_blocking=True))
     if getattr(_unwrap(model), "needs_image", False):
         raw = batch["raw_image"].to(device).permute(0, 3, 1, 2).float()
         return model(x, raw)

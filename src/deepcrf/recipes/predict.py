@@ -27,6 +27,7 @@ from ..params import PRESETS, CRFParams
 
 __all__ = [
     "LoadedRun",
+    "channels_last",
     "crf_refine",
     "iterate_dataset",
     "load_run",
@@ -102,11 +103,20 @@ def _as_batch(image: np.ndarray | torch.Tensor) -> np.ndarray:
     return raw
 
 
+def channels_last(images: torch.Tensor) -> torch.Tensor:
+    """A network's (B, 3, H, W) input in channels-last memory: oneDNN's convolutions (and their
+    backward) run much faster in that layout on thin networks, e.g. the tiny presets' 4-channel
+    VGG-16 maps (a 1/16-wide FCN-8s training step 1.5x faster on one thread); values unchanged,
+    and the weights keep their layout (state dicts stay contiguous)."""
+    return images.contiguous(memory_format=torch.channels_last)
+
+
 def model_logits(model: nn.Module, images_uint8: list[np.ndarray], device=None) -> torch.Tensor:
     """Full-resolution logits (B, L, H, W) for equally sized (H, W, 3) uint8 images."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     mode = model.config.get("normalize", "imagenet") if hasattr(model, "config") else "imagenet"
-    x = torch.stack([normalize(_as_batch(im), mode) for im in images_uint8]).to(device)
+    x = torch.stack([normalize(_as_batch(im), mode) for im in images_uint8])
+    x = channels_last(x.to(device))
     if getattr(model, "needs_image", False):
         raw = torch.stack(
             [torch.from_numpy(_as_batch(im)).permute(2, 0, 1) for im in images_uint8]
