@@ -174,3 +174,35 @@ def test_run_estimate_picks_the_path():
     assert lattice_module._few_runs(torch.arange(100_000, dtype=torch.int32) // 10)
     assert not lattice_module._few_runs(torch.arange(100_000, dtype=torch.int32) // 2)
     assert lattice_module._few_runs(torch.zeros(5, dtype=torch.int32))  # fewer than a window
+
+
+@pytest.mark.parametrize("runs_below", [0.0, 2.0])  # entries sorted / runs sorted
+@pytest.mark.parametrize(
+    "codes",
+    [
+        [7],
+        [3, 3, 3, 3],
+        [5, 1, 4, 2, 3],
+        [2, 2, 9, 9, 9, 2, 2, 0, 9, 0, 0, 2],
+        "random runs",
+    ],
+)
+def test_group_entries_is_a_stable_sort(monkeypatch, runs_below, codes):
+    """Both ways of grouping entries by vertex give the stable sort of the codes, their
+    distinct values, each value's first position and each entry's value number."""
+    monkeypatch.setattr(lattice_module, "_RUNS_BELOW", runs_below)
+    if codes == "random runs":
+        g = torch.Generator().manual_seed(0)
+        values = torch.randint(-50, 50, (400,), generator=g, dtype=torch.int32)
+        codes = torch.repeat_interleave(values, torch.randint(1, 6, (400,), generator=g))
+    codes = torch.as_tensor(codes, dtype=torch.int32)
+    order, vertex_codes, starts, vertex_of_entry = lattice_module._group_entries(
+        codes, torch.int32
+    )
+    expected_codes, expected_order = torch.sort(codes.long(), stable=True)  # reference
+    distinct, inverse = torch.unique(codes, return_inverse=True)
+    assert torch.equal(order.long(), expected_order)
+    assert torch.equal(vertex_codes, distinct)
+    assert torch.equal(vertex_of_entry.long(), inverse)
+    first = [int(torch.nonzero(expected_codes == v)[0]) for v in distinct.tolist()]
+    assert starts.long().tolist() == first
