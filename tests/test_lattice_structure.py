@@ -206,3 +206,15 @@ def test_group_entries_is_a_stable_sort(monkeypatch, runs_below, codes):
     assert torch.equal(vertex_of_entry.long(), inverse)
     first = [int(torch.nonzero(expected_codes == v)[0]) for v in distinct.tolist()]
     assert starts.long().tolist() == first
+
+
+@pytest.mark.parametrize("n", [5, 9_999, 10_000, 20_000, (1 << 15) - 1, 1 << 15])
+def test_stable_sort_pads_mid_sizes_without_changing_the_order(n):
+    """Codes padded up to torch's radix-sort size sort exactly as torch.sort sorts them,
+    also with codes equal to the padding value and many ties."""
+    g = torch.Generator().manual_seed(n)
+    codes = torch.randint(0, 50, (n,), generator=g, dtype=torch.int32)
+    codes[::7] = torch.iinfo(torch.int32).max
+    values, order = lattice_module._stable_sort(codes)
+    expected_values, expected_order = torch.sort(codes.long(), stable=True)
+    assert torch.equal(order, expected_order) and torch.equal(values.long(), expected_values)

@@ -771,7 +771,7 @@ def _group_entries(
     of their first entries) and expanded, which gives exactly the stable sort of all
     entries for a fraction of its cost."""
     if not _few_runs(codes):  # runs barely shorter than entries: sort the entries
-        sorted_codes, order = torch.sort(codes, stable=True)
+        sorted_codes, order = _stable_sort(codes)
         vertex_codes, vertex_of_sorted, counts = torch.unique_consecutive(
             sorted_codes, return_inverse=True, return_counts=True
         )
@@ -783,7 +783,7 @@ def _group_entries(
     # runs of equal codes in entry order: codes, lengths, first entries
     run_codes, lengths = torch.unique_consecutive(codes, return_counts=True)
     heads = _exclusive_cumsum(lengths)
-    head_codes, head_order = torch.sort(run_codes, stable=True)
+    head_codes, head_order = _stable_sort(run_codes)
     del run_codes
     sorted_lengths = lengths.index_select(0, head_order)
     sorted_heads = heads.index_select(0, head_order)
@@ -805,6 +805,25 @@ def _group_entries(
     changes[1:] -= vertex_of_head[:-1]
     vertex_of_entry = _cumsum_of_steps(codes.numel(), heads, changes, 0, index_dtype)
     return order, vertex_codes, starts, vertex_of_entry
+
+
+_RADIX_MIN = 1 << 15  # torch sorts 1-D integer tensors of at least this many by radix
+_PAD_FROM = 10_000  # ... and shorter ones by comparison: from here on, padding pays
+
+
+def _stable_sort(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.sort(codes, stable=True)`` of 1-D integer codes. On CPU, torch sorts integer
+    tensors of ``_RADIX_MIN`` elements or more with a radix sort (0.5 ms at 2^15) and
+    shorter ones by comparison (~3 ms at 30k elements), so codes from ``_PAD_FROM`` up are
+    padded to ``_RADIX_MIN`` with the largest value of their type: the padding sorts last
+    (stably, after any real code equal to it) and is cut off, the order is the same."""
+    n = codes.numel()
+    if codes.device.type != "cpu" or not _PAD_FROM <= n < _RADIX_MIN:
+        return torch.sort(codes, stable=True)
+    padded = codes.new_full((_RADIX_MIN,), torch.iinfo(codes.dtype).max)
+    padded[:n] = codes
+    sorted_codes, order = torch.sort(padded, stable=True)
+    return sorted_codes[:n], order[:n]
 
 
 def _exclusive_cumsum(counts: torch.Tensor) -> torch.Tensor:
