@@ -166,9 +166,15 @@ def test_bad_values_shape_raises():
         lattice.filter(torch.zeros(5, 1))
 
 
+@pytest.mark.parametrize("rounds", [0, 4])
 @pytest.mark.parametrize("count", [1, 7, 3000])
-def test_code_lookup_matches_binary_search(count):
+def test_code_lookup_matches_binary_search(monkeypatch, count, rounds):
+    """Hash lookups, with lookups still probing after ``rounds`` rounds finished by binary
+    search (0: every lookup not settled at its home slot), against torch.isin."""
+    import deepcrf.lattice as lattice_module
     from deepcrf.lattice import _find_codes
+
+    monkeypatch.setattr(lattice_module, "_PROBE_ROUNDS", rounds)
 
     g = torch.Generator().manual_seed(count)
     # clustered codes (multiples of 977) and present, absent and negative targets, as the

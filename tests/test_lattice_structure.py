@@ -174,3 +174,47 @@ def test_run_estimate_picks_the_path():
     assert lattice_module._few_runs(torch.arange(100_000, dtype=torch.int32) // 10)
     assert not lattice_module._few_runs(torch.arange(100_000, dtype=torch.int32) // 2)
     assert lattice_module._few_runs(torch.zeros(5, dtype=torch.int32))  # fewer than a window
+
+
+@pytest.mark.parametrize("runs_below", [0.0, 2.0])  # entries sorted / runs sorted
+@pytest.mark.parametrize(
+    "codes",
+    [
+        [7],
+        [3, 3, 3, 3],
+        [5, 1, 4, 2, 3],
+        [2, 2, 9, 9, 9, 2, 2, 0, 9, 0, 0, 2],
+        "random runs",
+    ],
+)
+def test_group_entries_is_a_stable_sort(monkeypatch, runs_below, codes):
+    """Both ways of grouping entries by vertex give the stable sort of the codes, their
+    distinct values, each value's first position and each entry's value number."""
+    monkeypatch.setattr(lattice_module, "_RUNS_BELOW", runs_below)
+    if codes == "random runs":
+        g = torch.Generator().manual_seed(0)
+        values = torch.randint(-50, 50, (400,), generator=g, dtype=torch.int32)
+        codes = torch.repeat_interleave(values, torch.randint(1, 6, (400,), generator=g))
+    codes = torch.as_tensor(codes, dtype=torch.int32)
+    order, vertex_codes, starts, vertex_of_entry = lattice_module._group_entries(
+        codes, torch.int32
+    )
+    expected_codes, expected_order = torch.sort(codes.long(), stable=True)  # reference
+    distinct, inverse = torch.unique(codes, return_inverse=True)
+    assert torch.equal(order.long(), expected_order)
+    assert torch.equal(vertex_codes, distinct)
+    assert torch.equal(vertex_of_entry.long(), inverse)
+    first = [int(torch.nonzero(expected_codes == v)[0]) for v in distinct.tolist()]
+    assert starts.long().tolist() == first
+
+
+@pytest.mark.parametrize("n", [5, 9_999, 10_000, 20_000, (1 << 15) - 1, 1 << 15])
+def test_stable_sort_pads_mid_sizes_without_changing_the_order(n):
+    """Codes padded up to torch's radix-sort size sort exactly as torch.sort sorts them,
+    also with codes equal to the padding value and many ties."""
+    g = torch.Generator().manual_seed(n)
+    codes = torch.randint(0, 50, (n,), generator=g, dtype=torch.int32)
+    codes[::7] = torch.iinfo(torch.int32).max
+    values, order = lattice_module._stable_sort(codes)
+    expected_values, expected_order = torch.sort(codes.long(), stable=True)
+    assert torch.equal(order, expected_order) and torch.equal(values.long(), expected_values)

@@ -614,11 +614,11 @@ def _simplex_coordinates(
     small = rank.dtype
     scaled = coords * _scale_factors(d, coords.device)[:, None]
     elevated = coords.new_empty(d + 1, n)
-    running = coords.new_zeros(n)
-    for j in range(d, 0, -1):
-        elevated[j] = running - j * scaled[j - 1]
-        running = running + scaled[j - 1]
-    elevated[0] = running
+    running = elevated[0].zero_()  # the running sum ends as elevated[0]
+    term = coords.new_empty(n)
+    for j in range(d, 0, -1):  # written in place: no temporaries, no copies
+        torch.sub(running, torch.mul(scaled[j - 1], j, out=term), out=elevated[j])
+        running += scaled[j - 1]
 
     down = torch.tensor(1.0 / (d + 1), dtype=torch.float32).item()
     torch.round(elevated * down, out=rounded)  # round half to even, as SSE rounding does
@@ -638,10 +638,10 @@ def _simplex_coordinates(
     wrap = torch.lt(rank, 0).view(torch.int8).to(small) - torch.gt(rank, d).view(torch.int8).to(
         small
     )
+    rank.add_(wrap, alpha=d + 1)
+    wrap = wrap.to(rounded.dtype)  # float adds of a float tensor (mixed types are slower)
     rounded += wrap  # rem0 / (d+1), kept to skip an integer division later
-    wrap *= d + 1
-    rank += wrap
-    rem0 += wrap
+    rem0.add_(wrap, alpha=d + 1)  # integers: exact in float32
 
     v = (elevated - rem0) * down
     # by_rank[r] = v_i with rank_i == r (every entry is written: rank is a permutation)
@@ -860,49 +860,76 @@ def _group_entries(
     codes: where runs of equal codes are few enough, the runs are sorted (a stable sort
     of their first entries) and expanded, which gives exactly the stable sort of all
     entries for a fraction of its cost."""
-    e = codes.numel()
-    device = codes.device
     if not _few_runs(codes):  # runs barely shorter than entries: sort the entries
-        sorted_codes, order = torch.sort(codes, stable=True)
-        # starts: first sorted entry of every vertex
-        vertex_of_sorted, starts = _number_sorted(sorted_codes, index_dtype)
-        vertex_codes = sorted_codes[starts]
+        sorted_codes, order = _stable_sort(codes)
+        vertex_codes, vertex_of_sorted, counts = torch.unique_consecutive(
+            sorted_codes, return_inverse=True, return_counts=True
+        )
+        del sorted_codes
         # order is a permutation: scatter_ (no duplicate handling) is 2x faster than index_put
-        vertex_of_entry = torch.empty_like(vertex_of_sorted).scatter_(0, order, vertex_of_sorted)
-        return order, vertex_codes, starts, vertex_of_entry
-    is_head = torch.empty(e, dtype=torch.bool, device=device)  # a run of equal codes starts
-    is_head[0] = True
-    torch.ne(codes[1:], codes[:-1], out=is_head[1:])
-    heads = torch.nonzero(is_head).view(-1)
-    del is_head
-    lengths = torch.diff(heads, append=heads.new_full((1,), e))
-    head_codes, head_order = torch.sort(codes.index_select(0, heads), stable=True)
+        vertex_of_entry = torch.empty(codes.numel(), dtype=index_dtype, device=codes.device)
+        vertex_of_entry.scatter_(0, order, vertex_of_sorted.to(index_dtype))
+        return order, vertex_codes, _exclusive_cumsum(counts), vertex_of_entry
+    # runs of equal codes in entry order: codes, lengths, first entries
+    run_codes, lengths = torch.unique_consecutive(codes, return_counts=True)
+    heads = _exclusive_cumsum(lengths)
+    head_codes, head_order = _stable_sort(run_codes)
+    del run_codes
     sorted_lengths = lengths.index_select(0, head_order)
-    # the runs in code order, laid end to end: run h starts at first[h] in ``order``
-    first = torch.cumsum(sorted_lengths, 0).sub_(sorted_lengths)
-    shift = heads.index_select(0, head_order).sub_(first).to(index_dtype)
-    order = torch.repeat_interleave(shift, sorted_lengths, output_size=e)
-    order += torch.arange(e, dtype=order.dtype, device=device)
-    vertex_of_run, first_run = _number_sorted(head_codes, index_dtype)  # runs in code order
-    vertex_codes = head_codes.index_select(0, first_run)
-    starts = first.index_select(0, first_run)
-    # each run's vertex, runs in entry order, repeated along the runs
+    sorted_heads = heads.index_select(0, head_order)
+    # the runs in code order, laid end to end: run k starts at first[k] in ``order``
+    first = _exclusive_cumsum(sorted_lengths)
+    # order[first[k] + t] = sorted_heads[k] + t: a cumulative sum of steps, 1 inside a run
+    # and a jump from the end of one run to the head of the next at its first position
+    jumps = sorted_heads.clone()
+    jumps[1:] -= sorted_heads[:-1] + sorted_lengths[:-1] - 1
+    order = _cumsum_of_steps(codes.numel(), first, jumps, 1, index_dtype)
+    vertex_codes, vertex_of_run, counts = torch.unique_consecutive(
+        head_codes, return_inverse=True, return_counts=True
+    )
+    starts = first.index_select(0, _exclusive_cumsum(counts))
+    # each run's vertex, runs in entry order, repeated along the runs (a cumulative sum of
+    # the changes of vertex at the heads)
     vertex_of_head = torch.empty_like(vertex_of_run).scatter_(0, head_order, vertex_of_run)
-    vertex_of_entry = torch.repeat_interleave(vertex_of_head, lengths, output_size=e)
+    changes = vertex_of_head.clone()
+    changes[1:] -= vertex_of_head[:-1]
+    vertex_of_entry = _cumsum_of_steps(codes.numel(), heads, changes, 0, index_dtype)
     return order, vertex_codes, starts, vertex_of_entry
 
 
-def _number_sorted(
-    sorted_codes: torch.Tensor, index_dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(number of each entry's distinct code: 0, 1, ..., positions where each distinct code
-    first appears) of sorted ``sorted_codes``."""
-    is_next = torch.empty(sorted_codes.numel(), dtype=torch.bool, device=sorted_codes.device)
-    is_next[0] = False  # a new code starts there
-    torch.ne(sorted_codes[1:], sorted_codes[:-1], out=is_next[1:])
-    number = torch.cumsum(is_next, 0, dtype=index_dtype)
-    is_next[0] = True
-    return number, torch.nonzero(is_next).view(-1)
+_RADIX_MIN = 1 << 15  # torch sorts 1-D integer tensors of at least this many by radix
+_PAD_FROM = 10_000  # ... and shorter ones by comparison: from here on, padding pays
+
+
+def _stable_sort(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.sort(codes, stable=True)`` of 1-D integer codes. On CPU, torch sorts integer
+    tensors of ``_RADIX_MIN`` elements or more with a radix sort (0.5 ms at 2^15) and
+    shorter ones by comparison (~3 ms at 30k elements), so codes from ``_PAD_FROM`` up are
+    padded to ``_RADIX_MIN`` with the largest value of their type: the padding sorts last
+    (stably, after any real code equal to it) and is cut off, the order is the same."""
+    n = codes.numel()
+    if codes.device.type != "cpu" or not _PAD_FROM <= n < _RADIX_MIN:
+        return torch.sort(codes, stable=True)
+    padded = codes.new_full((_RADIX_MIN,), torch.iinfo(codes.dtype).max)
+    padded[:n] = codes
+    sorted_codes, order = torch.sort(padded, stable=True)
+    return sorted_codes[:n], order[:n]
+
+
+def _exclusive_cumsum(counts: torch.Tensor) -> torch.Tensor:
+    """Starts of consecutive groups of ``counts`` entries: 0, c0, c0 + c1, ..."""
+    return torch.cumsum(counts, 0).sub_(counts)
+
+
+def _cumsum_of_steps(
+    size: int, at: torch.Tensor, steps: torch.Tensor, default: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """The cumulative sum of ``size`` steps that are ``default`` except ``steps`` at the
+    distinct positions ``at`` (a sequence that is piecewise ``default``-linear, e.g. runs
+    expanded): one fill, one scatter and one pass of a cumulative sum, in ``dtype``."""
+    out = torch.full((size,), default, dtype=dtype, device=steps.device)
+    out.index_put_((at,), steps.to(dtype))
+    return torch.cumsum(out, 0, dtype=dtype)
 
 
 def _blur_stencil(
@@ -933,6 +960,7 @@ def _blur_stencil(
 
 _HASH_MULT = 0x9E3779B1  # Knuth's multiplicative hash (2^32 / golden ratio)
 _HASH_LOAD = 4  # table slots per key: most lookups end at their first slot
+_PROBE_ROUNDS = 4  # rounds of linear probing of a lookup before binary search
 
 
 def _find_codes(codes: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -967,7 +995,7 @@ def _find_codes(codes: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tenso
     # look up, a chunk of targets at a time (bounded temporaries on large images)
     flat = targets.reshape(-1)
     position = torch.empty(flat.shape, dtype=torch.int32, device=device)
-    chunk = max(m, 1 << 16)
+    chunk = max(m, 1 << 21)
     for start in range(0, flat.numel(), chunk):
         stop = min(start + chunk, flat.numel())
         position[start:stop] = _probe(table, codes, flat[start:stop], shift, mask)
@@ -979,7 +1007,10 @@ def _probe(
     table: torch.Tensor, codes: torch.Tensor, query: torch.Tensor, shift: int, mask: int
 ) -> torch.Tensor:
     """Positions in ``codes`` of the ``query`` codes by linear probing of ``table`` (see
-    ``_find_codes``): found at its probe's key, absent (-1) at a free slot."""
+    ``_find_codes``): found at its probe's key, absent (-1) at a free slot. After
+    ``_PROBE_ROUNDS`` rounds the few lookups still probing are binary searches: every
+    round costs a dozen operations however few lookups are left (a photo's long probe
+    runs had taken ~60 rounds per chunk of targets)."""
     slot = _hash_slots(query, shift)
     key = table.index_select(0, slot)
     occupied = key >= 0
@@ -990,49 +1021,64 @@ def _probe(
     position = (key + 1).mul_(hit).sub_(1)
     pending = torch.nonzero(occupied ^ hit).view(-1)  # occupied, other key: probe on
     slot = slot.index_select(0, pending)
-    while pending.numel():
+    for _ in range(_PROBE_ROUNDS):
+        if not pending.numel():
+            return position
         slot.add_(1).bitwise_and_(mask)
         key = table.index_select(0, slot)
         hit = (key >= 0) & (codes.index_select(0, key.clamp(min=0)) == query[pending])
         position.index_put_((pending[hit],), key[hit])
         left = torch.nonzero((key >= 0) & ~hit).view(-1)
         pending, slot = pending.index_select(0, left), slot.index_select(0, left)
+    if pending.numel():  # the few still probing: binary searches
+        rest = query.index_select(0, pending)
+        at = torch.searchsorted(codes, rest).clamp_(max=codes.numel() - 1)
+        hit = codes.index_select(0, at) == rest
+        position.index_put_((pending[hit],), at[hit].to(position.dtype))
     return position
 
 
 def _hash_slots(keys: torch.Tensor, shift: int) -> torch.Tensor:
-    """Table slots (int64) of int32 ``keys``: the top bits of key · ``_HASH_MULT`` mod 2^32
-    (no overflow: |key| < 2^31 and the multiplier < 2^32)."""
-    return (keys.long() * _HASH_MULT).bitwise_and_(0xFFFFFFFF).bitwise_right_shift_(shift)
+    """Table slots (int64) of int32 ``keys``: the top bits of k · ``_HASH_MULT`` mod 2^32
+    for k = key xor (key >> 11) (no overflow: |k| < 2^31 and the multiplier < 2^32).
+
+    The xor folds a code's high digits into its low bits first: vertex codes are a
+    mixed-radix lattice, and the plain multiplicative hash sent some photos' codes to few
+    slots (2007_000129 at IRN's 50/5: 67% distinct home slots, against 89% for random
+    keys, and long probe runs: the lookups took 134 ms, 60 ms with the xor)."""
+    mixed = torch.bitwise_xor(keys, keys >> 11)
+    return (mixed.long() * _HASH_MULT).bitwise_and_(0xFFFFFFFF).bitwise_right_shift_(shift)
 
 
 def _stencil_from_up(
     up: torch.Tensor, found: torch.Tensor, index_dtype: torch.dtype, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The (d+1, M, 3) stencil from each vertex's up neighbour per axis (``up``, valid
-    where ``found``): [itself, down, up], the down neighbours read backwards."""
+    where ``found``): [itself, down, up], the down neighbours read backwards. Selections
+    are arithmetic on 0/1 integers (torch.where, and products with booleans, take slower
+    paths on CPU)."""
     axes, m = up.shape
-    size = axes * m * 3
+    size = axes * m
     own = torch.arange(m, device=device, dtype=index_dtype)
-    # one spare element at the end takes the scattered writes of missing neighbours
-    index_flat = torch.empty(size + 1, dtype=index_dtype, device=device)
-    weight_flat = torch.zeros(size + 1, dtype=torch.float32, device=device)
-    index, weight = index_flat[:size].view(axes, m, 3), weight_flat[:size].view(axes, m, 3)
-    up = up.to(index_dtype)
+    is_found = found.view(torch.int8).to(index_dtype)
+    half = is_found.to(torch.float32).mul_(0.5)  # the neighbour's weight: 1/2 or 0
+    index = torch.empty(axes, m, 3, dtype=index_dtype, device=device)
+    weight = torch.empty(axes, m, 3, dtype=torch.float32, device=device)
     index[:, :, 0] = own
     weight[:, :, 0] = 1.0
-    index[:, :, 1] = own
-    # selections by arithmetic (torch.where is several times slower on CPU): the up
-    # neighbour where found, else the vertex itself
-    index[:, :, 2] = (up - own).mul_(found).add_(own)
-    weight[:, :, 2] = found * 0.5
-    # down neighbours: vertex u = up[j, v] has v below it along axis j; a scatter to flat
-    # positions j*3M + 3u + 1 (the spare one, ``size``, where nothing was found) avoids
-    # two boolean selections
-    rows = torch.arange(0, size, 3 * m, device=device, dtype=torch.long)[:, None]
-    slots = up.long().mul_(3).add_(rows + (1 - size)).mul_(found).add_(size).view(-1)
-    index_flat.scatter_(0, slots, own.expand(axes, m).reshape(-1))
-    weight_flat.scatter_(0, slots, weight_flat.new_full((1,), 0.5).expand(slots.shape[0]))
+    step = torch.sub(up.to(index_dtype), own).mul_(is_found)  # up - own where found, else 0
+    index[:, :, 2] = step + own
+    weight[:, :, 2] = half
+    # down neighbours: vertex u = up[j, v] has v below it along axis j: a scatter to
+    # j*M + u, or to the spare last slot where nothing was found
+    rows = torch.arange(-size, 0, m, device=device, dtype=index_dtype)[:, None]
+    slots = step.add_(own).add_(rows).mul_(is_found).add_(size).view(-1).long()
+    down = own.repeat(axes + 1)[: size + 1]  # itself where nothing is below
+    down.scatter_(0, slots, own.expand(axes, m).reshape(-1))
+    down_weight = torch.zeros(size + 1, dtype=torch.float32, device=device)
+    down_weight.scatter_(0, slots, half.view(-1))
+    index[:, :, 1] = down[:size].view(axes, m)
+    weight[:, :, 1] = down_weight[:size].view(axes, m)
     return index, weight
 
 
