@@ -29,6 +29,7 @@ from deepcrf.models import build
 from deepcrf.recipes import RECIPES, resolve_config
 from deepcrf.recipes.engine import run_crf_options, segmentation_loss
 from deepcrf.recipes.optim import build_optimizer
+from deepcrf.recipes.predict import channels_last
 
 
 def _model(config, num_classes: int, device):
@@ -48,7 +49,8 @@ def step_time(config, batch: int, device, repeats: int, num_classes: int = 21) -
     model = _model(config, num_classes, device)
     optimizer = build_optimizer(model, config.optim)
     size, stride = config.data.crop_size, config.data.label_stride
-    x = torch.randn(batch, 3, size, size, device=device)
+    # the network's input in the layout the training loop gives it (engine._forward)
+    x = channels_last(torch.randn(batch, 3, size, size, device=device))
     raw = torch.rand(batch, 3, size, size, device=device) * 255
     label = torch.randint(0, num_classes, (batch, size, size), device=device)
     valid = torch.tensor([label[:, ::stride, ::stride].numel()], device=device)
