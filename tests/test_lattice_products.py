@@ -135,3 +135,41 @@ def test_label_transforms_and_gradients_are_not_padded():
     out = lattice.filter_add(grad_values, add)
     out.sum().backward()
     assert grad_values.grad is not None and grad_values.grad.shape == values.shape
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_blur_computes_one_or_two_channels_as_four(monkeypatch, channels):
+    """The blur's CSR products run 1 or 2 channels padded to 4 (``_BLUR_WIDTHS``): the
+    same bits as unpadded, through ``blur``, ``splat_blur`` and ``filter_add`` (which
+    writes the blurred rows into its slice table), a result of the input's width."""
+    lattice, g = _stack()
+    vertex_values = torch.rand(lattice.num_vertices, channels, generator=g)
+    values = torch.rand(lattice.num_points, channels, generator=g)
+    add = torch.randn(lattice.num_points, channels, generator=g)
+    widths = []
+    original = lattice_module._csr_mm
+
+    def spy(matrix, dense, out=None):
+        widths.append(dense.shape[1])
+        return original(matrix, dense, out)
+
+    monkeypatch.setattr(lattice_module, "_csr_mm", spy)
+    padded = {
+        "blur": lattice.blur(vertex_values),
+        "blur transposed": lattice.blur(vertex_values, transpose=True),
+        "splat_blur": lattice.splat_blur(values),
+        "filter_add": lattice.filter_add(values, add),
+    }
+    assert 4 in widths
+    monkeypatch.setattr(lattice_module, "_BLUR_WIDTHS", {})
+    widths.clear()
+    plain = {
+        "blur": lattice.blur(vertex_values),
+        "blur transposed": lattice.blur(vertex_values, transpose=True),
+        "splat_blur": lattice.splat_blur(values),
+        "filter_add": lattice.filter_add(values, add),
+    }
+    assert set(widths) == {channels}
+    for name, expected in plain.items():
+        assert padded[name].shape == expected.shape and padded[name].is_contiguous(), name
+        assert torch.equal(padded[name], expected), name
