@@ -209,12 +209,41 @@ def test_group_entries_is_a_stable_sort(monkeypatch, runs_below, codes):
 
 
 @pytest.mark.parametrize("n", [5, 9_999, 10_000, 20_000, (1 << 15) - 1, 1 << 15])
-def test_stable_sort_pads_mid_sizes_without_changing_the_order(n):
-    """Codes padded up to torch's radix-sort size sort exactly as torch.sort sorts them,
-    also with codes equal to the padding value and many ties."""
+def test_stable_sort_pads_mid_sizes_without_changing_the_order(monkeypatch, n):
+    """Codes padded up to torch's radix-sort size (the path of codes too wide for numpy's
+    keys) sort exactly as torch.sort sorts them, also with codes equal to the padding value
+    and many ties."""
+    monkeypatch.setattr(lattice_module, "_sorted_by_numpy", lambda codes: None)
     g = torch.Generator().manual_seed(n)
     codes = torch.randint(0, 50, (n,), generator=g, dtype=torch.int32)
     codes[::7] = torch.iinfo(torch.int32).max
     values, order = lattice_module._stable_sort(codes)
     expected_values, expected_order = torch.sort(codes.long(), stable=True)
     assert torch.equal(order, expected_order) and torch.equal(values.long(), expected_values)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("n", [1, 2, 1000, 70_000])
+@pytest.mark.parametrize("spread", [3, 1 << 20, 1 << 30])
+def test_stable_sort_by_numpy_keys_is_torchs_stable_sort(n, dtype, spread):
+    """The CPU sort of (code - min, position) keys by numpy gives torch's stable sort:
+    values and order, ties kept in entry order, negative codes, any spread of codes."""
+    g = torch.Generator().manual_seed(n + spread)
+    codes = torch.randint(-spread, spread, (n,), generator=g, dtype=dtype)
+    found = lattice_module._sorted_by_numpy(codes)
+    assert found is not None
+    values, order = lattice_module._stable_sort(codes)
+    expected_values, expected_order = torch.sort(codes, stable=True)
+    assert values.dtype == dtype and order.dtype == torch.int64
+    assert torch.equal(values, expected_values) and torch.equal(order, expected_order)
+
+
+def test_stable_sort_falls_back_to_torch_for_codes_too_wide_for_keys():
+    """Codes spanning more than 63 bits minus the positions' bits cannot be packed with
+    their positions: torch sorts them (the same result)."""
+    big = 1 << 61
+    codes = torch.tensor([big, -big, 0, big, -big, 5], dtype=torch.int64)
+    assert lattice_module._sorted_by_numpy(codes) is None
+    values, order = lattice_module._stable_sort(codes)
+    expected_values, expected_order = torch.sort(codes, stable=True)
+    assert torch.equal(values, expected_values) and torch.equal(order, expected_order)

@@ -27,6 +27,7 @@ import weakref
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -919,18 +920,48 @@ _PAD_FROM = 10_000  # ... and shorter ones by comparison: from here on, padding 
 
 
 def _stable_sort(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.sort(codes, stable=True)`` of 1-D integer codes. On CPU, torch sorts integer
-    tensors of ``_RADIX_MIN`` elements or more with a radix sort (0.5 ms at 2^15) and
-    shorter ones by comparison (~3 ms at 30k elements), so codes from ``_PAD_FROM`` up are
-    padded to ``_RADIX_MIN`` with the largest value of their type: the padding sorts last
-    (stably, after any real code equal to it) and is cut off, the order is the same."""
+    """``torch.sort(codes, stable=True)`` of 1-D integer codes: (sorted codes, order).
+
+    On CPU the codes are sorted by numpy as distinct int64 keys ``(code - min) << b | i``
+    (``i`` the position, ``b`` its bits; ``_sorted_by_numpy``): equal codes keep their
+    order, so the result is exactly the stable sort, and numpy's vectorised sort of 1.1M
+    keys (a VOC photo's entries) took 11 ms where torch's stable sort took 62-84 ms.
+    Codes too widely spread for such keys, and other devices, keep ``torch.sort``: on CPU
+    integer tensors of ``_RADIX_MIN`` elements or more are radix-sorted there and shorter
+    ones compared (~3 ms at 30k elements), so codes from ``_PAD_FROM`` up are padded to
+    ``_RADIX_MIN`` with the largest value of their type: the padding sorts last (stably,
+    after any real code equal to it) and is cut off, the order is the same."""
     n = codes.numel()
+    if codes.device.type == "cpu" and n:
+        found = _sorted_by_numpy(codes)
+        if found is not None:
+            return found
     if codes.device.type != "cpu" or not _PAD_FROM <= n < _RADIX_MIN:
         return torch.sort(codes, stable=True)
     padded = codes.new_full((_RADIX_MIN,), torch.iinfo(codes.dtype).max)
     padded[:n] = codes
     sorted_codes, order = torch.sort(padded, stable=True)
     return sorted_codes[:n], order[:n]
+
+
+def _sorted_by_numpy(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The stable sort of 1-D integer CPU ``codes`` as numpy's sort of distinct int64 keys
+    (see ``_stable_sort``), or None when code range and positions need over 63 bits."""
+    n = codes.numel()
+    bits = max(1, (n - 1).bit_length())
+    low, high = (int(v) for v in torch.aminmax(codes))
+    if high - low >= 1 << (63 - bits):
+        return None
+    keys = codes.to(torch.int64, copy=True)
+    if low:
+        keys.sub_(low)
+    keys.bitwise_left_shift_(bits).bitwise_or_(torch.arange(n, dtype=torch.int64))
+    keys = torch.from_numpy(np.sort(keys.numpy()))
+    order = keys.bitwise_and((1 << bits) - 1)
+    sorted_codes = keys.bitwise_right_shift_(bits)
+    if low:
+        sorted_codes.add_(low)
+    return sorted_codes.to(codes.dtype), order
 
 
 def _exclusive_cumsum(counts: torch.Tensor) -> torch.Tensor:
