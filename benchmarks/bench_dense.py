@@ -50,11 +50,21 @@ from deepcrf.crf import normalization_scales
 from deepcrf.data import coarse_probabilities
 from deepcrf.features import bilateral_features, grid_features
 from deepcrf.lattice import build_lattice, stack_lattices
+from deepcrf.params import CRFParams
 from deepcrf.threads import choose_threads, last_call, use_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 VOC_SAMPLES = ROOT.parent / "shared" / "data" / "voc-samples"
 NUM_LABELS = 21
+
+#: The CRF of every table, the same in both libraries (``--params``): pydensecrf's README
+#: example (3/3 + 80/13/10, what pydensecrf users run) or DeepLab's, ``deepcrf.refine``'s
+#: defaults (3/3 + 121/5/4). ``SETTINGS`` is the one in use (``refine`` keyword arguments).
+PARAMS = {
+    "pydensecrf": CRFParams(bilateral_sxy=80.0, bilateral_srgb=13.0, bilateral_compat=10.0),
+    "deeplab": CRFParams(),
+}
+SETTINGS: dict = PARAMS["pydensecrf"].to_dict()
 
 
 def photos(folder: Path = VOC_SAMPLES) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
@@ -96,12 +106,17 @@ def probabilities(image: np.ndarray, labels: np.ndarray | None, seed: int = 0) -
 
 
 def run_crf(module, image: np.ndarray, unary: np.ndarray, iterations: int) -> np.ndarray:
-    """Exactly what a pydensecrf user writes."""
+    """Exactly what a pydensecrf user writes (the kernels of ``SETTINGS``)."""
     h, w = image.shape[:2]
     crf = module.DenseCRF2D(w, h, NUM_LABELS)
     crf.setUnaryEnergy(unary)
-    crf.addPairwiseGaussian(sxy=3, compat=3)
-    crf.addPairwiseBilateral(sxy=80, srgb=13, rgbim=image, compat=10)
+    crf.addPairwiseGaussian(sxy=SETTINGS["gaussian_sxy"], compat=SETTINGS["gaussian_compat"])
+    crf.addPairwiseBilateral(
+        sxy=SETTINGS["bilateral_sxy"],
+        srgb=SETTINGS["bilateral_srgb"],
+        rgbim=image,
+        compat=SETTINGS["bilateral_compat"],
+    )
     return np.array(crf.inference(iterations))
 
 
@@ -234,6 +249,7 @@ def peak_memory_mb(library: str, photo_index: int) -> float:
 import sys, numpy as np, torch
 sys.path.insert(0, {str(ROOT / "benchmarks")!r})
 import bench_dense as b
+b.SETTINGS.update({SETTINGS!r})
 name, image, labels = b.photos()[{photo_index}]
 unary = b.unary_from_softmax(b.probabilities(image, labels))
 module = b.ours if {library!r} == "deepcrf" else __import__("pydensecrf.densecrf", fromlist=["x"])
@@ -273,11 +289,11 @@ def gpu_rows(image, unary_probs, batch_sizes=(1, 4, 16)) -> list[dict]:
     rows = []
     for b in batch_sizes:
         p, im = probs.expand(b, -1, -1, -1).contiguous(), img.expand(b, -1, -1, -1).contiguous()
-        refine(p, im)
+        refine(p, im, **SETTINGS)
         torch.cuda.synchronize()
 
         def step(p=p, im=im):
-            refine(p, im)
+            refine(p, im, **SETTINGS)
             torch.cuda.synchronize()
 
         seconds = timed(step, 10)
@@ -382,13 +398,13 @@ def under_load(reference, data, repeats: int, busy: int) -> list[dict]:
         policy = {name: [] for name, _, _ in inputs}  # default's (start, end) thread counts
         with busy_processes(count):
             for _, image, probs in inputs:  # warm-up
-                refine(probs, image)
+                refine(probs, image, **SETTINGS)
             for _ in range(repeats):
                 for name, image, probs in inputs:
                     for key, (env, threads) in variants.items():
                         with deepcrf_threads(env, threads):
                             samples[name][key].append(
-                                timed(lambda p=probs, i=image: refine(p, i), 1)
+                                timed(lambda p=probs, i=image: refine(p, i, **SETTINGS), 1)
                             )
                         if key == "default":
                             policy[name].append(last_call())
@@ -428,14 +444,15 @@ def print_load_table(rows: list[dict]) -> None:
 
 
 def fused_lattice(image: np.ndarray):
-    """The block lattice the dense CRF iterates on (pydensecrf's settings, symmetric
-    normalisation with Potts weights folded into splat/slice), built from public pieces."""
+    """The block lattice the dense CRF iterates on (``SETTINGS``, symmetric normalisation
+    with Potts weights folded into splat/slice), built from public pieces."""
     h, w = image.shape[:2]
     img = torch.from_numpy(np.ascontiguousarray(image))
+    sxy, srgb = SETTINGS["bilateral_sxy"], SETTINGS["bilateral_srgb"]
     parts = []
     for features, weight in (
-        (grid_features((h, w), 3.0), 3.0),
-        (bilateral_features(img, 80.0, 13.0), 10.0),
+        (grid_features((h, w), SETTINGS["gaussian_sxy"]), SETTINGS["gaussian_compat"]),
+        (bilateral_features(img, sxy, srgb), SETTINGS["bilateral_compat"]),
     ):
         lattice = build_lattice(features)
         before, after = normalization_scales(lattice.row_sums, "symmetric")
@@ -532,6 +549,13 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument(
+        "--params",
+        choices=sorted(PARAMS),
+        default="pydensecrf",
+        help="the CRF of every table, both libraries: pydensecrf's README example "
+        "(3/3 + 80/13/10) or DeepLab's, deepcrf.refine's defaults (3/3 + 121/5/4)",
+    )
+    parser.add_argument(
         "--memory",
         metavar="MP",
         help="only print peak memory per megapixel at these sizes (e.g. 0.5,2,4), untiled "
@@ -539,6 +563,7 @@ def main() -> None:
     )
     parser.add_argument("--budget", default="1G", help="DEEPCRF_MEMORY_BUDGET for --memory")
     args = parser.parse_args()
+    SETTINGS.update(PARAMS[args.params].to_dict())
     if args.memory:
         sizes = [float(s) for s in args.memory.split(",")]
         print(f"| megapixels | untiled MB/MP | tiled within {args.budget}: MB/MP | ratio |")
@@ -555,7 +580,8 @@ def main() -> None:
 
     results: dict = {"photos": [], "memory": [], "sizes": []}
     data = photos(args.photos)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads available\n")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads available")
+    print(f"CRF ({args.params}): {SETTINGS}\n")
     if args.breakdown:
         results["breakdown"] = iteration_breakdown(data, args.repeats)
         print_breakdown(results["breakdown"])
