@@ -232,9 +232,17 @@ def test_stable_sort_by_numpy_keys_is_torchs_stable_sort(n, dtype, spread):
     codes = torch.randint(-spread, spread, (n,), generator=g, dtype=dtype)
     found = lattice_module._sorted_by_numpy(codes)
     assert found is not None
-    values, order = lattice_module._stable_sort(codes)
     expected_values, expected_order = torch.sort(codes, stable=True)
-    assert values.dtype == dtype and order.dtype == torch.int64
+    saved = torch.get_num_threads()
+    try:
+        for threads in (1, 2):  # numpy's sort on one thread, torch's parallel one on more
+            torch.set_num_threads(threads)
+            values, order = lattice_module._stable_sort(codes)
+            assert values.dtype == dtype and order.dtype == torch.int64
+            assert torch.equal(values, expected_values) and torch.equal(order, expected_order)
+    finally:
+        torch.set_num_threads(saved)
+    values, order = found
     assert torch.equal(values, expected_values) and torch.equal(order, expected_order)
 
 
