@@ -34,6 +34,19 @@ def _every_operation(lattice, values, vertex_values, add):
     }
 
 
+def _product_widths(monkeypatch) -> list[int]:
+    """The dense widths of every CSR product from now on (``_csr_mm`` spied on)."""
+    widths = []
+    original = lattice_module._csr_mm
+
+    def spy(matrix, dense, out=None):
+        widths.append(dense.shape[1])
+        return original(matrix, dense, out)
+
+    monkeypatch.setattr(lattice_module, "_csr_mm", spy)
+    return widths
+
+
 @pytest.mark.parametrize("channels", [1, 2, 3, 4, 5, 6, 7, 8, 12])
 def test_csr_products_equal_the_gathers(monkeypatch, channels):
     g = torch.Generator().manual_seed(channels)
@@ -96,14 +109,7 @@ def test_whole_filters_pad_few_channels_to_a_csr_width(monkeypatch, channels):
     add = torch.randn(lattice.num_points, channels, generator=g)
     kept = values.clone(), add.clone()
     padded = lattice_module._PADDED_WIDTHS[channels]
-    widths = []
-    original = lattice_module._csr_mm
-
-    def spy(matrix, dense, out=None):
-        widths.append(dense.shape[1])
-        return original(matrix, dense, out)
-
-    monkeypatch.setattr(lattice_module, "_csr_mm", spy)
+    widths = _product_widths(monkeypatch)
     results = lattice.filter(values), lattice.filter_add(values, add)
     assert set(widths) == {padded}
     for result in results:
@@ -146,29 +152,21 @@ def test_blur_computes_one_or_two_channels_as_four(monkeypatch, channels):
     vertex_values = torch.rand(lattice.num_vertices, channels, generator=g)
     values = torch.rand(lattice.num_points, channels, generator=g)
     add = torch.randn(lattice.num_points, channels, generator=g)
-    widths = []
-    original = lattice_module._csr_mm
+    widths = _product_widths(monkeypatch)
 
-    def spy(matrix, dense, out=None):
-        widths.append(dense.shape[1])
-        return original(matrix, dense, out)
+    def blurred() -> dict[str, torch.Tensor]:
+        return {
+            "blur": lattice.blur(vertex_values),
+            "blur transposed": lattice.blur(vertex_values, transpose=True),
+            "splat_blur": lattice.splat_blur(values),
+            "filter_add": lattice.filter_add(values, add),
+        }
 
-    monkeypatch.setattr(lattice_module, "_csr_mm", spy)
-    padded = {
-        "blur": lattice.blur(vertex_values),
-        "blur transposed": lattice.blur(vertex_values, transpose=True),
-        "splat_blur": lattice.splat_blur(values),
-        "filter_add": lattice.filter_add(values, add),
-    }
+    padded = blurred()
     assert 4 in widths
     monkeypatch.setattr(lattice_module, "_BLUR_WIDTHS", {})
     widths.clear()
-    plain = {
-        "blur": lattice.blur(vertex_values),
-        "blur transposed": lattice.blur(vertex_values, transpose=True),
-        "splat_blur": lattice.splat_blur(values),
-        "filter_add": lattice.filter_add(values, add),
-    }
+    plain = blurred()
     assert set(widths) == {channels}
     for name, expected in plain.items():
         assert padded[name].shape == expected.shape and padded[name].is_contiguous(), name
