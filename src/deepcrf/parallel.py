@@ -23,6 +23,7 @@ on Linux, with no CUDA context in this process (a forked child cannot use it).
 from __future__ import annotations
 
 import concurrent.futures as futures
+import gc
 import multiprocessing
 import os
 import sys
@@ -141,6 +142,10 @@ def _init_worker(threads: int, func=None, items=None, claims=None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    # the worker is ours: what it holds now (torch, the task) lives as long as it does, so
+    # the collector need not walk it again (a forked worker then never copies the parent's
+    # pages for it either); see deepcrf/__init__.py
+    gc.freeze()
     _WORKER["task"] = (func, items, claims)
     parent = multiprocessing.parent_process()  # the pool's process, even if already gone
     _exit_with_parent(parent.pid if parent is not None else os.getppid())
