@@ -928,11 +928,11 @@ def _stable_sort(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     1M entry codes took 16 ms against torch's 22-25 ms (bilateral builds 0.79-0.94x on 1
     thread, the setting of folder workers); numpy sorts on one thread, so with more threads
     torch's parallel sort (13-19 ms on 2) is kept. Codes too widely spread for such keys,
-    and other devices, keep ``torch.sort`` too: on CPU
-    integer tensors of ``_RADIX_MIN`` elements or more are radix-sorted there and shorter
-    ones compared (~3 ms at 30k elements), so codes from ``_PAD_FROM`` up are padded to
-    ``_RADIX_MIN`` with the largest value of their type: the padding sorts last (stably,
-    after any real code equal to it) and is cut off, the order is the same."""
+    and other devices, keep ``torch.sort`` too: on CPU integer tensors of ``_RADIX_MIN``
+    elements or more are radix-sorted there and shorter ones compared (~3 ms at 30k
+    elements), so codes from ``_PAD_FROM`` up are padded to ``_RADIX_MIN`` with the largest
+    value of their type: the padding sorts last (stably, after any real code equal to it)
+    and is cut off, the order is the same."""
     n = codes.numel()
     if codes.device.type == "cpu" and n and torch.get_num_threads() == 1:
         found = _sorted_by_numpy(codes)
