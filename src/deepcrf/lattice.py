@@ -437,11 +437,12 @@ _PADDED_WIDTHS = {3: 4, 5: 8, 6: 8, 7: 8}
 _BLUR_WIDTHS = {1: 4, 2: 4}
 
 
-def _padded_width(values: torch.Tensor) -> int:
-    """The channels whole filters of ``values`` (rows, C) compute with (``_PADDED_WIDTHS``;
-    C where no CSR product runs)."""
+def _padded_width(values: torch.Tensor, widths: dict[int, int] | None = None) -> int:
+    """The channels CSR products of ``values`` (rows, C) compute with: ``widths[C]``
+    (default ``_PADDED_WIDTHS``, for whole filters; ``_BLUR_WIDTHS`` for the blur's
+    passes); C where no CSR product runs."""
     c = values.shape[1]
-    width = _PADDED_WIDTHS.get(c, c)
+    width = (_PADDED_WIDTHS if widths is None else widths).get(c, c)
     return width if width in _CSR_WIDTHS and _csr_capable(values) else c
 
 
@@ -530,7 +531,7 @@ def _blur_block(
     index, weight = stencil
     axes = list(range(index.shape[0] - 1, -1, -1) if transpose else range(index.shape[0]))
     channels = values.shape[1]
-    width = _BLUR_WIDTHS.get(channels, channels) if _csr_capable(values) else channels
+    width = _padded_width(values, _BLUR_WIDTHS)
     if width != channels:
         values = _pad(values, width)
     for axis in axes:
