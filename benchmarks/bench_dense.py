@@ -50,21 +50,18 @@ from deepcrf.crf import normalization_scales
 from deepcrf.data import coarse_probabilities
 from deepcrf.features import bilateral_features, grid_features
 from deepcrf.lattice import build_lattice, stack_lattices
-from deepcrf.params import CRFParams
+from deepcrf.params import PRESETS
 from deepcrf.threads import choose_threads, last_call, use_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 VOC_SAMPLES = ROOT.parent / "shared" / "data" / "voc-samples"
 NUM_LABELS = 21
 
-#: The CRF of every table, the same in both libraries (``--params``): pydensecrf's README
-#: example (3/3 + 80/13/10, what pydensecrf users run) or DeepLab's, ``deepcrf.refine``'s
-#: defaults (3/3 + 121/5/4). ``SETTINGS`` is the one in use (``refine`` keyword arguments).
-PARAMS = {
-    "pydensecrf": CRFParams(bilateral_sxy=80.0, bilateral_srgb=13.0, bilateral_compat=10.0),
-    "deeplab": CRFParams(),
-}
-SETTINGS: dict = PARAMS["pydensecrf"].to_dict()
+#: The CRF of every table, the same in both libraries: a ``deepcrf.params.PRESETS`` entry
+#: (``--params``), by default pydensecrf's README example (3/3 + 80/13/10, what pydensecrf
+#: users run); ``deeplab_largefov`` is ``deepcrf.refine``'s defaults (3/3 + 121/5/4).
+#: ``SETTINGS`` is the one in use (``refine`` keyword arguments).
+SETTINGS: dict = PRESETS["pydensecrf"].to_dict()
 
 
 def photos(folder: Path = VOC_SAMPLES) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
@@ -550,10 +547,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument(
         "--params",
-        choices=sorted(PARAMS),
+        choices=sorted(PRESETS),
         default="pydensecrf",
-        help="the CRF of every table, both libraries: pydensecrf's README example "
-        "(3/3 + 80/13/10) or DeepLab's, deepcrf.refine's defaults (3/3 + 121/5/4)",
+        help="the CRF of every table, both libraries (a deepcrf.params preset): pydensecrf's "
+        "README example (3/3 + 80/13/10) or e.g. deeplab_largefov, deepcrf.refine's "
+        "defaults (3/3 + 121/5/4)",
     )
     parser.add_argument(
         "--memory",
@@ -563,7 +561,7 @@ def main() -> None:
     )
     parser.add_argument("--budget", default="1G", help="DEEPCRF_MEMORY_BUDGET for --memory")
     args = parser.parse_args()
-    SETTINGS.update(PARAMS[args.params].to_dict())
+    SETTINGS.update(PRESETS[args.params].to_dict())
     if args.memory:
         sizes = [float(s) for s in args.memory.split(",")]
         print(f"| megapixels | untiled MB/MP | tiled within {args.budget}: MB/MP | ratio |")
