@@ -27,7 +27,9 @@ def transpose_copy(x: torch.Tensor, scale: float | None = None) -> torch.Tensor:
     tensor (reading strided) is several times faster than ``x.transpose(-1, -2).contiguous()``
     for wide matrices (labels x pixels -> pixels x labels), while ``copy_`` (writing
     strided) is 2-3x faster for tall ones with many columns (pixels x labels -> labels x
-    pixels). Leading axes are handled one matrix at a time (a 3-D strided copy is slower).
+    pixels), and faster again block by block of rows for up to ``_BLOCKED_UP_TO`` columns
+    (the marginals of a photo). Leading axes are handled one matrix at a time (a 3-D
+    strided copy is slower).
     """
     swapped = x.transpose(-1, -2)
     out = x.new_empty(swapped.shape)
@@ -41,6 +43,12 @@ def transpose_copy(x: torch.Tensor, scale: float | None = None) -> torch.Tensor:
 
 
 _WIDE = 16  # tall inputs with at least this many columns transpose faster by copy_
+#: Tall inputs with at most this many columns are copied in blocks of ``_BLOCK_BYTES``
+#: of rows: each block's columns are written while its rows are in cache. A VOC photo's
+#: (187500, 21) marginals: 3.1-3.5 ms in blocks against 8.7 ms whole on 2 threads, 3.8-4.4
+#: against 10.4 on 1; at 60 columns and more blocks were no faster on 1 thread.
+_BLOCKED_UP_TO = 32
+_BLOCK_BYTES = 1 << 19
 
 
 def _tall(x: torch.Tensor) -> bool:
@@ -51,7 +59,13 @@ def _transpose_into(x: torch.Tensor, out: torch.Tensor, scale: float | None) -> 
     """``out = x^T * scale`` for ``out`` contiguous (see ``transpose_copy``)."""
     swapped = x.transpose(-1, -2)
     if _tall(x):
-        out.copy_(swapped)
+        rows, columns = x.shape[-2:]
+        step = _BLOCK_BYTES // (columns * x.element_size())
+        if columns > _BLOCKED_UP_TO or rows <= step:
+            out.copy_(swapped)
+        else:
+            for start in range(0, rows, step):
+                out[:, start : start + step].copy_(swapped[:, start : start + step])
         if scale is not None:
             out.mul_(scale)
     else:
