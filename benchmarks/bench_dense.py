@@ -381,7 +381,9 @@ def deepcrf_threads(policy: str | None, threads: int):
 def under_load(reference, data, repeats: int, busy: int) -> list[dict]:
     """``deepcrf.refine`` (T=10) quiet and with ``busy`` competing processes: default
     settings, forced to torch's default thread count, on 1 thread, and pydensecrf; timings
-    interleaved round-robin over photos and variants, medians per photo and condition."""
+    interleaved round-robin over photos and variants (deepcrf's variants in reverse order
+    every other round, so that none always runs right after another), medians per photo
+    and condition, and the per-round ratios of default to 1 thread ("pairs")."""
     default_threads = torch.get_num_threads()
     variants = {
         "default": (None, default_threads),
@@ -396,9 +398,12 @@ def under_load(reference, data, repeats: int, busy: int) -> list[dict]:
         with busy_processes(count):
             for _, image, probs in inputs:  # warm-up
                 refine(probs, image, **SETTINGS)
-            for _ in range(repeats):
+            for round_ in range(repeats):
+                order = list(variants.items())
+                if round_ % 2:
+                    order.reverse()
                 for name, image, probs in inputs:
-                    for key, (env, threads) in variants.items():
+                    for key, (env, threads) in order:
                         with deepcrf_threads(env, threads):
                             samples[name][key].append(
                                 timed(lambda p=probs, i=image: refine(p, i, **SETTINGS), 1)
@@ -414,14 +419,16 @@ def under_load(reference, data, repeats: int, busy: int) -> list[dict]:
         for name, _, _ in inputs:
             med = {k: statistics.median(v) * 1e3 for k, v in samples[name].items() if v}
             threads = " ".join(f"{a}>{b}" for a, b in policy[name])
+            pairs = [a / b for a, b in zip(samples[name]["default"], samples[name]["1 thread"])]
             rows.append(
                 {"condition": condition, "load": load, "photo": name, **med, "threads": threads}
+                | {"pairs": pairs}
             )
     return rows
 
 
 def print_load_table(rows: list[dict]) -> None:
-    keys = [k for k in rows[0] if k not in ("condition", "load", "photo", "threads")]
+    keys = [k for k in rows[0] if k not in ("condition", "load", "photo", "threads", "pairs")]
     header = ["busy processes", "load avg", "photo", *(f"{k} ms" for k in keys)]
     header += ["default / 1 thread", "default / pydensecrf"]
     table = []
@@ -434,10 +441,25 @@ def print_load_table(rows: list[dict]) -> None:
             + [f"{row['default'] / ref:.2f}x" if ref else "-"]
         )
     print_table(header, table)
+    print("\nDefault / 1 thread per round (the two runs of a photo in one round), medians:")
+    for condition in dict.fromkeys(row["condition"] for row in rows):
+        pairs = [p for row in rows if row["condition"] == condition for p in row["pairs"]]
+        print(
+            f"- {condition}: {statistics.median(pairs):.2f}x over {len(pairs)} pairs "
+            f"(quartiles {_quartiles(pairs)})"
+        )
     print("\nThreads of each default call, chosen at its start > at its end (a checkpoint found")
     print("the team waiting for a CPU and went on with 1 thread when they differ):")
     for row in rows:
         print(f"- {row['condition']}, {row['photo']}: {row['threads']}")
+
+
+def _quartiles(values: list[float]) -> str:
+    """'q1-q3' of ``values`` (two decimals; the values themselves when fewer than 4)."""
+    if len(values) < 4:
+        return ", ".join(f"{v:.2f}" for v in sorted(values))
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return f"{q1:.2f}-{q3:.2f}"
 
 
 def fused_lattice(image: np.ndarray):
