@@ -166,15 +166,19 @@ def test_bad_values_shape_raises():
         lattice.filter(torch.zeros(5, 1))
 
 
+@pytest.mark.parametrize("sparse_table", [True, False])
 @pytest.mark.parametrize("rounds", [0, 4])
 @pytest.mark.parametrize("count", [1, 7, 3000])
-def test_code_lookup_matches_binary_search(monkeypatch, count, rounds):
+def test_code_lookup_matches_binary_search(monkeypatch, count, rounds, sparse_table):
     """Hash lookups, with lookups still probing after ``rounds`` rounds finished by binary
-    search (0: every lookup not settled at its home slot), against torch.isin."""
+    search (0: every lookup not settled at its home slot), against torch.isin; in the
+    sparser table of up to ``_SPARSE_HASH_KEYS`` codes and in the denser one above."""
     import deepcrf.lattice as lattice_module
     from deepcrf.lattice import _find_codes
 
     monkeypatch.setattr(lattice_module, "_PROBE_ROUNDS", rounds)
+    if not sparse_table:
+        monkeypatch.setattr(lattice_module, "_SPARSE_HASH_KEYS", 0)
 
     g = torch.Generator().manual_seed(count)
     # clustered codes (multiples of 977) and present, absent and negative targets, as the
