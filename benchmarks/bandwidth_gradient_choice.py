@@ -35,7 +35,7 @@ from PIL import Image
 
 from deepcrf.exact import exact_filter
 from deepcrf.kernel import bandwidth_gradient
-from deepcrf.lattice import _scale_factors, _simplex_coordinates, build_lattice
+from deepcrf.lattice import _elevated, _simplex_coordinates, build_lattice
 
 ROOT = Path(__file__).resolve().parents[1]
 VOC = ROOT.parent / "shared" / "data" / "voc-samples"
@@ -55,22 +55,6 @@ def features(pixels: np.ndarray, sxy: float, srgb: float | None) -> torch.Tensor
     if srgb is not None:
         parts += [pixels[..., c].astype(np.float32) / srgb for c in range(3)]
     return torch.from_numpy(np.stack(parts, -1).reshape(-1, len(parts)))
-
-
-def elevation(d: int) -> torch.Tensor:
-    """(d+1, d) float64 matrix of the lattice's elevation (with its feature scaling), built
-    by the same recurrence as ``deepcrf.lattice._simplex_coordinates``."""
-    scales = _scale_factors(d, torch.device("cpu")).double()
-    matrix = torch.zeros(d + 1, d, dtype=torch.float64)
-    for a in range(d):
-        scaled = torch.zeros(d, dtype=torch.float64)
-        scaled[a] = scales[a]
-        running = 0.0
-        for j in range(d, 0, -1):
-            matrix[j, a] = running - j * scaled[j - 1]
-            running += scaled[j - 1]
-        matrix[0, a] = running
-    return matrix
 
 
 def exact_contraction(f: torch.Tensor, q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -102,7 +86,9 @@ def lattice_derivative(f: torch.Tensor, q: torch.Tensor, g: torch.Tensor) -> tor
     rank = rank.long()
     first, second = (d - rank) % (d + 1), (d + 1 - rank) % (d + 1)
     d_elevated = (by_vertex.gather(0, first) - by_vertex.gather(0, second)) / (d + 1)
-    d_features = elevation(d).t() @ d_elevated  # (d, N)
+    # the elevation is linear: its (d+1, d) matrix is the elevation of the unit vectors
+    elevation = _elevated(torch.eye(d)).double()
+    d_features = elevation.t() @ d_elevated  # (d, N)
     return (f.double().t() * d_features).sum(1)
 
 

@@ -421,8 +421,14 @@ def under_load(reference, data, repeats: int, busy: int) -> list[dict]:
             threads = " ".join(f"{a}>{b}" for a, b in policy[name])
             pairs = [a / b for a, b in zip(samples[name]["default"], samples[name]["1 thread"])]
             rows.append(
-                {"condition": condition, "load": load, "photo": name, **med, "threads": threads}
-                | {"pairs": pairs}
+                {
+                    "condition": condition,
+                    "load": load,
+                    "photo": name,
+                    **med,
+                    "threads": threads,
+                    "pairs": pairs,
+                }
             )
     return rows
 

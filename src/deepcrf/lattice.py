@@ -614,6 +614,20 @@ def _scale_factors(dim: int, device: torch.device) -> torch.Tensor:
     return torch.tensor(scales, dtype=torch.float32, device=device)
 
 
+def _elevated(coords: torch.Tensor) -> torch.Tensor:
+    """(d+1, N) coordinates on the lattice's hyperplane of (d, N) ``coords``: scaled by
+    ``_scale_factors`` and elevated (pydensecrf's recurrence, in float32)."""
+    d, n = coords.shape
+    scaled = coords * _scale_factors(d, coords.device)[:, None]
+    elevated = coords.new_empty(d + 1, n)
+    running = elevated[0].zero_()  # the running sum ends as elevated[0]
+    term = coords.new_empty(n)
+    for j in range(d, 0, -1):  # written in place: no temporaries, no copies
+        torch.sub(running, torch.mul(scaled[j - 1], j, out=term), out=elevated[j])
+        running += scaled[j - 1]
+    return elevated
+
+
 def _simplex_coordinates(
     coords: torch.Tensor,
     out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
@@ -628,16 +642,10 @@ def _simplex_coordinates(
     simplex. ``out``: (d+1, N) tensors (rem0 / (d+1) of all d+1 coordinates, rank, bary)
     to write into.
     """
-    d, n = coords.shape
+    d = coords.shape[0]
     rounded, rank, bary = _simplex_outputs(coords) if out is None else out
     small = rank.dtype
-    scaled = coords * _scale_factors(d, coords.device)[:, None]
-    elevated = coords.new_empty(d + 1, n)
-    running = elevated[0].zero_()  # the running sum ends as elevated[0]
-    term = coords.new_empty(n)
-    for j in range(d, 0, -1):  # written in place: no temporaries, no copies
-        torch.sub(running, torch.mul(scaled[j - 1], j, out=term), out=elevated[j])
-        running += scaled[j - 1]
+    elevated = _elevated(coords)
 
     down = torch.tensor(1.0 / (d + 1), dtype=torch.float32).item()
     torch.round(elevated * down, out=rounded)  # round half to even, as SSE rounding does
