@@ -248,3 +248,31 @@ def test_team_run_delay_reads_this_process():
     first = threads.team_run_delay()
     assert isinstance(first, int) and first >= 0
     assert threads.team_run_delay() >= first  # cumulative
+
+
+def test_vector_math_is_warmed_on_one_thread_at_import():
+    """``import deepcrf`` runs torch's vector math (sqrt, exp, log) once, on inputs too
+    small to be split between threads, before any deepcrf computation: the guard against
+    the first multi-threaded sqrt of a process coming out inexact (see
+    ``threads.warm_vector_math``)."""
+    code = (
+        "import torch\n"
+        "calls = []\n"
+        "for name in ('sqrt', 'exp', 'log'):\n"
+        "    def spy(x, *a, _f=getattr(torch, name), _n=name, **k):\n"
+        "        calls.append((_n, x.numel()))\n"
+        "        return _f(x, *a, **k)\n"
+        "    setattr(torch, name, spy)\n"
+        "import deepcrf\n"
+        "print(calls[:3])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    assert out.strip() == "[('sqrt', 4), ('exp', 4), ('log', 4)]"
+
+
+def test_warm_vector_math_leaves_threads_alone():
+    before = torch.get_num_threads()
+    threads.warm_vector_math()
+    assert torch.get_num_threads() == before
