@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from deepcrf.exact import exact_filter
+from deepcrf.features import bilateral_features, grid_features
 from deepcrf.kernel import bandwidth_gradient
 from deepcrf.lattice import _elevated, _simplex_coordinates, build_lattice
 
@@ -48,13 +49,10 @@ KERNELS = {  # name: (sxy, srgb or None for the spatial kernel)
 
 
 def features(pixels: np.ndarray, sxy: float, srgb: float | None) -> torch.Tensor:
-    """(N, d) float32 features of an (H, W, 3) crop: x, y (and r, g, b) over bandwidths."""
-    h, w = pixels.shape[:2]
-    yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    parts = [xx / sxy, yy / sxy]
-    if srgb is not None:
-        parts += [pixels[..., c].astype(np.float32) / srgb for c in range(3)]
-    return torch.from_numpy(np.stack(parts, -1).reshape(-1, len(parts)))
+    """(N, d) features of an (H, W, 3) crop: x, y (and r, g, b) over the bandwidths."""
+    if srgb is None:
+        return grid_features(pixels.shape[:2], sxy)
+    return bilateral_features(torch.from_numpy(np.ascontiguousarray(pixels)), sxy, srgb)
 
 
 def exact_contraction(f: torch.Tensor, q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
